@@ -1,0 +1,23 @@
+//! LiveKit Ingress as a GStreamer plugin.
+//!
+//! The plugin `livekitingress` registers the elements that carry a stream from a
+//! non-WebRTC source into a LiveKit room. The protocol cores beneath the elements
+//! carry no GStreamer types so they can be tested and fuzzed on their own.
+
+use gst::glib;
+
+fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    Ok(())
+}
+
+gst::plugin_define!(
+    livekitingress,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MPL",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    "https://livekit.io",
+    env!("BUILD_REL_DATE")
+);
