@@ -4,7 +4,7 @@
 It joins a room, subscribes to every published track, optionally asks for one
 simulcast quality, decodes media for a while and prints one JSON report on
 stdout: who was in the room, which tracks they published (name, source, codec,
-simulcast layers) and, per track, how many frames were decoded and at which
+whether simulcast) and, per track, how many frames were decoded and at which
 sizes. The tests assert on that report; this script asserts nothing itself.
 """
 
@@ -17,9 +17,9 @@ import time
 from livekit import api, rtc
 
 QUALITIES = {
-    "low": rtc.VideoQuality.LOW if hasattr(rtc, "VideoQuality") else 0,
-    "medium": rtc.VideoQuality.MEDIUM if hasattr(rtc, "VideoQuality") else 1,
-    "high": rtc.VideoQuality.HIGH if hasattr(rtc, "VideoQuality") else 2,
+    "low": rtc.VideoQuality.VIDEO_QUALITY_LOW,
+    "medium": rtc.VideoQuality.VIDEO_QUALITY_MEDIUM,
+    "high": rtc.VideoQuality.VIDEO_QUALITY_HIGH,
 }
 
 
@@ -70,10 +70,6 @@ class Report:
     def track(self, publication, participant):
         key = publication.sid
         if key not in self.tracks:
-            layers = []
-            for layer in getattr(publication, "_info", None) and publication._info.layers or []:
-                layers.append({"quality": enum_name(rtc.VideoQuality, layer.quality) if hasattr(rtc, "VideoQuality") else layer.quality,
-                               "width": layer.width, "height": layer.height, "bitrate": layer.bitrate})
             self.tracks[key] = {
                 "sid": publication.sid,
                 "participant": participant.identity,
@@ -84,7 +80,6 @@ class Report:
                 "simulcasted": bool(getattr(publication, "simulcasted", False)),
                 "width": getattr(publication, "width", 0),
                 "height": getattr(publication, "height", 0),
-                "layers": layers,
                 "frames": 0,
                 "sizes": {},
                 "first_frame_s": None,

@@ -1,0 +1,288 @@
+//! Test harness on real components: a LiveKit server in dev mode on free loopback
+//! ports, and the independent Python subscriber (`tests/helpers/subscriber.py`).
+//!
+//! Every integration test that needs a room starts its own server with
+//! [`LiveKitServer::start`]; dropping it stops the server, also when the test panics.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const API_KEY: &str = "devkey";
+pub const API_SECRET: &str = "secret";
+
+/// Where `scripts/setup.sh` installs the LiveKit server and the Python virtualenv.
+pub fn tools_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("LIVEKIT_INGRESS_TOOLS") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    Path::new(&home).join(".cache/livekit-ingress")
+}
+
+pub fn python() -> PathBuf {
+    tools_dir().join("venv/bin/python")
+}
+
+pub fn project_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A scratch directory for one test, removed when dropped.
+pub struct ScratchDir(pub PathBuf);
+
+impl ScratchDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "lk-ingress-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        ScratchDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free TCP port on loopback. The port is released before it is used, so another
+/// process could take it in between; tests accept that small race.
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free tcp port")
+}
+
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("free udp port")
+}
+
+/// A LiveKit server (the pinned release) in dev mode on loopback, one per test.
+pub struct LiveKitServer {
+    child: Child,
+    pub http_port: u16,
+    pub log_path: PathBuf,
+    _dir: ScratchDir,
+}
+
+impl LiveKitServer {
+    pub fn start() -> Self {
+        let dir = ScratchDir::new("livekit");
+        let http_port = free_tcp_port();
+        let config = format!(
+            "port: {http_port}\n\
+             bind_addresses: [\"127.0.0.1\"]\n\
+             rtc:\n  tcp_port: {tcp}\n  udp_port: {udp}\n  use_external_ip: false\n\
+             logging:\n  level: info\n",
+            tcp = free_tcp_port(),
+            udp = free_udp_port(),
+        );
+        let config_path = dir.path().join("livekit.yaml");
+        std::fs::write(&config_path, config).expect("write livekit config");
+        let log_path = dir.path().join("livekit.log");
+        let log = std::fs::File::create(&log_path).expect("create livekit log");
+        let child = Command::new(livekit_server_bin())
+            .arg("--dev")
+            .arg("--config")
+            .arg(&config_path)
+            .args(["--node-ip", "127.0.0.1"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start livekit-server (run scripts/setup.sh): {e}"));
+        let mut server = LiveKitServer {
+            child,
+            http_port,
+            log_path,
+            _dir: dir,
+        };
+        server.wait_ready(Duration::from_secs(30));
+        server
+    }
+
+    /// The URL clients join with.
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The URL of the server API (Twirp).
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("livekit-server exited with {status}:\n{}", self.log());
+            }
+            if http_get_ok(self.http_port, "/") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "livekit-server did not answer within {timeout:?}:\n{}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for LiveKitServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn livekit_server_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("LIVEKIT_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    tools_dir().join("bin/livekit-server")
+}
+
+/// True when `GET path` on loopback answers 200.
+pub fn http_get_ok(port: u16, path: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+}
+
+/// Options for one run of the Python subscriber.
+#[derive(Clone, Debug)]
+pub struct SubscriberOptions {
+    pub room: String,
+    pub identity: String,
+    /// Simulcast quality to select: "low", "medium" or "high".
+    pub quality: Option<String>,
+    /// Wait until this many tracks are subscribed before the decode window.
+    pub expect_tracks: u32,
+    /// Seconds of decoding once the tracks are there.
+    pub duration: f64,
+    /// Seconds to wait for the expected tracks.
+    pub timeout: f64,
+    /// Seconds to keep watching the room after decoding (to see publishers leave).
+    pub leave_watch: f64,
+}
+
+impl SubscriberOptions {
+    pub fn new(room: &str) -> Self {
+        SubscriberOptions {
+            room: room.to_string(),
+            identity: "test-subscriber".into(),
+            quality: None,
+            expect_tracks: 0,
+            duration: 2.0,
+            timeout: 30.0,
+            leave_watch: 0.0,
+        }
+    }
+}
+
+/// The independent subscriber, running in the background.
+pub struct Subscriber {
+    child: Child,
+}
+
+impl Subscriber {
+    pub fn spawn(server: &LiveKitServer, opts: &SubscriberOptions) -> Self {
+        let mut cmd = Command::new(python());
+        cmd.arg(project_dir().join("tests/helpers/subscriber.py"))
+            .args(["--url", &server.ws_url()])
+            .args(["--api-key", API_KEY, "--api-secret", API_SECRET])
+            .args(["--room", &opts.room, "--identity", &opts.identity])
+            .args(["--expect-tracks", &opts.expect_tracks.to_string()])
+            .args(["--duration", &opts.duration.to_string()])
+            .args(["--timeout", &opts.timeout.to_string()])
+            .args(["--leave-watch", &opts.leave_watch.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(q) = &opts.quality {
+            cmd.args(["--quality", q]);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot start the Python subscriber (run scripts/setup.sh): {e}")
+        });
+        Subscriber { child }
+    }
+
+    /// Waits for the subscriber to finish and returns its JSON report.
+    pub fn report(self) -> serde_json::Value {
+        let out = self.child.wait_with_output().expect("subscriber output");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(line).unwrap_or_else(|e| {
+            panic!(
+                "subscriber printed no report ({e}); status {}\nstdout: {stdout}\nstderr: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+/// Runs the subscriber to completion.
+pub fn subscribe(server: &LiveKitServer, opts: &SubscriberOptions) -> serde_json::Value {
+    Subscriber::spawn(server, opts).report()
+}
+
+/// Polls `check` until it returns Some or the timeout passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The tracks in a subscriber report published by `identity`.
+pub fn tracks_of<'a>(report: &'a serde_json::Value, identity: &str) -> Vec<&'a serde_json::Value> {
+    report["tracks"]
+        .as_array()
+        .map(|tracks| {
+            tracks
+                .iter()
+                .filter(|t| t["participant"] == identity)
+                .collect()
+        })
+        .unwrap_or_default()
+}
