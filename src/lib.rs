@@ -4,6 +4,8 @@
 //! non-WebRTC source into a LiveKit room. The protocol cores beneath the elements
 //! carry no GStreamer types so they can be tested and fuzzed on their own.
 
+pub mod pipeline;
+
 use gst::glib;
 
 fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

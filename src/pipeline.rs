@@ -1,0 +1,442 @@
+//! The ingress pipeline: the gst-launch composition of DESIGN.md built as code.
+//!
+//! ```text
+//! rtmpingresssrc ─video─ queue ─ decodebin ─ simulcastenc ─src_N─ queue ─┐
+//!                └audio─ queue ─ decodebin ─ audioconvert ─ audioresample  livekitsink
+//!                                  ─ capsfilter(48 kHz, channels) ─ opusenc ┘
+//! ```
+//!
+//! Branches are built when `rtmpingresssrc` adds its pads, so audio-only and
+//! video-only publishes work. What the pipeline reports on its bus is turned into
+//! [`PipelineEvent`]s for whoever drives the session (the service, or a test).
+//! Elements are created by factory name: this module depends on the element
+//! contracts, not on their implementation.
+
+use gst::prelude::*;
+use std::sync::Arc;
+
+/// Where the ingress sends its media and as whom it joins.
+#[derive(Clone, Debug, Default)]
+pub struct RoomTarget {
+    pub ws_url: String,
+    pub api_key: String,
+    pub api_secret: String,
+    pub room_name: String,
+    pub participant_identity: String,
+    pub participant_name: String,
+    pub participant_metadata: String,
+}
+
+/// How the video is encoded: a preset name (`H264_720P_30FPS_3_LAYERS`) or the
+/// custom settings `simulcastenc` takes.
+#[derive(Clone, Debug)]
+pub enum VideoEncodingSettings {
+    Preset(String),
+    Custom {
+        codec: String,
+        framerate: f64,
+        layers: String,
+    },
+}
+
+/// Concrete Opus settings for the audio track.
+#[derive(Clone, Debug)]
+pub struct AudioEncodingSettings {
+    pub bitrate: u32,
+    pub channels: u32,
+    pub dtx: bool,
+}
+
+/// Everything one ingress pipeline needs.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub rtmp_address: String,
+    pub rtmp_port: u16,
+    pub stream_key: String,
+    pub room: RoomTarget,
+    pub video: VideoEncodingSettings,
+    pub video_track_name: String,
+    /// `camera` or `screen-share`.
+    pub video_track_source: String,
+    pub audio: AudioEncodingSettings,
+    pub audio_track_name: String,
+    /// `microphone` or `screen-share-audio`.
+    pub audio_track_source: String,
+}
+
+/// What the session learns from the pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PipelineEvent {
+    /// The input's video as it arrived (before decoding).
+    InputVideo {
+        mime_type: String,
+        width: u32,
+        height: u32,
+        framerate: f64,
+    },
+    /// The input's audio as it arrived.
+    InputAudio {
+        mime_type: String,
+        channels: u32,
+        sample_rate: u32,
+    },
+    /// Measured input bitrates, bits per second.
+    InputBitrate { video: u32, audio: u32 },
+    /// The participant joined the room.
+    Connected { room_sid: String },
+    /// A track is published in the room.
+    TrackPublished {
+        kind: String,
+        sid: String,
+        name: String,
+    },
+    /// The source stopped publishing (or the pipeline reached EOS).
+    Ended { reason: String },
+    /// Something failed; the text is for the operator.
+    Failed { message: String },
+}
+
+/// Errors while building the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("GStreamer element `{0}` is missing: is the plugin providing it installed?")]
+    MissingElement(String),
+    #[error("invalid setting for `{element}`: {message}")]
+    InvalidSetting { element: String, message: String },
+    #[error("cannot link the ingress pipeline: {0}")]
+    Link(String),
+}
+
+fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, PipelineError> {
+    let mut builder = gst::ElementFactory::make(factory);
+    if let Some(name) = name {
+        builder = builder.name(name);
+    }
+    builder
+        .build()
+        .map_err(|_| PipelineError::MissingElement(factory.to_string()))
+}
+
+fn set_str(element: &gst::Element, property: &str, value: &str) -> Result<(), PipelineError> {
+    if element.find_property(property).is_none() {
+        return Err(PipelineError::InvalidSetting {
+            element: element.name().to_string(),
+            message: format!("no property `{property}`"),
+        });
+    }
+    element.set_property_from_str(property, value);
+    Ok(())
+}
+
+/// A built ingress pipeline.
+pub struct IngressPipeline {
+    pipeline: gst::Pipeline,
+}
+
+impl IngressPipeline {
+    /// Builds the pipeline; the branches are completed when the source's pads appear.
+    pub fn build(config: &PipelineConfig) -> Result<Self, PipelineError> {
+        let pipeline = gst::Pipeline::with_name(&format!("ingress-{}", config.stream_key));
+        let src = make("rtmpingresssrc", Some("src"))?;
+        set_str(&src, "address", &config.rtmp_address)?;
+        src.set_property("port", u32::from(config.rtmp_port));
+        set_str(&src, "stream-key", &config.stream_key)?;
+
+        let sink = make("livekitsink", Some("sink"))?;
+        let room = &config.room;
+        for (property, value) in [
+            ("url", &room.ws_url),
+            ("api-key", &room.api_key),
+            ("api-secret", &room.api_secret),
+            ("room-name", &room.room_name),
+            ("participant-identity", &room.participant_identity),
+            ("participant-name", &room.participant_name),
+            ("participant-metadata", &room.participant_metadata),
+            ("video-track-name", &config.video_track_name),
+            ("video-track-source", &config.video_track_source),
+            ("audio-track-name", &config.audio_track_name),
+            ("audio-track-source", &config.audio_track_source),
+        ] {
+            if !value.is_empty() {
+                set_str(&sink, property, value)?;
+            }
+        }
+
+        pipeline
+            .add_many([&src, &sink])
+            .map_err(|e| PipelineError::Link(e.to_string()))?;
+
+        let config = Arc::new(config.clone());
+        let pipeline_weak = pipeline.downgrade();
+        src.connect_pad_added(move |_, pad| {
+            let Some(pipeline) = pipeline_weak.upgrade() else {
+                return;
+            };
+            let result = match pad.name().as_str() {
+                "video" => add_video_branch(&pipeline, pad, &config),
+                "audio" => add_audio_branch(&pipeline, pad, &config),
+                other => Err(PipelineError::Link(format!(
+                    "unexpected source pad {other}"
+                ))),
+            };
+            if let Err(err) = result {
+                gst::element_error!(
+                    pipeline,
+                    gst::StreamError::Failed,
+                    ("cannot build the ingress pipeline: {err}")
+                );
+            }
+        });
+
+        Ok(IngressPipeline { pipeline })
+    }
+
+    pub fn pipeline(&self) -> &gst::Pipeline {
+        &self.pipeline
+    }
+}
+
+impl Drop for IngressPipeline {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Adds `elements` to the pipeline, links them in order and brings them to the
+/// pipeline's state; returns the first and the last.
+fn add_chain(
+    pipeline: &gst::Pipeline,
+    elements: &[gst::Element],
+) -> Result<(gst::Element, gst::Element), PipelineError> {
+    pipeline
+        .add_many(elements)
+        .map_err(|e| PipelineError::Link(e.to_string()))?;
+    gst::Element::link_many(elements).map_err(|e| PipelineError::Link(e.to_string()))?;
+    for element in elements {
+        element
+            .sync_state_with_parent()
+            .map_err(|e| PipelineError::Link(e.to_string()))?;
+    }
+    match (elements.first(), elements.last()) {
+        (Some(first), Some(last)) => Ok((first.clone(), last.clone())),
+        _ => Err(PipelineError::Link("empty chain".into())),
+    }
+}
+
+/// Links a decodebin's (first) raw pad to `next`.
+fn link_decoded(decodebin: &gst::Element, next: gst::Element, media: &'static str) {
+    decodebin.connect_pad_added(move |_, pad| {
+        let is_media = pad
+            .current_caps()
+            .and_then(|caps| caps.structure(0).map(|s| s.name().starts_with(media)))
+            .unwrap_or(false);
+        let Some(sink) = next.static_pad("sink") else {
+            return;
+        };
+        if is_media && !sink.is_linked() {
+            let _ = pad.link(&sink);
+        }
+    });
+}
+
+fn add_video_branch(
+    pipeline: &gst::Pipeline,
+    src_pad: &gst::Pad,
+    config: &PipelineConfig,
+) -> Result<(), PipelineError> {
+    let queue = make("queue", None)?;
+    let decodebin = make("decodebin", None)?;
+    let convert = make("videoconvert", None)?;
+    let enc = make("simulcastenc", Some("enc"))?;
+    match &config.video {
+        VideoEncodingSettings::Preset(name) => set_str(&enc, "preset", name)?,
+        VideoEncodingSettings::Custom {
+            codec,
+            framerate,
+            layers,
+        } => {
+            set_str(&enc, "codec", codec)?;
+            set_str(&enc, "framerate", &framerate.to_string())?;
+            set_str(&enc, "layers", layers)?;
+        }
+    }
+    let (queue, _) = add_chain(pipeline, &[queue, decodebin.clone()])?;
+    let (convert, enc) = add_chain(pipeline, &[convert, enc])?;
+    if let Some(decoded) = convert.static_pad("sink") {
+        report_input_format(&decoded, src_pad, "ingress-input-video");
+    }
+    link_decoded(&decodebin, convert, "video/");
+
+    let sink = pipeline
+        .by_name("sink")
+        .ok_or_else(|| PipelineError::Link("livekitsink missing".into()))?;
+    for (index, enc_src) in enc.src_pads().iter().enumerate() {
+        let layer_queue = make("queue", None)?;
+        pipeline
+            .add(&layer_queue)
+            .map_err(|e| PipelineError::Link(e.to_string()))?;
+        let sink_pad = sink
+            .request_pad_simple(&format!("video_{index}"))
+            .ok_or_else(|| PipelineError::Link("livekitsink refused a video pad".into()))?;
+        link_pads(enc_src, &layer_queue, &sink_pad)?;
+        layer_queue
+            .sync_state_with_parent()
+            .map_err(|e| PipelineError::Link(e.to_string()))?;
+    }
+    link_to(src_pad, &queue)
+}
+
+fn add_audio_branch(
+    pipeline: &gst::Pipeline,
+    src_pad: &gst::Pad,
+    config: &PipelineConfig,
+) -> Result<(), PipelineError> {
+    let audio = &config.audio;
+    let queue = make("queue", None)?;
+    let decodebin = make("decodebin", None)?;
+    let convert = make("audioconvert", None)?;
+    let resample = make("audioresample", None)?;
+    let capsfilter = make("capsfilter", None)?;
+    capsfilter.set_property(
+        "caps",
+        gst::Caps::builder("audio/x-raw")
+            .field("rate", 48_000i32)
+            .field("channels", audio.channels as i32)
+            .build(),
+    );
+    let opusenc = make("opusenc", None)?;
+    opusenc.set_property("bitrate", audio.bitrate as i32);
+    opusenc.set_property("dtx", audio.dtx);
+
+    let (queue, _) = add_chain(pipeline, &[queue, decodebin.clone()])?;
+    let (convert, opusenc) = add_chain(pipeline, &[convert, resample, capsfilter, opusenc])?;
+    if let Some(decoded) = convert.static_pad("sink") {
+        report_input_format(&decoded, src_pad, "ingress-input-audio");
+    }
+    link_decoded(&decodebin, convert, "audio/");
+
+    let sink = pipeline
+        .by_name("sink")
+        .ok_or_else(|| PipelineError::Link("livekitsink missing".into()))?;
+    let sink_pad = sink
+        .request_pad_simple("audio_0")
+        .ok_or_else(|| PipelineError::Link("livekitsink refused an audio pad".into()))?;
+    let enc_src = opusenc
+        .static_pad("src")
+        .ok_or_else(|| PipelineError::Link("opusenc has no src pad".into()))?;
+    enc_src
+        .link(&sink_pad)
+        .map_err(|e| PipelineError::Link(format!("opusenc to livekitsink: {e}")))?;
+    link_to(src_pad, &queue)
+}
+
+fn link_pads(from: &gst::Pad, via: &gst::Element, to: &gst::Pad) -> Result<(), PipelineError> {
+    link_to(from, via)?;
+    let via_src = via
+        .static_pad("src")
+        .ok_or_else(|| PipelineError::Link(format!("{} has no src pad", via.name())))?;
+    via_src
+        .link(to)
+        .map(|_| ())
+        .map_err(|e| PipelineError::Link(format!("{} to {}: {e}", via.name(), to.name())))
+}
+
+fn link_to(from: &gst::Pad, element: &gst::Element) -> Result<(), PipelineError> {
+    let sink = element
+        .static_pad("sink")
+        .ok_or_else(|| PipelineError::Link(format!("{} has no sink pad", element.name())))?;
+    from.link(&sink)
+        .map(|_| ())
+        .map_err(|e| PipelineError::Link(format!("{} to {}: {e}", from.name(), element.name())))
+}
+
+/// Posts the decoded format of a branch as an application message on the bus
+/// (`ingress-input-video` / `-audio`), with the mime type the source sent, so the
+/// session can report the input's format.
+fn report_input_format(decoded: &gst::Pad, source: &gst::Pad, message_name: &'static str) {
+    let source = source.downgrade();
+    decoded.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+        let Some(gst::PadProbeData::Event(ref event)) = info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Caps(caps) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let mime = source
+            .upgrade()
+            .and_then(|p| p.current_caps())
+            .and_then(|c| c.structure(0).map(|s| s.name().to_string()))
+            .unwrap_or_default();
+        if let (Some(structure), Some(element)) = (caps.caps().structure(0), pad.parent_element()) {
+            let mut s = structure.to_owned();
+            s.set_name(message_name);
+            s.set("mime-type", mime);
+            let _ = element.post_message(gst::message::Application::new(s));
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
+impl PipelineEvent {
+    /// The session event a bus message carries, if any.
+    pub fn from_message(message: &gst::Message) -> Option<PipelineEvent> {
+        use gst::MessageView;
+        match message.view() {
+            MessageView::Eos(_) => Some(PipelineEvent::Ended {
+                reason: "end of stream".into(),
+            }),
+            MessageView::Error(err) => Some(PipelineEvent::Failed {
+                message: err.error().to_string(),
+            }),
+            MessageView::Element(_) | MessageView::Application(_) => {
+                let s = message.structure()?;
+                let text = |field: &str| s.get::<String>(field).unwrap_or_default();
+                let number = |field: &str| {
+                    s.get::<i32>(field)
+                        .map(|v| v.max(0) as u32)
+                        .or_else(|_| s.get::<u32>(field))
+                        .or_else(|_| s.get::<u64>(field).map(|v| v.min(u32::MAX as u64) as u32))
+                        .unwrap_or(0)
+                };
+                match s.name().as_str() {
+                    "rtmp-publish-stopped" => Some(PipelineEvent::Ended {
+                        reason: text("reason"),
+                    }),
+                    "rtmp-stats" => Some(PipelineEvent::InputBitrate {
+                        video: number("video-bitrate"),
+                        audio: number("audio-bitrate"),
+                    }),
+                    "livekit-connected" => Some(PipelineEvent::Connected {
+                        room_sid: text("room-sid"),
+                    }),
+                    "livekit-track-published" => Some(PipelineEvent::TrackPublished {
+                        kind: text("kind"),
+                        sid: text("sid"),
+                        name: text("name"),
+                    }),
+                    "ingress-input-video" => {
+                        let framerate = s
+                            .get::<gst::Fraction>("framerate")
+                            .ok()
+                            .filter(|f| f.denom() != 0)
+                            .map(|f| f.numer() as f64 / f.denom() as f64)
+                            .unwrap_or(0.0);
+                        Some(PipelineEvent::InputVideo {
+                            mime_type: text("mime-type"),
+                            width: number("width"),
+                            height: number("height"),
+                            framerate,
+                        })
+                    }
+                    "ingress-input-audio" => Some(PipelineEvent::InputAudio {
+                        mime_type: text("mime-type"),
+                        channels: number("channels"),
+                        sample_rate: number("rate"),
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
