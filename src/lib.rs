@@ -4,11 +4,15 @@
 //! non-WebRTC source into a LiveKit room. The protocol cores beneath the elements
 //! carry no GStreamer types so they can be tested and fuzzed on their own.
 
+pub mod livekit;
+pub mod livekitsink;
 pub mod pipeline;
+pub mod runtime;
 
 use gst::glib;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    livekitsink::register(plugin)?;
     Ok(())
 }
 

@@ -1,0 +1,8 @@
+//! The LiveKit client core beneath `livekitsink`: joining a room over the
+//! signal connection (`livekit-signaling`), sending media over WebRTC (str0m),
+//! and the track model. No GStreamer types live here.
+
+pub mod publisher;
+pub mod token;
+pub mod tracks;
+pub mod trickle;

@@ -1,0 +1,605 @@
+//! One publishing session: join a room over LiveKit's signal connection,
+//! announce the tracks, negotiate one send-only PeerConnection with str0m, then
+//! send media and follow the room (keyframe requests, dynacast, leave).
+//!
+//! The WebRTC state lives in str0m's sans-IO `Rtc`; this task is only its IO
+//! loop: one UDP socket, the signal events, the media channel and str0m's timer.
+
+use super::tracks::{AudioTrackSpec, VideoCodec, VideoTrackSpec};
+use super::trickle;
+use livekit_protocol as proto;
+use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
+use proto::signal_request::Message as Request;
+use proto::signal_response::Message as Response;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{
+    Direction, Frequency, MediaKind, MediaTime, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// How long joining, announcing a track or connecting media may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where and as whom to publish, and what.
+#[derive(Clone, Debug)]
+pub struct PublisherConfig {
+    /// `ws://` or `wss://` URL of the LiveKit server.
+    pub url: String,
+    /// Access token with the room join and publish grants.
+    pub token: String,
+    pub video: Option<VideoTrackSpec>,
+    pub audio: Option<AudioTrackSpec>,
+}
+
+/// Encoded media for the room, timestamped by the caller.
+#[derive(Debug)]
+pub enum MediaInput {
+    /// One encoded frame (H.264 Annex B access unit or VP8 frame) of layer `layer`.
+    Video {
+        layer: usize,
+        wallclock: Instant,
+        /// 90 kHz RTP time.
+        rtp_time: u64,
+        data: Vec<u8>,
+    },
+    /// One Opus packet.
+    Audio {
+        wallclock: Instant,
+        /// 48 kHz RTP time.
+        rtp_time: u64,
+        data: Vec<u8>,
+    },
+    /// The source ended: unpublish and leave.
+    Finish,
+}
+
+/// What the session tells its owner.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PublisherEvent {
+    Connected {
+        room_sid: String,
+        room_name: String,
+        participant_sid: String,
+    },
+    TrackPublished {
+        kind: &'static str,
+        sid: String,
+        name: String,
+        layers: u32,
+    },
+    /// ICE and DTLS are up: media flows from now on.
+    MediaConnected,
+    /// The room wants a keyframe on video layer `layer` (all layers when `None`).
+    KeyframeRequest { layer: Option<usize> },
+    /// Dynacast: whether anyone subscribes to video layer `layer`.
+    LayerActive { layer: usize, active: bool },
+    /// The session ended normally.
+    Disconnected { reason: String },
+    /// The session failed; the text is meant for the user.
+    Failed { message: String },
+}
+
+pub type EventSink = Arc<dyn Fn(PublisherEvent) + Send + Sync>;
+
+/// Runs a session to its end, reporting through `events`.
+pub async fn run(config: PublisherConfig, media: mpsc::Receiver<MediaInput>, events: EventSink) {
+    let outcome = Session::run(config, media, events.clone()).await;
+    events(match outcome {
+        Ok(reason) => PublisherEvent::Disconnected { reason },
+        Err(message) => PublisherEvent::Failed { message },
+    });
+}
+
+fn install_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+/// A signal error in words a user can act on.
+fn describe_signal_error(url: &str, err: &SignalError) -> String {
+    match err {
+        SignalError::Client(status, body) if status.as_u16() == 401 || status.as_u16() == 403 => {
+            format!("the LiveKit server at {url} refused the credentials ({status}): {body}")
+        }
+        SignalError::Client(status, body) => {
+            format!("the LiveKit server at {url} refused to join ({status}): {body}")
+        }
+        other => format!("cannot join the room on the LiveKit server at {url}: {other}"),
+    }
+}
+
+/// The local address to use towards the server: the one the OS routes to it.
+async fn local_ip_towards(url: &str) -> Result<IpAddr, String> {
+    let without_scheme = url.split("://").nth(1).unwrap_or(url);
+    let host_port = without_scheme.split('/').next().unwrap_or(without_scheme);
+    let default_port = if url.starts_with("wss") || url.starts_with("https") {
+        443
+    } else {
+        80
+    };
+    let target = if host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:{default_port}")
+    };
+    let addr = tokio::net::lookup_host(&target)
+        .await
+        .map_err(|e| format!("cannot resolve {target}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{target} has no address"))?;
+    let probe = std::net::UdpSocket::bind(if addr.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    })
+    .and_then(|s| s.connect(addr).map(|_| s))
+    .and_then(|s| s.local_addr())
+    .map_err(|e| format!("no route to {addr}: {e}"))?;
+    Ok(probe.ip())
+}
+
+/// Offers exactly the codecs we send, so the server cannot pick another variant
+/// (with several H.264 profiles offered it answers with the first one it likes,
+/// which need not be the one the encoder produces).
+fn rtc_config(video: Option<VideoCodec>) -> str0m::RtcConfig {
+    let mut config = Rtc::builder().clear_codecs().enable_opus(true, false);
+    match video {
+        Some(VideoCodec::H264) => {
+            // Constrained baseline, packetization mode 1: what simulcastenc produces.
+            config
+                .codec_config()
+                .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+        }
+        Some(VideoCodec::Vp8) => config = config.enable_vp8(true),
+        None => {}
+    }
+    config
+}
+
+struct SentTrack {
+    mid: Mid,
+    pt: Option<Pt>,
+}
+
+struct Session {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    signal: SignalClient,
+    events: EventSink,
+    video_spec: Option<VideoTrackSpec>,
+    video: Option<SentTrack>,
+    audio: Option<SentTrack>,
+    /// Track sid -> kind, to route dynacast updates.
+    video_sid: Option<String>,
+    pending_offer: Option<SdpPendingOffer>,
+    media_connected: bool,
+    /// Last layer activity reported, so only changes go upstream.
+    layer_active: HashMap<usize, bool>,
+}
+
+impl Session {
+    async fn run(
+        config: PublisherConfig,
+        mut media: mpsc::Receiver<MediaInput>,
+        events: EventSink,
+    ) -> Result<String, String> {
+        install_crypto();
+        let mut options = SignalOptions::default();
+        options.auto_subscribe = false;
+        options.region_failover = false;
+        let connect = SignalClient::connect(&config.url, &config.token, options, None);
+        let (signal, join, mut signal_events) = tokio::time::timeout(STEP_TIMEOUT, connect)
+            .await
+            .map_err(|_| format!("the LiveKit server at {} did not answer", config.url))?
+            .map_err(|e| describe_signal_error(&config.url, &e))?;
+
+        let room = join.room.clone().unwrap_or_default();
+        let participant = join.participant.clone().unwrap_or_default();
+        events(PublisherEvent::Connected {
+            room_sid: room.sid,
+            room_name: room.name,
+            participant_sid: participant.sid,
+        });
+
+        let ip = local_ip_towards(&config.url).await?;
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
+            .await
+            .map_err(|e| format!("cannot open a UDP socket on {ip}: {e}"))?;
+        let local = socket
+            .local_addr()
+            .map_err(|e| format!("UDP socket has no address: {e}"))?;
+
+        let mut rtc = rtc_config(config.video.as_ref().map(|v| v.codec)).build(Instant::now());
+        let candidate = Candidate::host(local, "udp")
+            .map_err(|e| format!("cannot use {local} as an ICE candidate: {e}"))?;
+        rtc.add_local_candidate(candidate);
+
+        let mut session = Session {
+            rtc,
+            socket,
+            local,
+            signal,
+            events,
+            video_spec: config.video.clone(),
+            video: None,
+            audio: None,
+            video_sid: None,
+            pending_offer: None,
+            media_connected: false,
+            layer_active: HashMap::new(),
+        };
+        let result = session
+            .publish_and_stream(&config, &mut media, &mut signal_events)
+            .await;
+        session.leave().await;
+        result
+    }
+
+    async fn publish_and_stream(
+        &mut self,
+        config: &PublisherConfig,
+        media: &mut mpsc::Receiver<MediaInput>,
+        signal_events: &mut mpsc::UnboundedReceiver<SignalEvent>,
+    ) -> Result<String, String> {
+        let mut sdp = self.rtc.sdp_api();
+        let mut mid_to_track_id = HashMap::new();
+        if let Some(spec) = &config.video {
+            let cid = format!("video-{}", std::process::id());
+            let published =
+                announce(&self.signal, signal_events, spec.add_track_request(&cid)).await?;
+            let simulcast = spec.is_simulcast().then(|| {
+                let mut s = Simulcast::new();
+                for i in 0..spec.layers.len() {
+                    if let Some(rid) = spec.rid(i) {
+                        s.add_send_layer(SimulcastLayer::new(rid));
+                    }
+                }
+                s
+            });
+            let mid = sdp.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some("ingress".into()),
+                Some(cid.clone()),
+                simulcast,
+            );
+            mid_to_track_id.insert(mid.to_string(), cid);
+            (self.events)(PublisherEvent::TrackPublished {
+                kind: "video",
+                sid: published.sid.clone(),
+                name: published.name.clone(),
+                layers: spec.layers.len() as u32,
+            });
+            self.video_sid = Some(published.sid);
+            self.video = Some(SentTrack { mid, pt: None });
+        }
+        if let Some(spec) = &config.audio {
+            let cid = format!("audio-{}", std::process::id());
+            let published =
+                announce(&self.signal, signal_events, spec.add_track_request(&cid)).await?;
+            let mid = sdp.add_media(
+                MediaKind::Audio,
+                Direction::SendOnly,
+                Some("ingress".into()),
+                Some(cid.clone()),
+                None,
+            );
+            mid_to_track_id.insert(mid.to_string(), cid);
+            (self.events)(PublisherEvent::TrackPublished {
+                kind: "audio",
+                sid: published.sid,
+                name: published.name,
+                layers: 1,
+            });
+            self.audio = Some(SentTrack { mid, pt: None });
+        }
+        let (offer, pending) = sdp
+            .apply()
+            .ok_or_else(|| "there is no track to publish".to_string())?;
+        self.pending_offer = Some(pending);
+        self.signal
+            .send(Request::Offer(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.to_sdp_string(),
+                id: 1,
+                mid_to_track_id,
+            }))
+            .await;
+
+        let mut buf = vec![0u8; 2000];
+        let mut connect_deadline = Some(tokio::time::Instant::now() + STEP_TIMEOUT);
+        loop {
+            let timeout = self.drive()?;
+            let wait = timeout.saturating_duration_since(Instant::now());
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => {
+                    let (n, source) = received.map_err(|e| format!("UDP receive failed: {e}"))?;
+                    let Some(packet) = buf.get(..n) else { continue };
+                    if let Ok(contents) = packet.try_into() {
+                        let input = Input::Receive(Instant::now(), Receive {
+                            proto: Protocol::Udp,
+                            source,
+                            destination: self.local,
+                            contents,
+                        });
+                        if self.rtc.accepts(&input) {
+                            self.rtc.handle_input(input).map_err(|e| format!("WebRTC failed: {e}"))?;
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {
+                    self.rtc.handle_input(Input::Timeout(Instant::now()))
+                        .map_err(|e| format!("WebRTC failed: {e}"))?;
+                }
+                event = signal_events.recv() => match event {
+                    Some(SignalEvent::Message(message)) => {
+                        if let Some(reason) = self.on_signal(*message).await? {
+                            return Ok(reason);
+                        }
+                    }
+                    Some(SignalEvent::Close(reason)) => {
+                        return Err(format!("the signal connection closed: {reason}"));
+                    }
+                    None => return Err("the signal connection ended".into()),
+                },
+                input = media.recv() => match input {
+                    Some(MediaInput::Finish) | None => return Ok("end of stream".into()),
+                    Some(frame) => self.write_media(frame),
+                },
+                _ = sleep_until_opt(connect_deadline) => {
+                    return Err("the media connection to the LiveKit server did not come up (ICE/DTLS timed out)".into());
+                }
+            }
+            if self.media_connected {
+                connect_deadline = None;
+            }
+        }
+    }
+
+    /// Lets str0m send what it has and handles its events; returns when it next
+    /// wants time.
+    fn drive(&mut self) -> Result<Instant, String> {
+        loop {
+            match self
+                .rtc
+                .poll_output()
+                .map_err(|e| format!("WebRTC failed: {e}"))?
+            {
+                Output::Timeout(at) => return Ok(at),
+                Output::Transmit(t) => {
+                    // Loss of one datagram is WebRTC's business (NACK, RTX), not an error.
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Output::Event(event) => self.on_rtc_event(event)?,
+            }
+        }
+    }
+
+    fn on_rtc_event(&mut self, event: Event) -> Result<(), String> {
+        match event {
+            Event::Connected => {
+                self.media_connected = true;
+                self.resolve_payload_types();
+                (self.events)(PublisherEvent::MediaConnected);
+                (self.events)(PublisherEvent::KeyframeRequest { layer: None });
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                return Err("the media connection to the LiveKit server was lost".into());
+            }
+            Event::KeyframeRequest(req) => {
+                let is_video = self.video.as_ref().is_some_and(|v| v.mid == req.mid);
+                if let (true, Some(spec)) = (is_video, &self.video_spec) {
+                    let rid = req.rid.as_ref().map(|r| r.to_string());
+                    let layer = spec.layer_of_rid(rid.as_deref());
+                    (self.events)(PublisherEvent::KeyframeRequest { layer });
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Picks the negotiated payload type of each track.
+    fn resolve_payload_types(&mut self) {
+        let video_codec = match self.video_spec.as_ref().map(|s| s.codec) {
+            Some(VideoCodec::Vp8) => Codec::Vp8,
+            _ => Codec::H264,
+        };
+        for (track, codec) in [
+            (&mut self.video, video_codec),
+            (&mut self.audio, Codec::Opus),
+        ] {
+            let Some(track) = track else { continue };
+            if let Some(writer) = self.rtc.writer(track.mid) {
+                track.pt = writer
+                    .payload_params()
+                    .find(|p| p.spec().codec == codec)
+                    .map(|p| p.pt());
+            }
+        }
+    }
+
+    fn write_media(&mut self, input: MediaInput) {
+        if !self.media_connected {
+            return;
+        }
+        let (track, rid, wallclock, time, data) = match input {
+            MediaInput::Video {
+                layer,
+                wallclock,
+                rtp_time,
+                data,
+            } => {
+                let rid = self.video_spec.as_ref().and_then(|s| s.rid(layer));
+                let time = MediaTime::new(rtp_time, Frequency::NINETY_KHZ);
+                (self.video.as_ref(), rid, wallclock, time, data)
+            }
+            MediaInput::Audio {
+                wallclock,
+                rtp_time,
+                data,
+            } => {
+                let time = MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ);
+                (self.audio.as_ref(), None, wallclock, time, data)
+            }
+            MediaInput::Finish => return,
+        };
+        let Some((mid, Some(pt))) = track.map(|t| (t.mid, t.pt)) else {
+            return;
+        };
+        let Some(mut writer) = self.rtc.writer(mid) else {
+            return;
+        };
+        if let Some(rid) = rid {
+            writer = writer.rid(Rid::from(rid));
+        }
+        if let Err(e) = writer.write(pt, wallclock, time, data) {
+            tracing::debug!("dropped a frame: {e}");
+        }
+    }
+
+    /// Handles a signal message; `Some(reason)` ends the session.
+    async fn on_signal(&mut self, message: Response) -> Result<Option<String>, String> {
+        match message {
+            Response::Answer(answer) => {
+                let answer = SdpAnswer::from_sdp_string(&answer.sdp)
+                    .map_err(|e| format!("the LiveKit server sent an unreadable answer: {e}"))?;
+                if let Some(pending) = self.pending_offer.take() {
+                    self.rtc
+                        .sdp_api()
+                        .accept_answer(pending, answer)
+                        .map_err(|e| format!("the LiveKit server's answer was refused: {e}"))?;
+                }
+            }
+            Response::Trickle(trickle)
+                if trickle.target == proto::SignalTarget::Publisher as i32 =>
+            {
+                match trickle::parse(&trickle.candidate_init) {
+                    Ok(Some(candidate)) => self.rtc.add_remote_candidate(candidate),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+            Response::SubscribedQualityUpdate(update)
+                if self.video_sid.as_deref() == Some(update.track_sid.as_str()) =>
+            {
+                self.on_subscribed_qualities(&update);
+            }
+            Response::Leave(leave) => {
+                return Ok(Some(format!(
+                    "the LiveKit server asked to leave ({})",
+                    proto::DisconnectReason::try_from(leave.reason)
+                        .map(|r| r.as_str_name().to_string())
+                        .unwrap_or_else(|_| leave.reason.to_string())
+                )));
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn on_subscribed_qualities(&mut self, update: &proto::SubscribedQualityUpdate) {
+        let Some(spec) = &self.video_spec else { return };
+        let codec_qualities = update
+            .subscribed_codecs
+            .iter()
+            .find(|c| {
+                spec.codec
+                    .mime_type()
+                    .eq_ignore_ascii_case(&format!("video/{}", c.codec))
+                    || c.codec.eq_ignore_ascii_case(spec.codec.mime_type())
+            })
+            .map(|c| c.qualities.as_slice());
+        // Servers that predate per-codec qualities send the flat list.
+        #[allow(deprecated)]
+        let qualities = codec_qualities.unwrap_or(update.subscribed_qualities.as_slice());
+        for q in qualities {
+            let Ok(quality) = proto::VideoQuality::try_from(q.quality) else {
+                continue;
+            };
+            let Some(layer) = spec.layer_of_quality(quality) else {
+                continue;
+            };
+            if self.layer_active.insert(layer, q.enabled) != Some(q.enabled) {
+                (self.events)(PublisherEvent::LayerActive {
+                    layer,
+                    active: q.enabled,
+                });
+            }
+        }
+    }
+
+    /// Unpublishes and leaves: the participant is gone from the room at once.
+    async fn leave(&mut self) {
+        self.signal
+            .send(Request::Leave(proto::LeaveRequest {
+                can_reconnect: false,
+                reason: proto::DisconnectReason::ClientInitiated as i32,
+                action: proto::leave_request::Action::Disconnect as i32,
+                regions: None,
+            }))
+            .await;
+        self.signal.close().await;
+        self.rtc.disconnect();
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends AddTrack and waits for the server to publish it.
+async fn announce(
+    signal: &SignalClient,
+    events: &mut mpsc::UnboundedReceiver<SignalEvent>,
+    request: proto::AddTrackRequest,
+) -> Result<proto::TrackInfo, String> {
+    let cid = request.cid.clone();
+    let name = request.name.clone();
+    signal.send(Request::AddTrack(request)).await;
+    let wait = async {
+        while let Some(event) = events.recv().await {
+            match event {
+                SignalEvent::Message(message) => match *message {
+                    Response::TrackPublished(published) if published.cid == cid => {
+                        return Ok(published.track.unwrap_or_default());
+                    }
+                    Response::RequestResponse(resp) if resp.reason != 0 => {
+                        return Err(format!(
+                            "the LiveKit server refused track {name:?}: {}",
+                            resp.message
+                        ));
+                    }
+                    Response::Leave(_) => {
+                        return Err(format!(
+                            "the LiveKit server closed the session while publishing {name:?}"
+                        ));
+                    }
+                    _ => {}
+                },
+                SignalEvent::Close(reason) => {
+                    return Err(format!("the signal connection closed: {reason}"));
+                }
+            }
+        }
+        Err("the signal connection ended".to_string())
+    };
+    tokio::time::timeout(STEP_TIMEOUT, wait)
+        .await
+        .map_err(|_| format!("the LiveKit server did not publish track {name:?}"))?
+}

@@ -1,0 +1,779 @@
+use super::{AudioSource, VideoSource};
+use crate::livekit::publisher::{self, MediaInput, PublisherConfig, PublisherEvent};
+use crate::livekit::token::{publisher_token, Identity};
+use crate::livekit::tracks::{AudioTrackSpec, LayerSpec, VideoCodec, VideoTrackSpec, MAX_LAYERS};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use livekit_protocol as proto;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "livekitsink",
+        gst::DebugColorFlags::empty(),
+        Some("Publishes into a LiveKit room"),
+    )
+});
+
+/// Frames waiting for the network; beyond this the oldest news is stale anyway.
+const MEDIA_QUEUE: usize = 512;
+/// How long EOS waits for the leave to reach the server.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+struct Settings {
+    url: String,
+    api_key: String,
+    api_secret: String,
+    token: String,
+    room_name: String,
+    participant_identity: String,
+    participant_name: String,
+    participant_metadata: String,
+    video_track_name: String,
+    video_track_source: VideoSource,
+    audio_track_name: String,
+    audio_track_source: AudioSource,
+    dynacast: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            url: "ws://127.0.0.1:7880".into(),
+            api_key: String::new(),
+            api_secret: String::new(),
+            token: String::new(),
+            room_name: String::new(),
+            participant_identity: String::new(),
+            participant_name: String::new(),
+            participant_metadata: String::new(),
+            video_track_name: "video".into(),
+            video_track_source: VideoSource::Camera,
+            audio_track_name: "audio".into(),
+            audio_track_source: AudioSource::Microphone,
+            dynacast: true,
+        }
+    }
+}
+
+/// What a sink pad has told us so far.
+#[derive(Debug, Default, Clone)]
+struct PadInfo {
+    caps: Option<gst::Caps>,
+    bitrate: u32,
+    eos: bool,
+}
+
+/// The running session, from the first complete set of caps to stop.
+struct Session {
+    media: mpsc::Sender<MediaInput>,
+    /// Video pad name -> layer index (0 is the smallest).
+    layers: HashMap<String, usize>,
+    left: std::sync::mpsc::Receiver<()>,
+    dropped: u64,
+}
+
+#[derive(Default)]
+struct State {
+    pads: HashMap<String, PadInfo>,
+    session: Option<Session>,
+    /// Set when the session cannot start; buffers are refused from then on.
+    failed: bool,
+}
+
+#[derive(Default)]
+pub struct LiveKitSink {
+    settings: Mutex<Settings>,
+    state: Mutex<State>,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for LiveKitSink {
+    const NAME: &'static str = "GstLiveKitSink";
+    type Type = super::LiveKitSink;
+    type ParentType = gst::Element;
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl LiveKitSink {
+    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        use gst::EventView;
+        match event.view() {
+            EventView::Caps(caps) => {
+                lock(&self.state)
+                    .pads
+                    .entry(pad.name().to_string())
+                    .or_default()
+                    .caps = Some(caps.caps_owned());
+                self.maybe_start();
+                true
+            }
+            EventView::Tag(tag) => {
+                if let Some(bitrate) = tag
+                    .tag()
+                    .get::<gst::tags::NominalBitrate>()
+                    .or_else(|| tag.tag().get::<gst::tags::Bitrate>())
+                {
+                    lock(&self.state)
+                        .pads
+                        .entry(pad.name().to_string())
+                        .or_default()
+                        .bitrate = bitrate.get();
+                }
+                true
+            }
+            EventView::Eos(_) => {
+                self.on_pad_eos(pad);
+                true
+            }
+            EventView::StreamStart(_) | EventView::Segment(_) => true,
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    fn on_pad_eos(&self, pad: &gst::Pad) {
+        let (all_eos, media, left) = {
+            let mut state = lock(&self.state);
+            state.pads.entry(pad.name().to_string()).or_default().eos = true;
+            let all_eos = state.pads.values().all(|p| p.eos);
+            let session = if all_eos { state.session.take() } else { None };
+            let (media, left) = match session {
+                Some(s) => (Some(s.media), Some(s.left)),
+                None => (None, None),
+            };
+            (all_eos, media, left)
+        };
+        if !all_eos {
+            return;
+        }
+        if let Some(media) = media {
+            gst::info!(
+                CAT,
+                imp = self,
+                "end of stream: unpublishing and leaving the room"
+            );
+            let _ = media.blocking_send(MediaInput::Finish);
+            if let Some(left) = left {
+                let _ = left.recv_timeout(LEAVE_TIMEOUT);
+            }
+        }
+        let _ = self
+            .obj()
+            .post_message(gst::message::Eos::builder().src(&*self.obj()).build());
+    }
+
+    /// Starts the session once every requested pad has its caps.
+    fn maybe_start(&self) {
+        let settings = lock(&self.settings).clone();
+        let mut state = lock(&self.state);
+        if state.session.is_some() || state.failed {
+            return;
+        }
+        let pads: Vec<gst::Pad> = self.obj().sink_pads();
+        if pads.is_empty()
+            || pads.iter().any(|p| {
+                state
+                    .pads
+                    .get(p.name().as_str())
+                    .and_then(|i| i.caps.as_ref())
+                    .is_none()
+            })
+        {
+            return;
+        }
+        match self.start_session(&settings, &state.pads) {
+            Ok(session) => state.session = Some(session),
+            Err(message) => {
+                state.failed = true;
+                drop(state);
+                gst::element_imp_error!(self, gst::ResourceError::Settings, ["{}", message]);
+            }
+        }
+    }
+
+    fn start_session(
+        &self,
+        settings: &Settings,
+        pads: &HashMap<String, PadInfo>,
+    ) -> Result<Session, String> {
+        let mut video_pads: Vec<(String, gst::Caps, u32)> = Vec::new();
+        let mut audio_caps = None;
+        for (name, info) in pads {
+            let Some(caps) = info.caps.clone() else {
+                continue;
+            };
+            if name.starts_with("video_") {
+                video_pads.push((name.clone(), caps, info.bitrate));
+            } else if name.starts_with("audio_") && audio_caps.is_none() {
+                audio_caps = Some(caps);
+            }
+        }
+        let size = |caps: &gst::Caps| {
+            caps.structure(0)
+                .map(|s| {
+                    (
+                        s.get::<i32>("width").unwrap_or(0).max(0) as u32,
+                        s.get::<i32>("height").unwrap_or(0).max(0) as u32,
+                    )
+                })
+                .unwrap_or((0, 0))
+        };
+        video_pads.sort_by_key(|(_, caps, _)| {
+            let (w, h) = size(caps);
+            u64::from(w) * u64::from(h)
+        });
+        if video_pads.len() > MAX_LAYERS {
+            return Err(format!(
+                "a LiveKit video track has at most {MAX_LAYERS} simulcast layers, {} video pads were linked",
+                video_pads.len()
+            ));
+        }
+
+        let video = match video_pads.first() {
+            None => None,
+            Some((_, caps, _)) => {
+                let codec = match caps.structure(0).map(|s| s.name().as_str()) {
+                    Some("video/x-h264") => VideoCodec::H264,
+                    Some("video/x-vp8") => VideoCodec::Vp8,
+                    other => return Err(format!("unsupported video caps {other:?}")),
+                };
+                let layers = video_pads
+                    .iter()
+                    .map(|(_, caps, bitrate)| {
+                        let (width, height) = size(caps);
+                        LayerSpec {
+                            width,
+                            height,
+                            bitrate: *bitrate,
+                        }
+                    })
+                    .collect();
+                Some(VideoTrackSpec {
+                    name: settings.video_track_name.clone(),
+                    source: match settings.video_track_source {
+                        VideoSource::Camera => proto::TrackSource::Camera,
+                        VideoSource::ScreenShare => proto::TrackSource::ScreenShare,
+                    },
+                    codec,
+                    layers,
+                })
+            }
+        };
+        let audio = audio_caps.map(|caps| {
+            let channels = caps
+                .structure(0)
+                .and_then(|s| s.get::<i32>("channels").ok())
+                .unwrap_or(2);
+            AudioTrackSpec {
+                name: settings.audio_track_name.clone(),
+                source: match settings.audio_track_source {
+                    AudioSource::Microphone => proto::TrackSource::Microphone,
+                    AudioSource::ScreenShareAudio => proto::TrackSource::ScreenShareAudio,
+                },
+                stereo: channels >= 2,
+                dtx: true,
+            }
+        });
+
+        let token = if settings.token.is_empty() {
+            if settings.api_key.is_empty() || settings.api_secret.is_empty() {
+                return Err("set either `token` or both `api-key` and `api-secret`".into());
+            }
+            if settings.participant_identity.is_empty() || settings.room_name.is_empty() {
+                return Err(
+                    "`room-name` and `participant-identity` are required to make a token".into(),
+                );
+            }
+            publisher_token(
+                &settings.api_key,
+                &settings.api_secret,
+                &Identity {
+                    room: settings.room_name.clone(),
+                    identity: settings.participant_identity.clone(),
+                    name: settings.participant_name.clone(),
+                    metadata: settings.participant_metadata.clone(),
+                },
+            )?
+        } else {
+            settings.token.clone()
+        };
+
+        let layers: HashMap<String, usize> = video_pads
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _, _))| (name.clone(), i))
+            .collect();
+        gst::info!(
+            CAT,
+            imp = self,
+            "joining {} as {:?}: video {:?}, audio {:?}",
+            settings.url,
+            settings.participant_identity,
+            video,
+            audio
+        );
+        let config = PublisherConfig {
+            url: settings.url.clone(),
+            token,
+            video,
+            audio,
+        };
+        let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
+        let (left_tx, left_rx) = std::sync::mpsc::channel();
+        let element = self.obj().downgrade();
+        let pad_of_layer: HashMap<usize, String> =
+            layers.iter().map(|(name, i)| (*i, name.clone())).collect();
+        let dynacast = settings.dynacast;
+        let on_event: publisher::EventSink = std::sync::Arc::new(move |event| {
+            if matches!(
+                event,
+                PublisherEvent::Disconnected { .. } | PublisherEvent::Failed { .. }
+            ) {
+                let _ = left_tx.send(());
+            }
+            if let Some(element) = element.upgrade() {
+                element
+                    .imp()
+                    .on_publisher_event(event, &pad_of_layer, dynacast);
+            }
+        });
+        crate::runtime::handle().spawn(publisher::run(config, media_rx, on_event));
+        Ok(Session {
+            media: media_tx,
+            layers,
+            left: left_rx,
+            dropped: 0,
+        })
+    }
+
+    fn on_publisher_event(
+        &self,
+        event: PublisherEvent,
+        pad_of_layer: &HashMap<usize, String>,
+        dynacast: bool,
+    ) {
+        let obj = self.obj();
+        let post = |s: gst::Structure| {
+            let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+        };
+        let video_pad = |layer: usize| {
+            pad_of_layer
+                .get(&layer)
+                .and_then(|name| obj.static_pad(name))
+        };
+        match event {
+            PublisherEvent::Connected {
+                room_sid,
+                room_name,
+                participant_sid,
+            } => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "joined room {room_name} ({room_sid}) as {participant_sid}"
+                );
+                post(
+                    gst::Structure::builder("livekit-connected")
+                        .field("room-sid", room_sid)
+                        .field("room-name", room_name)
+                        .field("participant-sid", participant_sid)
+                        .build(),
+                );
+            }
+            PublisherEvent::TrackPublished {
+                kind,
+                sid,
+                name,
+                layers,
+            } => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "published {kind} track {name} ({sid}) with {layers} layers"
+                );
+                post(
+                    gst::Structure::builder("livekit-track-published")
+                        .field("kind", kind)
+                        .field("sid", sid)
+                        .field("name", name)
+                        .field("layers", layers)
+                        .build(),
+                );
+            }
+            PublisherEvent::MediaConnected => {
+                gst::info!(CAT, imp = self, "media connected");
+            }
+            PublisherEvent::KeyframeRequest { layer } => {
+                let pads: Vec<gst::Pad> = match layer {
+                    Some(layer) => video_pad(layer).into_iter().collect(),
+                    None => pad_of_layer.keys().filter_map(|l| video_pad(*l)).collect(),
+                };
+                for pad in pads {
+                    gst::debug!(CAT, imp = self, "keyframe requested on {}", pad.name());
+                    let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                        .all_headers(true)
+                        .build();
+                    pad.push_event(event);
+                }
+            }
+            PublisherEvent::LayerActive { layer, active } => {
+                if !dynacast {
+                    return;
+                }
+                if let Some(pad) = video_pad(layer) {
+                    gst::info!(
+                        CAT,
+                        imp = self,
+                        "dynacast: layer {layer} ({}) active={active}",
+                        pad.name()
+                    );
+                    pad.push_event(gst::event::CustomUpstream::new(
+                        gst::Structure::builder("livekit-layer-active")
+                            .field("active", active)
+                            .build(),
+                    ));
+                }
+            }
+            PublisherEvent::Disconnected { reason } => {
+                gst::info!(CAT, imp = self, "left the room: {reason}");
+                post(
+                    gst::Structure::builder("livekit-disconnected")
+                        .field("reason", reason)
+                        .build(),
+                );
+            }
+            PublisherEvent::Failed { message } => {
+                post(
+                    gst::Structure::builder("livekit-disconnected")
+                        .field("reason", message.as_str())
+                        .build(),
+                );
+                gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ["{}", message]);
+            }
+        }
+    }
+
+    fn chain(
+        &self,
+        pad: &gst::Pad,
+        buffer: gst::Buffer,
+    ) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let running_time = pad
+            .sticky_event::<gst::event::Segment>(0)
+            .and_then(|seg| {
+                seg.segment()
+                    .downcast_ref::<gst::ClockTime>()
+                    .and_then(|s| s.to_running_time(buffer.pts().or(buffer.dts())))
+            })
+            .or(buffer.pts())
+            .unwrap_or(gst::ClockTime::ZERO);
+        let wallclock = self.wallclock_of(running_time);
+
+        let mut state = lock(&self.state);
+        if state.failed {
+            return Err(gst::FlowError::Error);
+        }
+        let Some(session) = state.session.as_mut() else {
+            // Not joined yet: media before the room is ready is of no use to anyone.
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let Ok(map) = buffer.map_readable() else {
+            return Ok(gst::FlowSuccess::Ok);
+        };
+        let name = pad.name();
+        let input = if let Some(layer) = session.layers.get(name.as_str()) {
+            MediaInput::Video {
+                layer: *layer,
+                wallclock,
+                rtp_time: running_time.nseconds().wrapping_mul(9) / 100_000,
+                data: map.as_slice().to_vec(),
+            }
+        } else {
+            MediaInput::Audio {
+                wallclock,
+                rtp_time: running_time.nseconds().wrapping_mul(48) / 1_000_000,
+                data: map.as_slice().to_vec(),
+            }
+        };
+        if session.media.try_send(input).is_err() {
+            session.dropped += 1;
+            if session.dropped.is_power_of_two() {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "network too slow: {} frames dropped",
+                    session.dropped
+                );
+            }
+        }
+        Ok(gst::FlowSuccess::Ok)
+    }
+
+    /// The instant a running time corresponds to on the pipeline clock.
+    fn wallclock_of(&self, running_time: gst::ClockTime) -> Instant {
+        let now = Instant::now();
+        match self.obj().current_running_time() {
+            Some(now_rt) if now_rt >= running_time => now
+                .checked_sub(Duration::from_nanos((now_rt - running_time).nseconds()))
+                .unwrap_or(now),
+            Some(now_rt) => now + Duration::from_nanos((running_time - now_rt).nseconds()),
+            None => now,
+        }
+    }
+
+    fn stop(&self) {
+        let session = {
+            let mut state = lock(&self.state);
+            state.failed = false;
+            for info in state.pads.values_mut() {
+                info.eos = false;
+            }
+            state.session.take()
+        };
+        if let Some(session) = session {
+            // Leaving is the IO task's job; it ends when it has sent the leave.
+            let _ = session.media.try_send(MediaInput::Finish);
+        }
+    }
+}
+
+impl ObjectImpl for LiveKitSink {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            let string = |name: &str, nick: &str, blurb: &str, default: Option<&str>| {
+                glib::ParamSpecString::builder(name)
+                    .nick(nick)
+                    .blurb(blurb)
+                    .default_value(default)
+                    .mutable_ready()
+                    .build()
+            };
+            vec![
+                string("url", "URL", "WebSocket URL of the LiveKit server", Some("ws://127.0.0.1:7880")),
+                string("api-key", "API key", "API key used to mint an access token (with api-secret)", None),
+                string("api-secret", "API secret", "API secret used to mint an access token", None),
+                string("token", "Token", "Access token to join with, instead of api-key and api-secret", None),
+                string("room-name", "Room name", "Room to join", None),
+                string("participant-identity", "Participant identity", "Identity of the publishing participant", None),
+                string("participant-name", "Participant name", "Display name of the publishing participant", None),
+                string("participant-metadata", "Participant metadata", "Metadata of the publishing participant", None),
+                string("video-track-name", "Video track name", "Name of the published video track", Some("video")),
+                glib::ParamSpecEnum::builder_with_default("video-track-source", VideoSource::Camera)
+                    .nick("Video track source")
+                    .blurb("Source the video track is announced as")
+                    .mutable_ready()
+                    .build(),
+                string("audio-track-name", "Audio track name", "Name of the published audio track", Some("audio")),
+                glib::ParamSpecEnum::builder_with_default("audio-track-source", AudioSource::Microphone)
+                    .nick("Audio track source")
+                    .blurb("Source the audio track is announced as")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("dynacast")
+                    .nick("Dynacast")
+                    .blurb("Pause video layers no one subscribes to (sends livekit-layer-active upstream)")
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        let text = || {
+            value
+                .get::<Option<String>>()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        match pspec.name() {
+            "url" => s.url = text(),
+            "api-key" => s.api_key = text(),
+            "api-secret" => s.api_secret = text(),
+            "token" => s.token = text(),
+            "room-name" => s.room_name = text(),
+            "participant-identity" => s.participant_identity = text(),
+            "participant-name" => s.participant_name = text(),
+            "participant-metadata" => s.participant_metadata = text(),
+            "video-track-name" => s.video_track_name = text(),
+            "video-track-source" => {
+                s.video_track_source = value.get().unwrap_or(VideoSource::Camera)
+            }
+            "audio-track-name" => s.audio_track_name = text(),
+            "audio-track-source" => {
+                s.audio_track_source = value.get().unwrap_or(AudioSource::Microphone)
+            }
+            "dynacast" => s.dynacast = value.get().unwrap_or(true),
+            other => gst::warning!(CAT, imp = self, "unknown property {other}"),
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "url" => s.url.to_value(),
+            "api-key" => s.api_key.to_value(),
+            "api-secret" => s.api_secret.to_value(),
+            "token" => s.token.to_value(),
+            "room-name" => s.room_name.to_value(),
+            "participant-identity" => s.participant_identity.to_value(),
+            "participant-name" => s.participant_name.to_value(),
+            "participant-metadata" => s.participant_metadata.to_value(),
+            "video-track-name" => s.video_track_name.to_value(),
+            "video-track-source" => s.video_track_source.to_value(),
+            "audio-track-name" => s.audio_track_name.to_value(),
+            "audio-track-source" => s.audio_track_source.to_value(),
+            "dynacast" => s.dynacast.to_value(),
+            _ => glib::Value::from_type(pspec.value_type()),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.obj().set_element_flags(gst::ElementFlags::SINK);
+    }
+}
+
+impl GstObjectImpl for LiveKitSink {}
+
+impl ElementImpl for LiveKitSink {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "LiveKit room sink",
+                "Sink/Network/Video/Audio",
+                "Publishes simulcast video and Opus audio into a LiveKit room over WebRTC",
+                "LiveKit Ingress contributors",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let video = gst::Caps::builder("video/x-h264")
+                .field("stream-format", "byte-stream")
+                .field("alignment", "au")
+                .build();
+            let mut video = video;
+            video
+                .make_mut()
+                .append(gst::Caps::builder("video/x-vp8").build());
+            let audio = gst::Caps::builder("audio/x-opus").build();
+            vec![
+                gst::PadTemplate::new(
+                    "video_%u",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Request,
+                    &video,
+                )
+                .expect("valid video template"),
+                gst::PadTemplate::new(
+                    "audio_%u",
+                    gst::PadDirection::Sink,
+                    gst::PadPresence::Request,
+                    &audio,
+                )
+                .expect("valid audio template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn request_new_pad(
+        &self,
+        templ: &gst::PadTemplate,
+        name: Option<&str>,
+        _caps: Option<&gst::Caps>,
+    ) -> Option<gst::Pad> {
+        let prefix = templ.name_template().trim_end_matches("%u").to_string();
+        let existing: Vec<String> = self
+            .obj()
+            .sink_pads()
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect();
+        let name = match name {
+            Some(n) if !existing.iter().any(|e| e == n) => n.to_string(),
+            Some(n) => {
+                gst::error!(CAT, imp = self, "pad {n} already exists");
+                return None;
+            }
+            None => (0..)
+                .map(|i| format!("{prefix}{i}"))
+                .find(|n| !existing.contains(n))?,
+        };
+        if prefix == "audio_" && existing.iter().any(|e| e.starts_with("audio_")) {
+            gst::error!(
+                CAT,
+                imp = self,
+                "a LiveKit participant publishes one audio track here"
+            );
+            return None;
+        }
+        if prefix == "video_"
+            && existing.iter().filter(|e| e.starts_with("video_")).count() >= MAX_LAYERS
+        {
+            gst::error!(CAT, imp = self, "at most {MAX_LAYERS} video layers");
+            return None;
+        }
+        if lock(&self.state).session.is_some() {
+            gst::error!(
+                CAT,
+                imp = self,
+                "pads can't be added once the tracks are published"
+            );
+            return None;
+        }
+        let pad = gst::Pad::builder_from_template(templ)
+            .name(name.as_str())
+            .chain_function(|pad, parent, buffer| {
+                LiveKitSink::catch_panic_pad_function(
+                    parent,
+                    || Err(gst::FlowError::Error),
+                    |imp| imp.chain(pad, buffer),
+                )
+            })
+            .event_function(|pad, parent, event| {
+                LiveKitSink::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.sink_event(pad, event),
+                )
+            })
+            .build();
+        self.obj().add_pad(&pad).ok()?;
+        Some(pad)
+    }
+
+    fn release_pad(&self, pad: &gst::Pad) {
+        lock(&self.state).pads.remove(pad.name().as_str());
+        let _ = self.obj().remove_pad(pad);
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        if transition == gst::StateChange::PausedToReady {
+            self.stop();
+        }
+        let success = self.parent_change_state(transition)?;
+        // A live sink: nothing to preroll.
+        if transition == gst::StateChange::ReadyToPaused {
+            return Ok(gst::StateChangeSuccess::NoPreroll);
+        }
+        Ok(success)
+    }
+}

@@ -1,0 +1,55 @@
+//! `livekitsink`: publishes encoded simulcast video and Opus audio into a LiveKit room.
+//!
+//! Request pads `video_%u` take the encoded layers of one simulcast track (H.264
+//! byte-stream access units or VP8); they are ordered by size to become the
+//! LiveKit layers q, h and f, and each layer's bitrate is read from its
+//! `nominal-bitrate` tag. `audio_%u` takes Opus. The element joins the room when
+//! every requested pad has its caps, and leaves at EOS.
+//!
+//! Upstream it sends force-key-unit events when the room asks for a keyframe and,
+//! with `dynacast`, `livekit-layer-active` custom events (field `active`) when no
+//! one subscribes to a layer any more, or someone does again.
+//!
+//! Bus messages (element messages): `livekit-connected` (room-sid, room-name,
+//! participant-sid), `livekit-track-published` (kind, sid, name, layers),
+//! `livekit-disconnected` (reason).
+
+use gst::glib;
+use gst::prelude::*;
+
+mod imp;
+
+glib::wrapper! {
+    pub struct LiveKitSink(ObjectSubclass<imp::LiveKitSink>) @extends gst::Element, gst::Object;
+}
+
+/// Which source a video track is announced as.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstLiveKitVideoSource")]
+pub enum VideoSource {
+    #[enum_value(name = "Camera", nick = "camera")]
+    Camera = 0,
+    #[enum_value(name = "Screen share", nick = "screen-share")]
+    ScreenShare = 1,
+}
+
+/// Which source an audio track is announced as.
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstLiveKitAudioSource")]
+pub enum AudioSource {
+    #[enum_value(name = "Microphone", nick = "microphone")]
+    Microphone = 0,
+    #[enum_value(name = "Screen share audio", nick = "screen-share-audio")]
+    ScreenShareAudio = 1,
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    gst::Element::register(
+        Some(plugin),
+        "livekitsink",
+        gst::Rank::NONE,
+        LiveKitSink::static_type(),
+    )
+}
