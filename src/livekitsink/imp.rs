@@ -194,7 +194,7 @@ impl LiveKitSink {
             Err(message) => {
                 state.failed = true;
                 drop(state);
-                gst::element_imp_error!(self, gst::ResourceError::Settings, ["{}", message]);
+                gst::element_imp_error!(self, gst::ResourceError::Settings, ("{}", message));
             }
         }
     }
@@ -456,7 +456,7 @@ impl LiveKitSink {
                         .field("reason", message.as_str())
                         .build(),
                 );
-                gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ["{}", message]);
+                gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{}", message));
             }
         }
     }

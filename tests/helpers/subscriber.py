@@ -82,6 +82,7 @@ class Report:
                 "height": getattr(publication, "height", 0),
                 "frames": 0,
                 "sizes": {},
+                "last_size": None,
                 "first_frame_s": None,
                 "sample_rate": None,
                 "channels": None,
@@ -108,6 +109,7 @@ async def consume_video(track, entry, report):
         entry["frames"] += 1
         size = f"{frame.width}x{frame.height}"
         entry["sizes"][size] = entry["sizes"].get(size, 0) + 1
+        entry["last_size"] = size
 
 
 async def consume_audio(track, entry, report):

@@ -1,0 +1,279 @@
+//! livekitsink against a real LiveKit server, observed by the real Python subscriber.
+
+mod common;
+
+use common::{LiveKitServer, Subscriber, SubscriberOptions, API_KEY, API_SECRET};
+use gst::prelude::*;
+use livekit_api::services::room::RoomClient;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        gst::init().expect("gstreamer");
+        gstlivekitingress::plugin_register_static().expect("register plugin");
+    });
+}
+
+const H264: &str = "x264enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max=60 \
+     ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au";
+
+/// A live test pattern in three simulcast layers plus a tone, published as `identity`.
+fn simulcast_pipeline(
+    server: &LiveKitServer,
+    room: &str,
+    identity: &str,
+    extra: &str,
+) -> gst::Pipeline {
+    let desc = format!(
+        "videotestsrc is-live=true ! video/x-raw,width=1280,height=720,framerate=30/1 ! tee name=t \
+         t. ! queue ! videoscale ! video/x-raw,width=320,height=180 ! {H264} ! taginject tags=\"nominal-bitrate=(uint)190000\" ! lk.video_0 \
+         t. ! queue ! videoscale ! video/x-raw,width=640,height=360 ! {H264} ! taginject tags=\"nominal-bitrate=(uint)500000\" ! lk.video_1 \
+         t. ! queue ! {H264} ! identity name=top ! taginject tags=\"nominal-bitrate=(uint)1900000\" ! lk.video_2 \
+         audiotestsrc is-live=true ! audioconvert ! opusenc ! lk.audio_0 \
+         livekitsink name=lk url={url} api-key={API_KEY} api-secret={API_SECRET} room-name={room} \
+           participant-identity={identity} participant-name=\"Test publisher\" {extra}",
+        url = server.ws_url(),
+    );
+    gst::parse::launch(&desc)
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline")
+}
+
+/// Waits for an element message or an error on the bus.
+fn wait_message(
+    pipeline: &gst::Pipeline,
+    name: &str,
+    timeout: Duration,
+) -> Result<gst::Structure, String> {
+    let bus = pipeline.bus().expect("bus");
+    let deadline = Instant::now() + timeout;
+    while let Some(remaining) = deadline.checked_duration_since(Instant::now()) {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(remaining.as_nanos() as u64))
+        else {
+            break;
+        };
+        match msg.view() {
+            gst::MessageView::Error(err) => return Err(err.error().to_string()),
+            gst::MessageView::Element(_) => {
+                if let Some(s) = msg.structure().filter(|s| s.name() == name) {
+                    return Ok(s.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    Err(format!("no {name} message within {timeout:?}"))
+}
+
+fn rooms(server: &LiveKitServer) -> RoomClient {
+    RoomClient::with_api_key(&server.http_url(), API_KEY, API_SECRET).with_failover(false)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+#[test]
+fn subscribers_decode_each_simulcast_layer_and_the_audio() {
+    init();
+    let server = LiveKitServer::start();
+    let pipeline = simulcast_pipeline(
+        &server,
+        "sink-simulcast",
+        "publisher",
+        "video-track-name=cam video-track-source=screen-share audio-track-name=mic audio-track-source=screen-share-audio",
+    );
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let connected =
+        wait_message(&pipeline, "livekit-connected", Duration::from_secs(15)).expect("joined");
+    assert_eq!(
+        connected.get::<String>("room-name").ok().as_deref(),
+        Some("sink-simulcast")
+    );
+
+    let expected = [
+        ("low", "320x180"),
+        ("medium", "640x360"),
+        ("high", "1280x720"),
+    ];
+    let subscribers: Vec<_> = expected
+        .iter()
+        .map(|(quality, _)| {
+            let mut opts = SubscriberOptions::new("sink-simulcast");
+            opts.identity = format!("viewer-{quality}");
+            opts.quality = Some(quality.to_string());
+            opts.expect_tracks = 2;
+            opts.duration = 5.0;
+            Subscriber::spawn(&server, &opts)
+        })
+        .collect();
+    let reports: Vec<_> = subscribers.into_iter().map(|s| s.report()).collect();
+    pipeline.set_state(gst::State::Null).expect("stop");
+
+    for ((quality, size), report) in expected.iter().zip(&reports) {
+        let participant = report["participants"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["identity"] == "publisher"))
+            .unwrap_or_else(|| panic!("publisher not seen: {report}"));
+        assert_eq!(participant["name"], "Test publisher");
+        let tracks = common::tracks_of(report, "publisher");
+        let video = tracks
+            .iter()
+            .find(|t| t["kind"] == "video")
+            .expect("video track");
+        let audio = tracks
+            .iter()
+            .find(|t| t["kind"] == "audio")
+            .expect("audio track");
+        assert_eq!(video["name"], "cam");
+        assert_eq!(video["source"], "SOURCE_SCREENSHARE");
+        assert_eq!(video["mime_type"], "video/H264");
+        assert_eq!(video["simulcasted"], true);
+        assert_eq!(audio["name"], "mic");
+        assert_eq!(audio["source"], "SOURCE_SCREENSHARE_AUDIO");
+        assert_eq!(audio["mime_type"], "audio/opus");
+        // The server switches layers on a keyframe; after that every frame has the layer's size.
+        let at_size = video["sizes"][size].as_u64().unwrap_or(0);
+        assert!(
+            at_size >= 30,
+            "{quality}: only {at_size} frames at {size}: {video}"
+        );
+        assert_eq!(video["last_size"], *size, "{quality}: {video}");
+        assert!(
+            audio["frames"].as_u64().unwrap_or(0) >= 100,
+            "audio frames: {audio}"
+        );
+        assert_eq!(audio["sample_rate"], 48000);
+    }
+}
+
+#[test]
+fn participant_leaves_the_room_at_eos() {
+    init();
+    let server = LiveKitServer::start();
+    let pipeline = simulcast_pipeline(&server, "sink-eos", "leaver", "");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    wait_message(
+        &pipeline,
+        "livekit-track-published",
+        Duration::from_secs(15),
+    )
+    .expect("published");
+    let rooms = rooms(&server);
+    let present = || {
+        block_on(rooms.list_participants("sink-eos"))
+            .map(|ps| ps.iter().any(|p| p.identity == "leaver"))
+            .unwrap_or(false)
+    };
+    assert!(present(), "publisher is in the room while streaming");
+
+    pipeline.send_event(gst::event::Eos::new());
+    let bus = pipeline.bus().expect("bus");
+    let eos = bus.timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Eos]);
+    assert!(eos.is_some(), "EOS reaches the bus");
+    let eos_at = Instant::now();
+    let gone = common::wait_for(Duration::from_secs(1), || (!present()).then_some(()));
+    pipeline.set_state(gst::State::Null).expect("stop");
+    assert!(
+        gone.is_some(),
+        "publisher still listed {:?} after EOS",
+        eos_at.elapsed()
+    );
+}
+
+#[test]
+fn a_wrong_secret_fails_with_a_clear_error() {
+    init();
+    let server = LiveKitServer::start();
+    let desc = format!(
+        "videotestsrc is-live=true ! video/x-raw,width=320,height=180 ! {H264} ! lk.video_0 \
+         livekitsink name=lk url={} api-key={API_KEY} api-secret=not-the-secret room-name=r participant-identity=p",
+        server.ws_url()
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("pipeline");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let err = wait_message(&pipeline, "livekit-connected", Duration::from_secs(15))
+        .expect_err("joining with a wrong secret must fail");
+    pipeline.set_state(gst::State::Null).expect("stop");
+    assert!(err.contains("refused the credentials"), "error text: {err}");
+}
+
+#[test]
+fn an_unreachable_server_fails_with_a_clear_error() {
+    init();
+    let port = common::free_tcp_port();
+    let desc = format!(
+        "videotestsrc is-live=true ! video/x-raw,width=320,height=180 ! {H264} ! lk.video_0 \
+         livekitsink name=lk url=ws://127.0.0.1:{port} api-key={API_KEY} api-secret={API_SECRET} room-name=r participant-identity=p"
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("pipeline");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let err = wait_message(&pipeline, "livekit-connected", Duration::from_secs(20))
+        .expect_err("joining a server that is not there must fail");
+    pipeline.set_state(gst::State::Null).expect("stop");
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")),
+        "error names the server: {err}"
+    );
+}
+
+#[test]
+fn dynacast_pauses_the_layer_no_one_watches() {
+    init();
+    let server = LiveKitServer::start();
+    let pipeline = simulcast_pipeline(&server, "sink-dynacast", "dyn", "");
+    // Watch what livekitsink asks of the top layer's encoder.
+    let requests: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let top = pipeline.by_name("top").expect("top encoder");
+    let seen = requests.clone();
+    top.static_pad("src").expect("src").add_probe(
+        gst::PadProbeType::EVENT_UPSTREAM,
+        move |_, info| {
+            if let Some(gst::PadProbeData::Event(ev)) = &info.data {
+                if let Some(s) = ev
+                    .structure()
+                    .filter(|s| s.name() == "livekit-layer-active")
+                {
+                    if let Ok(active) = s.get::<bool>("active") {
+                        seen.lock().expect("lock").push(active);
+                    }
+                }
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    wait_message(
+        &pipeline,
+        "livekit-track-published",
+        Duration::from_secs(15),
+    )
+    .expect("published");
+
+    // One viewer who wants only the lowest layer: no one needs "f" any more.
+    let mut opts = SubscriberOptions::new("sink-dynacast");
+    opts.quality = Some("low".into());
+    opts.expect_tracks = 2;
+    opts.duration = 6.0;
+    let report = common::subscribe(&server, &opts);
+    pipeline.set_state(gst::State::Null).expect("stop");
+
+    let requests = requests.lock().expect("lock").clone();
+    assert!(
+        requests.contains(&false),
+        "the top layer was never paused; events {requests:?}; subscriber {report}"
+    );
+}
