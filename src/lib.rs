@@ -7,6 +7,7 @@
 pub mod livekit;
 pub mod livekitsink;
 pub mod pipeline;
+pub mod presets;
 pub mod runtime;
 
 use gst::glib;
