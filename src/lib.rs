@@ -9,10 +9,12 @@ pub mod livekitsink;
 pub mod pipeline;
 pub mod presets;
 pub mod runtime;
+pub mod simulcastenc;
 
 use gst::glib;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    simulcastenc::register(plugin)?;
     livekitsink::register(plugin)?;
     Ok(())
 }

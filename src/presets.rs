@@ -266,7 +266,7 @@ impl VideoEncoding {
     }
 
     fn sorted(mut self) -> Self {
-        self.layers.sort_by(|a, b| b.quality.cmp(&a.quality));
+        self.layers.sort_by_key(|l| std::cmp::Reverse(l.quality));
         self
     }
 

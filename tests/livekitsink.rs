@@ -5,6 +5,7 @@ mod common;
 use common::{LiveKitServer, Subscriber, SubscriberOptions, API_KEY, API_SECRET};
 use gst::prelude::*;
 use livekit_api::services::room::RoomClient;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ fn init() {
 const H264: &str = "x264enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max=60 \
      ! video/x-h264,profile=constrained-baseline,stream-format=byte-stream,alignment=au";
 
-/// A live test pattern in three simulcast layers plus a tone, published as `identity`.
+/// A live test pattern through simulcastenc's default preset plus a tone, published as `identity`.
 fn simulcast_pipeline(
     server: &LiveKitServer,
     room: &str,
@@ -27,10 +28,11 @@ fn simulcast_pipeline(
     extra: &str,
 ) -> gst::Pipeline {
     let desc = format!(
-        "videotestsrc is-live=true ! video/x-raw,width=1280,height=720,framerate=30/1 ! tee name=t \
-         t. ! queue ! videoscale ! video/x-raw,width=320,height=180 ! {H264} ! taginject tags=\"nominal-bitrate=(uint)190000\" ! lk.video_0 \
-         t. ! queue ! videoscale ! video/x-raw,width=640,height=360 ! {H264} ! taginject tags=\"nominal-bitrate=(uint)500000\" ! lk.video_1 \
-         t. ! queue ! {H264} ! identity name=top ! taginject tags=\"nominal-bitrate=(uint)1900000\" ! lk.video_2 \
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1280,height=720,framerate=30/1 \
+         ! simulcastenc name=enc \
+         enc.src_0 ! identity name=top ! queue ! lk.video_0 \
+         enc.src_1 ! queue ! lk.video_1 \
+         enc.src_2 ! identity name=low ! queue ! lk.video_2 \
          audiotestsrc is-live=true ! audioconvert ! opusenc ! lk.audio_0 \
          livekitsink name=lk url={url} api-key={API_KEY} api-secret={API_SECRET} room-name={room} \
            participant-identity={identity} participant-name=\"Test publisher\" {extra}",
@@ -235,10 +237,10 @@ fn dynacast_pauses_the_layer_no_one_watches() {
     init();
     let server = LiveKitServer::start();
     let pipeline = simulcast_pipeline(&server, "sink-dynacast", "dyn", "");
-    // Watch what livekitsink asks of the top layer's encoder.
+    // What livekitsink asks of the top layer, and what each layer's encoder outputs.
     let requests: Arc<Mutex<Vec<bool>>> = Arc::default();
-    let top = pipeline.by_name("top").expect("top encoder");
     let seen = requests.clone();
+    let top = pipeline.by_name("top").expect("top identity");
     top.static_pad("src").expect("src").add_probe(
         gst::PadProbeType::EVENT_UPSTREAM,
         move |_, info| {
@@ -255,6 +257,21 @@ fn dynacast_pauses_the_layer_no_one_watches() {
             gst::PadProbeReturn::Ok
         },
     );
+    let count_buffers = |name: &str| {
+        let frames = Arc::new(AtomicU64::new(0));
+        let count = frames.clone();
+        let element = pipeline.by_name(name).expect("identity");
+        element.static_pad("src").expect("src").add_probe(
+            gst::PadProbeType::BUFFER,
+            move |_, _| {
+                count.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            },
+        );
+        move || frames.load(Ordering::Relaxed)
+    };
+    let top_frames = count_buffers("top");
+    let low_frames = count_buffers("low");
     pipeline.set_state(gst::State::Playing).expect("playing");
     wait_message(
         &pipeline,
@@ -267,13 +284,31 @@ fn dynacast_pauses_the_layer_no_one_watches() {
     let mut opts = SubscriberOptions::new("sink-dynacast");
     opts.quality = Some("low".into());
     opts.expect_tracks = 2;
-    opts.duration = 6.0;
-    let report = common::subscribe(&server, &opts);
+    opts.duration = 12.0;
+    let subscriber = Subscriber::spawn(&server, &opts);
+    // The room takes a few seconds to settle on what the viewer needs; look for a
+    // one-second window where the top layer's encoder is silent.
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let (mut top_during, mut low_during) = (u64::MAX, 0);
+    while Instant::now() < deadline && top_during > 1 {
+        let (top_before, low_before) = (top_frames(), low_frames());
+        std::thread::sleep(Duration::from_secs(1));
+        (top_during, low_during) = (top_frames() - top_before, low_frames() - low_before);
+    }
+    let report = subscriber.report();
     pipeline.set_state(gst::State::Null).expect("stop");
 
     let requests = requests.lock().expect("lock").clone();
     assert!(
         requests.contains(&false),
         "the top layer was never paused; events {requests:?}; subscriber {report}"
+    );
+    assert!(
+        top_during <= 1,
+        "the paused top layer produced {top_during} frames in 1 s"
+    );
+    assert!(
+        low_during >= 20,
+        "the watched low layer produced only {low_during} frames in 1 s"
     );
 }
