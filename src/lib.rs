@@ -4,16 +4,20 @@
 //! non-WebRTC source into a LiveKit room. The protocol cores beneath the elements
 //! carry no GStreamer types so they can be tested and fuzzed on their own.
 
+pub mod decode;
 pub mod livekit;
 pub mod livekitsink;
 pub mod pipeline;
 pub mod presets;
+pub mod rtmp;
+pub mod rtmpingresssrc;
 pub mod runtime;
 pub mod simulcastenc;
 
 use gst::glib;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    rtmpingresssrc::register(plugin)?;
     simulcastenc::register(plugin)?;
     livekitsink::register(plugin)?;
     Ok(())

@@ -1,0 +1,711 @@
+use crate::rtmp::clock::Unwrapper;
+use crate::rtmp::flv::{self, AudioTag, VideoCodec, VideoTag};
+use crate::rtmp::listener::{self, Claim, ListenerConfig, StreamEvent, TlsFiles};
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use rml_rtmp::sessions::StreamMetadata;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "rtmpingresssrc",
+        gst::DebugColorFlags::empty(),
+        Some("RTMP ingress source"),
+    )
+});
+
+/// How often `rtmp-stats` is posted.
+const STATS_INTERVAL: Duration = Duration::from_secs(5);
+/// With no metadata to say which tracks come, pads are final after this much media.
+const TRACKS_KNOWN_AFTER: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+struct Settings {
+    address: String,
+    port: u32,
+    stream_key: String,
+    app: String,
+    handshake_timeout: u32,
+    idle_timeout: u32,
+    tls_certificate: String,
+    tls_key: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            address: "0.0.0.0".into(),
+            port: 1935,
+            stream_key: String::new(),
+            app: String::new(),
+            handshake_timeout: 10,
+            idle_timeout: 30,
+            tls_certificate: String::new(),
+            tls_key: String::new(),
+        }
+    }
+}
+
+/// The streaming thread and how to stop it.
+struct State {
+    stop: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+pub struct RtmpIngressSrc {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for RtmpIngressSrc {
+    const NAME: &'static str = "GstRtmpIngressSrc";
+    type Type = super::RtmpIngressSrc;
+    type ParentType = gst::Element;
+}
+
+/// Per-publish streaming state, owned by the streaming thread.
+struct Stream {
+    video: Option<gst::Pad>,
+    audio: Option<gst::Pad>,
+    no_more_pads: bool,
+    expect_video: Option<bool>,
+    expect_audio: Option<bool>,
+    clock: Unwrapper,
+    /// (first extended RTMP time, running time it maps to).
+    base: Option<(i64, gst::ClockTime)>,
+    first_media: Option<Instant>,
+    key: String,
+    video_bytes: u64,
+    audio_bytes: u64,
+    last_stats: Instant,
+    stats_bytes: (u64, u64),
+}
+
+impl RtmpIngressSrc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let tls = match (
+            settings.tls_certificate.is_empty(),
+            settings.tls_key.is_empty(),
+        ) {
+            (true, true) => None,
+            (false, false) => Some(TlsFiles {
+                certificate: settings.tls_certificate.clone(),
+                key: settings.tls_key.clone(),
+            }),
+            _ => {
+                return Err(gst::error_msg!(
+                    gst::ResourceError::Settings,
+                    ["RTMPS needs both tls-certificate and tls-key"]
+                ))
+            }
+        };
+        let port = u16::try_from(settings.port).map_err(|_| {
+            gst::error_msg!(
+                gst::ResourceError::Settings,
+                ["port {} out of range", settings.port]
+            )
+        })?;
+        let config = ListenerConfig {
+            address: settings.address.clone(),
+            port,
+            tls,
+            handshake_timeout: Duration::from_secs(settings.handshake_timeout.into()),
+            idle_timeout: Duration::from_secs(settings.idle_timeout.into()),
+        };
+        let listener = listener::listener(&config)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("{}", e)))?;
+        let app = (!settings.app.is_empty()).then_some(settings.app.as_str());
+        let claim = listener
+            .claim(&settings.stream_key, app)
+            .map_err(|e| gst::error_msg!(gst::ResourceError::Busy, ("{}", e)))?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "waiting for a publish on {} key {:?}",
+            claim.local_addr(),
+            settings.stream_key
+        );
+
+        let stop = Arc::new(Notify::new());
+        let element = self.obj().clone();
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("rtmpingresssrc:{}", settings.port))
+            .spawn(move || element.imp().stream(claim, thread_stop))
+            .map_err(|e| gst::error_msg!(gst::CoreError::Failed, ["cannot start thread: {}", e]))?;
+        *lock(&self.state) = Some(State {
+            stop,
+            thread: Some(thread),
+        });
+        Ok(())
+    }
+
+    fn stop(&self) {
+        let state = lock(&self.state).take();
+        if let Some(mut state) = state {
+            state.stop.notify_one();
+            if let Some(thread) = state.thread.take() {
+                let _ = thread.join();
+            }
+        }
+        let obj = self.obj();
+        for pad in obj.src_pads() {
+            let _ = pad.set_active(false);
+            let _ = obj.remove_pad(&pad);
+        }
+    }
+
+    /// The streaming thread: one publish from start to end.
+    fn stream(&self, mut claim: Claim, stop: Arc<Notify>) {
+        let runtime = crate::runtime::handle();
+        let mut stream = Stream {
+            video: None,
+            audio: None,
+            no_more_pads: false,
+            expect_video: None,
+            expect_audio: None,
+            clock: Unwrapper::default(),
+            base: None,
+            first_media: None,
+            key: String::new(),
+            video_bytes: 0,
+            audio_bytes: 0,
+            last_stats: Instant::now(),
+            stats_bytes: (0, 0),
+        };
+        loop {
+            let event = runtime.block_on(async {
+                tokio::select! {
+                    event = claim.events.recv() => event,
+                    _ = stop.notified() => None,
+                }
+            });
+            let Some(event) = event else { return };
+            match self.handle_event(&mut stream, event) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(flow) => {
+                    gst::debug!(CAT, imp = self, "streaming stopped: {flow:?}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn post(&self, structure: gst::Structure) {
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
+    }
+
+    /// Handles one event; `Ok(false)` when the publish is over.
+    fn handle_event(
+        &self,
+        stream: &mut Stream,
+        event: StreamEvent,
+    ) -> Result<bool, gst::FlowError> {
+        match event {
+            StreamEvent::Started { app, key, peer } => {
+                gst::info!(CAT, imp = self, "publish of {key:?} on {app:?} from {peer}");
+                stream.key = key.clone();
+                self.post(
+                    gst::Structure::builder("rtmp-publish-started")
+                        .field("key", key)
+                        .field("app", app)
+                        .field("peer", peer.to_string())
+                        .build(),
+                );
+            }
+            StreamEvent::Metadata(metadata) => self.on_metadata(stream, &metadata),
+            StreamEvent::Video { timestamp, data } => {
+                stream.video_bytes += data.len() as u64;
+                match flv::parse_video(&data) {
+                    Ok(VideoTag::SequenceHeader { codec, config }) => {
+                        self.ensure_video_pad(stream, codec, &config)?
+                    }
+                    Ok(VideoTag::Frame {
+                        keyframe,
+                        cts,
+                        data,
+                        ..
+                    }) => {
+                        if let Some(pad) = stream.video.clone() {
+                            let (pts, dts) = self.timestamps(stream, timestamp, cts);
+                            let mut buffer = gst::Buffer::from_slice(data);
+                            if let Some(b) = buffer.get_mut() {
+                                b.set_pts(pts);
+                                b.set_dts(dts);
+                                if !keyframe {
+                                    b.set_flags(gst::BufferFlags::DELTA_UNIT);
+                                }
+                            }
+                            self.push(&pad, buffer)?;
+                        }
+                    }
+                    Ok(VideoTag::Other) => {}
+                    Err(e) => {
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::CodecNotFound,
+                            ("unusable video from the publisher: {}", e)
+                        );
+                        return Err(gst::FlowError::NotNegotiated);
+                    }
+                }
+                self.check_tracks_known(stream);
+            }
+            StreamEvent::Audio { timestamp, data } => {
+                stream.audio_bytes += data.len() as u64;
+                match flv::parse_audio(&data) {
+                    Ok(AudioTag::AacConfig(config)) => self.ensure_audio_pad(stream, &config)?,
+                    Ok(AudioTag::AacFrame(data)) => {
+                        if let Some(pad) = stream.audio.clone() {
+                            let (pts, _) = self.timestamps(stream, timestamp, 0);
+                            let mut buffer = gst::Buffer::from_slice(data);
+                            if let Some(b) = buffer.get_mut() {
+                                b.set_pts(pts);
+                                b.set_dts(pts);
+                            }
+                            self.push(&pad, buffer)?;
+                        }
+                    }
+                    Err(e) => {
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::CodecNotFound,
+                            ("unusable audio from the publisher: {}", e)
+                        );
+                        return Err(gst::FlowError::NotNegotiated);
+                    }
+                }
+                self.check_tracks_known(stream);
+            }
+            StreamEvent::Ended { reason } => {
+                gst::info!(CAT, imp = self, "publish ended: {reason}");
+                self.post(
+                    gst::Structure::builder("rtmp-publish-stopped")
+                        .field("key", stream.key.as_str())
+                        .field("reason", reason)
+                        .build(),
+                );
+                if !stream.no_more_pads {
+                    self.obj().no_more_pads();
+                }
+                for pad in [&stream.video, &stream.audio].into_iter().flatten() {
+                    pad.push_event(gst::event::Eos::new());
+                }
+                if stream.video.is_none() && stream.audio.is_none() {
+                    // Nothing was ever published: the pipeline still has to end.
+                    let obj = self.obj();
+                    let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
+                }
+                return Ok(false);
+            }
+        }
+        self.maybe_post_stats(stream);
+        Ok(true)
+    }
+
+    fn on_metadata(&self, stream: &mut Stream, m: &StreamMetadata) {
+        let mut s = gst::Structure::builder("rtmp-metadata");
+        if let Some(v) = m.video_width {
+            s = s.field("width", v);
+        }
+        if let Some(v) = m.video_height {
+            s = s.field("height", v);
+        }
+        if let Some(v) = m.video_frame_rate {
+            s = s.field("framerate", f64::from(v));
+        }
+        if let Some(v) = m.video_codec_id {
+            s = s.field("videocodecid", v);
+        }
+        if let Some(v) = m.video_bitrate_kbps {
+            s = s.field("videodatarate", v);
+        }
+        if let Some(v) = m.audio_codec_id {
+            s = s.field("audiocodecid", v);
+        }
+        if let Some(v) = m.audio_sample_rate {
+            s = s.field("audiosamplerate", v);
+        }
+        if let Some(v) = m.audio_channels {
+            s = s.field("audiochannels", v);
+        }
+        if let Some(v) = &m.encoder {
+            s = s.field("encoder", v.as_str());
+        }
+        stream.expect_video = Some(m.video_codec_id.is_some() || m.video_width.is_some());
+        stream.expect_audio = Some(m.audio_codec_id.is_some() || m.audio_sample_rate.is_some());
+        self.post(s.build());
+    }
+
+    /// Signals no-more-pads once every announced track has its pad (or after a
+    /// while without metadata).
+    fn check_tracks_known(&self, stream: &mut Stream) {
+        if stream.no_more_pads {
+            return;
+        }
+        let first = *stream.first_media.get_or_insert_with(Instant::now);
+        let video_done = stream.video.is_some() || stream.expect_video == Some(false);
+        let audio_done = stream.audio.is_some() || stream.expect_audio == Some(false);
+        let both_known = stream.expect_video.is_some() && video_done && audio_done;
+        let have_both = stream.video.is_some() && stream.audio.is_some();
+        if both_known || have_both || first.elapsed() > TRACKS_KNOWN_AFTER {
+            stream.no_more_pads = true;
+            self.obj().no_more_pads();
+        }
+    }
+
+    /// PTS and DTS of a message: the publisher's clock, extended past its 32-bit
+    /// wrap and mapped to the running time of the first frame.
+    fn timestamps(
+        &self,
+        stream: &mut Stream,
+        timestamp: u32,
+        cts: i32,
+    ) -> (gst::ClockTime, gst::ClockTime) {
+        let dts_ms = stream.clock.extend(timestamp);
+        let (first_ms, base) = *stream.base.get_or_insert_with(|| {
+            (
+                dts_ms,
+                self.obj()
+                    .current_running_time()
+                    .unwrap_or(gst::ClockTime::ZERO),
+            )
+        });
+        let at = |ms: i64| {
+            let ns = base.nseconds() as i64 + (ms - first_ms) * 1_000_000;
+            gst::ClockTime::from_nseconds(ns.max(0) as u64)
+        };
+        (at(dts_ms + i64::from(cts)), at(dts_ms))
+    }
+
+    fn push(&self, pad: &gst::Pad, buffer: gst::Buffer) -> Result<(), gst::FlowError> {
+        match pad.push(buffer) {
+            Ok(_) | Err(gst::FlowError::NotLinked) => Ok(()),
+            Err(gst::FlowError::Flushing) => Err(gst::FlowError::Flushing),
+            Err(gst::FlowError::Eos) => Ok(()),
+            Err(err) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("streaming stopped: {:?}", err)
+                );
+                Err(err)
+            }
+        }
+    }
+
+    fn ensure_video_pad(
+        &self,
+        stream: &mut Stream,
+        codec: VideoCodec,
+        config: &[u8],
+    ) -> Result<(), gst::FlowError> {
+        let caps = match codec {
+            VideoCodec::H264 => gst::Caps::builder("video/x-h264")
+                .field("stream-format", "avc")
+                .field("alignment", "au")
+                .field("codec_data", gst::Buffer::from_slice(config.to_vec()))
+                .build(),
+            VideoCodec::H265 => gst::Caps::builder("video/x-h265")
+                .field("stream-format", "hvc1")
+                .field("alignment", "au")
+                .field("codec_data", gst::Buffer::from_slice(config.to_vec()))
+                .build(),
+            VideoCodec::Av1 => gst::Caps::builder("video/x-av1")
+                .field("stream-format", "obu-stream")
+                .field("alignment", "tu")
+                .field("codec_data", gst::Buffer::from_slice(config.to_vec()))
+                .build(),
+            VideoCodec::Vp9 => gst::Caps::builder("video/x-vp9").build(),
+        };
+        if !has_decoder_for(&caps) {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::CodecNotFound,
+                (
+                    "the publisher sends {} video, which this installation cannot decode",
+                    codec.name()
+                )
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        }
+        stream.video = Some(self.ensure_pad(stream.video.take(), "video", caps));
+        Ok(())
+    }
+
+    fn ensure_audio_pad(&self, stream: &mut Stream, config: &[u8]) -> Result<(), gst::FlowError> {
+        let Some((rate, channels)) = flv::aac_config_rate_channels(config) else {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Format,
+                ("unreadable AAC configuration from the publisher")
+            );
+            return Err(gst::FlowError::NotNegotiated);
+        };
+        let caps = gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .field("codec_data", gst::Buffer::from_slice(config.to_vec()))
+            .field("rate", rate as i32)
+            .field("channels", channels.max(1) as i32)
+            .build();
+        stream.audio = Some(self.ensure_pad(stream.audio.take(), "audio", caps));
+        Ok(())
+    }
+
+    /// The pad `name` with `caps`: created and added the first time, new caps after.
+    fn ensure_pad(&self, existing: Option<gst::Pad>, name: &str, caps: gst::Caps) -> gst::Pad {
+        if let Some(pad) = existing {
+            if pad.current_caps().as_ref() != Some(&caps) {
+                pad.push_event(gst::event::Caps::new(&caps));
+            }
+            return pad;
+        }
+        let obj = self.obj();
+        let templ = obj.pad_template(name).expect("pad template");
+        let pad = gst::Pad::builder_from_template(&templ)
+            .name(name)
+            .query_function(|pad, parent, query| {
+                RtmpIngressSrc::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_query(pad, query),
+                )
+            })
+            .build();
+        let _ = pad.set_active(true);
+        let stream_id = pad.create_stream_id(&*obj, Some(name));
+        let _ = pad.store_sticky_event(&gst::event::StreamStart::builder(&stream_id).build());
+        let _ = pad.store_sticky_event(&gst::event::Caps::new(&caps));
+        let segment = gst::FormattedSegment::<gst::ClockTime>::new();
+        let _ = pad.store_sticky_event(&gst::event::Segment::new(&segment));
+        let _ = obj.add_pad(&pad);
+        pad
+    }
+
+    fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {
+        match query.view_mut() {
+            gst::QueryViewMut::Latency(q) => {
+                // Live: buffers are timestamped when they arrive.
+                q.set(true, gst::ClockTime::ZERO, gst::ClockTime::NONE);
+                true
+            }
+            gst::QueryViewMut::Scheduling(q) => {
+                q.set(gst::SchedulingFlags::SEQUENTIAL, 1, -1, 0);
+                q.add_scheduling_modes([gst::PadMode::Push]);
+                true
+            }
+            _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
+        }
+    }
+
+    fn maybe_post_stats(&self, stream: &mut Stream) {
+        let elapsed = stream.last_stats.elapsed();
+        if elapsed < STATS_INTERVAL {
+            return;
+        }
+        let rate =
+            |now: u64, before: u64| ((now - before) as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
+        let structure = gst::Structure::builder("rtmp-stats")
+            .field("bytes", stream.video_bytes + stream.audio_bytes)
+            .field(
+                "video-bitrate",
+                rate(stream.video_bytes, stream.stats_bytes.0),
+            )
+            .field(
+                "audio-bitrate",
+                rate(stream.audio_bytes, stream.stats_bytes.1),
+            )
+            .build();
+        stream.stats_bytes = (stream.video_bytes, stream.audio_bytes);
+        stream.last_stats = Instant::now();
+        self.post(structure);
+    }
+}
+
+/// Whether some installed decoder takes `caps` (after a parser if needed).
+fn has_decoder_for(caps: &gst::Caps) -> bool {
+    crate::decode::decoder_factories(caps).is_ok()
+}
+
+impl ObjectImpl for RtmpIngressSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("address")
+                    .nick("Address")
+                    .blurb("Address to listen on")
+                    .default_value(Some("0.0.0.0"))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("port")
+                    .nick("Port")
+                    .blurb("TCP port to listen on (shared by every rtmpingresssrc on it; 0 picks a free one)")
+                    .maximum(65535)
+                    .default_value(1935)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("stream-key")
+                    .nick("Stream key")
+                    .blurb("Accept only publishes on this key (empty: any key no other element claimed)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("app")
+                    .nick("Application")
+                    .blurb("Accept only this RTMP application name (empty: any)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("handshake-timeout")
+                    .nick("Handshake timeout")
+                    .blurb("Seconds a connection may take to start publishing")
+                    .minimum(1)
+                    .default_value(10)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("idle-timeout")
+                    .nick("Idle timeout")
+                    .blurb("Seconds without data after which a publish is considered gone")
+                    .minimum(1)
+                    .default_value(30)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("tls-certificate")
+                    .nick("TLS certificate")
+                    .blurb("PEM certificate file: serve RTMPS (with tls-key)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("tls-key")
+                    .nick("TLS key")
+                    .blurb("PEM PKCS#8 private key file for RTMPS")
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        let text = || {
+            value
+                .get::<Option<String>>()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        match pspec.name() {
+            "address" => s.address = text(),
+            "port" => s.port = value.get().unwrap_or(1935),
+            "stream-key" => s.stream_key = text(),
+            "app" => s.app = text(),
+            "handshake-timeout" => s.handshake_timeout = value.get().unwrap_or(10),
+            "idle-timeout" => s.idle_timeout = value.get().unwrap_or(30),
+            "tls-certificate" => s.tls_certificate = text(),
+            "tls-key" => s.tls_key = text(),
+            _ => {}
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "address" => s.address.to_value(),
+            "port" => s.port.to_value(),
+            "stream-key" => s.stream_key.to_value(),
+            "app" => s.app.to_value(),
+            "handshake-timeout" => s.handshake_timeout.to_value(),
+            "idle-timeout" => s.idle_timeout.to_value(),
+            "tls-certificate" => s.tls_certificate.to_value(),
+            "tls-key" => s.tls_key.to_value(),
+            _ => glib::Value::from_type(pspec.value_type()),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.obj().set_element_flags(gst::ElementFlags::SOURCE);
+    }
+}
+
+impl GstObjectImpl for RtmpIngressSrc {}
+
+impl ElementImpl for RtmpIngressSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "RTMP ingress source",
+                "Source/Network",
+                "RTMP(S) server that accepts a publish authenticated by its stream key",
+                "LiveKit Ingress contributors",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            let mut video = gst::Caps::new_empty();
+            {
+                let v = video.make_mut();
+                for name in ["video/x-h264", "video/x-h265", "video/x-av1", "video/x-vp9"] {
+                    v.append(gst::Caps::builder(name).build());
+                }
+            }
+            let audio = gst::Caps::builder("audio/mpeg")
+                .field("mpegversion", 4i32)
+                .build();
+            vec![
+                gst::PadTemplate::new(
+                    "video",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Sometimes,
+                    &video,
+                )
+                .expect("video template"),
+                gst::PadTemplate::new(
+                    "audio",
+                    gst::PadDirection::Src,
+                    gst::PadPresence::Sometimes,
+                    &audio,
+                )
+                .expect("audio template"),
+            ]
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        match transition {
+            gst::StateChange::ReadyToPaused => {
+                if let Err(err) = self.start() {
+                    self.post_error_message(err);
+                    return Err(gst::StateChangeError);
+                }
+            }
+            gst::StateChange::PausedToReady => self.stop(),
+            _ => {}
+        }
+        let success = self.parent_change_state(transition)?;
+        if transition == gst::StateChange::ReadyToPaused {
+            // A live source: nothing to preroll until a publisher sends.
+            return Ok(gst::StateChangeSuccess::NoPreroll);
+        }
+        Ok(success)
+    }
+}
