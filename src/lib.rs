@@ -13,6 +13,7 @@ pub mod rtmp;
 pub mod rtmpingresssrc;
 pub mod runtime;
 pub mod simulcastenc;
+pub mod supervisor;
 
 use gst::glib;
 

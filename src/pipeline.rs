@@ -1,9 +1,9 @@
 //! The ingress pipeline: the gst-launch composition of DESIGN.md built as code.
 //!
 //! ```text
-//! rtmpingresssrc ─video─ queue ─ decodebin ─ simulcastenc ─src_N─ queue ─┐
-//!                └audio─ queue ─ decodebin ─ audioconvert ─ audioresample  livekitsink
-//!                                  ─ capsfilter(48 kHz, channels) ─ opusenc ┘
+//! rtmpingresssrc ─video─ queue ─ parse ─ decode ─ videoconvert ─ simulcastenc ─src_N─ queue ─┐
+//!                └audio─ queue ─ parse ─ decode ─ audioconvert ─ audioresample              livekitsink
+//!                                  ─ capsfilter(48 kHz, channels) ─ opusenc ───────────────────┘
 //! ```
 //!
 //! Branches are built when `rtmpingresssrc` adds its pads, so audio-only and
@@ -223,20 +223,15 @@ fn add_chain(
     }
 }
 
-/// Links a decodebin's (first) raw pad to `next`.
-fn link_decoded(decodebin: &gst::Element, next: gst::Element, media: &'static str) {
-    decodebin.connect_pad_added(move |_, pad| {
-        let is_media = pad
-            .current_caps()
-            .and_then(|caps| caps.structure(0).map(|s| s.name().starts_with(media)))
-            .unwrap_or(false);
-        let Some(sink) = next.static_pad("sink") else {
-            return;
-        };
-        if is_media && !sink.is_linked() {
-            let _ = pad.link(&sink);
-        }
-    });
+/// Parser and decoder for what a source pad carries (see [`crate::decode`]).
+fn decoders_for(pad: &gst::Pad) -> Result<Vec<gst::Element>, PipelineError> {
+    let caps = pad
+        .current_caps()
+        .ok_or_else(|| PipelineError::Link(format!("{} has no caps", pad.name())))?;
+    crate::decode::decoder_chain(&caps).map_err(|e| PipelineError::InvalidSetting {
+        element: "decoder".into(),
+        message: e,
+    })
 }
 
 fn add_video_branch(
@@ -244,9 +239,10 @@ fn add_video_branch(
     src_pad: &gst::Pad,
     config: &PipelineConfig,
 ) -> Result<(), PipelineError> {
-    let queue = make("queue", None)?;
-    let decodebin = make("decodebin", None)?;
+    let mut chain = vec![make("queue", None)?];
+    chain.extend(decoders_for(src_pad)?);
     let convert = make("videoconvert", None)?;
+    chain.push(convert.clone());
     let enc = make("simulcastenc", Some("enc"))?;
     match &config.video {
         VideoEncodingSettings::Preset(name) => set_str(&enc, "preset", name)?,
@@ -260,12 +256,11 @@ fn add_video_branch(
             set_str(&enc, "layers", layers)?;
         }
     }
-    let (queue, _) = add_chain(pipeline, &[queue, decodebin.clone()])?;
-    let (convert, enc) = add_chain(pipeline, &[convert, enc])?;
+    chain.push(enc);
+    let (queue, enc) = add_chain(pipeline, &chain)?;
     if let Some(decoded) = convert.static_pad("sink") {
         report_input_format(&decoded, src_pad, "ingress-input-video");
     }
-    link_decoded(&decodebin, convert, "video/");
 
     let sink = pipeline
         .by_name("sink")
@@ -292,10 +287,11 @@ fn add_audio_branch(
     config: &PipelineConfig,
 ) -> Result<(), PipelineError> {
     let audio = &config.audio;
-    let queue = make("queue", None)?;
-    let decodebin = make("decodebin", None)?;
+    let mut chain = vec![make("queue", None)?];
+    chain.extend(decoders_for(src_pad)?);
     let convert = make("audioconvert", None)?;
-    let resample = make("audioresample", None)?;
+    chain.push(convert.clone());
+    chain.push(make("audioresample", None)?);
     let capsfilter = make("capsfilter", None)?;
     capsfilter.set_property(
         "caps",
@@ -304,16 +300,16 @@ fn add_audio_branch(
             .field("channels", audio.channels as i32)
             .build(),
     );
+    chain.push(capsfilter);
     let opusenc = make("opusenc", None)?;
     opusenc.set_property("bitrate", audio.bitrate as i32);
     opusenc.set_property("dtx", audio.dtx);
 
-    let (queue, _) = add_chain(pipeline, &[queue, decodebin.clone()])?;
-    let (convert, opusenc) = add_chain(pipeline, &[convert, resample, capsfilter, opusenc])?;
+    chain.push(opusenc);
+    let (queue, opusenc) = add_chain(pipeline, &chain)?;
     if let Some(decoded) = convert.static_pad("sink") {
         report_input_format(&decoded, src_pad, "ingress-input-audio");
     }
-    link_decoded(&decodebin, convert, "audio/");
 
     let sink = pipeline
         .by_name("sink")

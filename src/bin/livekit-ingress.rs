@@ -1,3 +1,71 @@
-fn main() {
-    println!("livekit-ingress");
+//! `livekit-ingress`: the LiveKit Ingress service (see the README).
+
+use gstlivekitingress::supervisor::{config::Config, Service};
+use std::path::PathBuf;
+
+const USAGE: &str = "usage: livekit-ingress [--config FILE]
+
+Serves the LiveKit Ingress API and accepts RTMP streams for the ingresses it
+manages. With no configuration it runs next to a LiveKit server in dev mode on
+this machine (ws://127.0.0.1:7880, devkey/secret), RTMP on :1935, API on :7888.
+Environment: LIVEKIT_API_KEY, LIVEKIT_API_SECRET, LIVEKIT_WS_URL,
+LIVEKIT_INGRESS_RTMP_PORT, LIVEKIT_INGRESS_HTTP_PORT, LIVEKIT_INGRESS_RTMP_BASE_URL,
+LIVEKIT_INGRESS_SQLITE, LIVEKIT_INGRESS_CONFIG (a YAML body).";
+
+fn parse_args() -> Result<Option<PathBuf>, String> {
+    let mut args = std::env::args().skip(1);
+    let mut config = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => {
+                config = Some(PathBuf::from(args.next().ok_or("--config needs a file")?))
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--version" | "-V" => {
+                println!("livekit-ingress {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = match parse_args().and_then(|path| Config::load(path.as_deref())) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("livekit-ingress: {e}");
+            std::process::exit(2);
+        }
+    };
+    let service = match Service::start(config).await {
+        Ok(service) => service,
+        Err(e) => {
+            eprintln!("livekit-ingress: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "livekit-ingress: API on http://{}, RTMP on {}",
+        service.http_addr, service.rtmp_addr
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("livekit-ingress: shutting down, ending live streams");
+    service.shutdown().await;
 }

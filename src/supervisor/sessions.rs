@@ -1,0 +1,325 @@
+//! Live sessions: the RTMP listener asks here whether a stream key may publish;
+//! an accepted publish gets its own pipeline (see [`crate::pipeline`]), and what
+//! the pipeline reports keeps the ingress's state true in the store:
+//! INACTIVE -> BUFFERING -> PUBLISHING -> INACTIVE, or ERROR with a message.
+
+use super::config::Config;
+use super::ingress::{may_publish, now_nanos};
+use super::store::Store;
+use crate::pipeline::{
+    AudioEncodingSettings, IngressPipeline, PipelineConfig, PipelineEvent, RoomTarget,
+    VideoEncodingSettings,
+};
+use crate::presets::{AudioEncoding, VideoCodec, VideoEncoding, VideoPreset};
+use crate::rtmp::listener::{Decision, PublishRequest};
+use gst::prelude::*;
+use livekit_protocol as proto;
+use proto::ingress_state::Status;
+use proto::ingress_video_options::EncodingOptions as VideoOptions;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Counters for the metrics endpoint.
+#[derive(Default)]
+pub struct SessionStats {
+    pub started: AtomicU64,
+    pub ended: AtomicU64,
+    pub failed: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+struct Live {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+pub struct Sessions {
+    config: Config,
+    store: Arc<Store>,
+    live: Mutex<HashMap<String, Live>>,
+    pub stats: SessionStats,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Sessions {
+    pub fn new(config: Config, store: Arc<Store>) -> Arc<Sessions> {
+        Arc::new(Sessions {
+            config,
+            store,
+            live: Mutex::default(),
+            stats: SessionStats::default(),
+        })
+    }
+
+    /// Number of live sessions.
+    pub fn live_count(&self) -> usize {
+        lock(&self.live).len()
+    }
+
+    /// The listener's question: may this key publish? On yes, the session starts.
+    pub fn authorize(self: &Arc<Self>, request: PublishRequest) -> Decision {
+        let info = match self.store.by_stream_key(&request.key) {
+            Ok(Some(info)) => info,
+            Ok(None) => return self.refuse("unknown stream key"),
+            Err(e) => return self.refuse(&e),
+        };
+        if lock(&self.live).contains_key(&info.ingress_id) {
+            return self.refuse("this ingress is already publishing");
+        }
+        if let Err(reason) = may_publish(&info) {
+            return self.refuse(&reason);
+        }
+        match self.start(info, request) {
+            Ok(()) => Decision::Accept,
+            Err(reason) => self.refuse(&reason),
+        }
+    }
+
+    fn refuse(&self, reason: &str) -> Decision {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        Decision::Reject(reason.to_string())
+    }
+
+    fn start(
+        self: &Arc<Self>,
+        mut info: proto::IngressInfo,
+        request: PublishRequest,
+    ) -> Result<(), String> {
+        let pipeline_config = self.pipeline_config(&info)?;
+        let pipeline = IngressPipeline::build(&pipeline_config).map_err(|e| e.to_string())?;
+        info.state = Some(proto::IngressState {
+            status: Status::EndpointBuffering as i32,
+            started_at: now_nanos(),
+            updated_at: now_nanos(),
+            ..Default::default()
+        });
+        self.store.put(&info)?;
+        pipeline
+            .pipeline()
+            .set_state(gst::State::Playing)
+            .map_err(|_| "the ingress pipeline could not start".to_string())?;
+        self.stats.started.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(ingress = %info.ingress_id, peer = %request.peer, "stream started");
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let this = self.clone();
+        let id = info.ingress_id.clone();
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("session-{id}"))
+            .spawn(move || this.run(info, pipeline, thread_stop))
+            .map_err(|e| format!("cannot start the session: {e}"))?;
+        lock(&self.live).insert(
+            id,
+            Live {
+                stop,
+                thread: Some(thread),
+            },
+        );
+        Ok(())
+    }
+
+    fn pipeline_config(&self, info: &proto::IngressInfo) -> Result<PipelineConfig, String> {
+        let video = match info
+            .video
+            .as_ref()
+            .and_then(|v| v.encoding_options.as_ref())
+        {
+            None => VideoEncodingSettings::Preset(VideoPreset::default().name().into()),
+            Some(VideoOptions::Preset(p)) => VideoEncodingSettings::Preset(
+                VideoPreset::from_proto(*p)
+                    .map_err(|e| e.to_string())?
+                    .name()
+                    .into(),
+            ),
+            Some(VideoOptions::Options(_)) => {
+                let encoding =
+                    VideoEncoding::from_proto(info.video.as_ref()).map_err(|e| e.to_string())?;
+                let codec = match encoding.codec {
+                    VideoCodec::H264Baseline => "h264",
+                    VideoCodec::H264Main => "h264-main",
+                    VideoCodec::H264High => "h264-high",
+                    VideoCodec::Vp8 => "vp8",
+                };
+                VideoEncodingSettings::Custom {
+                    codec: codec.into(),
+                    framerate: encoding.framerate,
+                    layers: encoding.layers_string(),
+                }
+            }
+        };
+        let audio = AudioEncoding::from_proto(info.audio.as_ref()).map_err(|e| e.to_string())?;
+        let video_source = match info.video.as_ref().map(|v| v.source) {
+            Some(s) if s == proto::TrackSource::ScreenShare as i32 => "screen-share",
+            _ => "camera",
+        };
+        let audio_source = match info.audio.as_ref().map(|a| a.source) {
+            Some(s) if s == proto::TrackSource::ScreenShareAudio as i32 => "screen-share-audio",
+            _ => "microphone",
+        };
+        let name_or = |name: Option<&String>, default: &str| {
+            name.filter(|n| !n.is_empty())
+                .cloned()
+                .unwrap_or_else(|| default.to_string())
+        };
+        Ok(PipelineConfig {
+            rtmp_address: self.config.bind_address.clone(),
+            rtmp_port: self.config.rtmp_port,
+            stream_key: info.stream_key.clone(),
+            room: RoomTarget {
+                ws_url: self.config.ws_url.clone(),
+                api_key: self.config.api_key.clone(),
+                api_secret: self.config.api_secret.clone(),
+                room_name: info.room_name.clone(),
+                participant_identity: info.participant_identity.clone(),
+                participant_name: info.participant_name.clone(),
+                participant_metadata: info.participant_metadata.clone(),
+            },
+            video,
+            video_track_name: name_or(info.video.as_ref().map(|v| &v.name), "video"),
+            video_track_source: video_source.into(),
+            audio: AudioEncodingSettings {
+                bitrate: audio.bitrate,
+                channels: audio.channels,
+                dtx: audio.dtx,
+            },
+            audio_track_name: name_or(info.audio.as_ref().map(|a| &a.name), "audio"),
+            audio_track_source: audio_source.into(),
+        })
+    }
+
+    /// The session thread: follows the pipeline until the stream ends.
+    fn run(
+        self: Arc<Self>,
+        started: proto::IngressInfo,
+        pipeline: IngressPipeline,
+        stop: Arc<AtomicBool>,
+    ) {
+        let id = started.ingress_id.clone();
+        let mut state = started.state.clone().unwrap_or_default();
+        let bus = pipeline.pipeline().bus();
+        let mut outcome: Result<String, String> = Ok("stopped".into());
+        while let Some(bus) = bus.as_ref() {
+            if stop.load(Ordering::Relaxed) {
+                outcome = Ok("stopped by the service".into());
+                break;
+            }
+            let Some(message) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+                continue;
+            };
+            let Some(event) = PipelineEvent::from_message(&message) else {
+                continue;
+            };
+            match event {
+                PipelineEvent::Connected { room_sid } => state.room_id = room_sid,
+                PipelineEvent::TrackPublished { kind, sid, name } => {
+                    let kind = if kind == "audio" {
+                        proto::TrackType::Audio
+                    } else {
+                        proto::TrackType::Video
+                    };
+                    state.tracks.push(proto::TrackInfo {
+                        sid,
+                        name,
+                        r#type: kind as i32,
+                        ..Default::default()
+                    });
+                    state.status = Status::EndpointPublishing as i32;
+                }
+                PipelineEvent::InputVideo {
+                    mime_type,
+                    width,
+                    height,
+                    framerate,
+                } => {
+                    let video = state.video.get_or_insert_with(Default::default);
+                    video.mime_type = mime_type;
+                    video.width = width;
+                    video.height = height;
+                    video.framerate = framerate;
+                }
+                PipelineEvent::InputAudio {
+                    mime_type,
+                    channels,
+                    sample_rate,
+                } => {
+                    let audio = state.audio.get_or_insert_with(Default::default);
+                    audio.mime_type = mime_type;
+                    audio.channels = channels;
+                    audio.sample_rate = sample_rate;
+                }
+                PipelineEvent::InputBitrate { video, audio } => {
+                    if let Some(v) = state.video.as_mut() {
+                        v.average_bitrate = video;
+                    }
+                    if let Some(a) = state.audio.as_mut() {
+                        a.average_bitrate = audio;
+                    }
+                }
+                PipelineEvent::Ended { reason } => {
+                    outcome = Ok(reason);
+                    break;
+                }
+                PipelineEvent::Failed { message } => {
+                    outcome = Err(message);
+                    break;
+                }
+            }
+            self.save_state(&id, &state);
+        }
+        // Leaving the room happens as the pipeline stops (livekitsink leaves).
+        let _ = pipeline.pipeline().set_state(gst::State::Null);
+        drop(pipeline);
+        state.ended_at = now_nanos();
+        match &outcome {
+            Ok(reason) => {
+                tracing::info!(ingress = %id, "stream ended: {reason}");
+                state.status = Status::EndpointInactive as i32;
+                self.stats.ended.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(message) => {
+                tracing::warn!(ingress = %id, "stream failed: {message}");
+                state.status = Status::EndpointError as i32;
+                state.error = message.clone();
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.save_state(&id, &state);
+        lock(&self.live).remove(&id);
+    }
+
+    /// Writes the session's state into the stored ingress (if it still exists).
+    fn save_state(&self, id: &str, state: &proto::IngressState) {
+        if let Ok(Some(mut info)) = self.store.get(id) {
+            let mut state = state.clone();
+            state.updated_at = now_nanos();
+            info.state = Some(state);
+            if let Err(e) = self.store.put(&info) {
+                tracing::warn!(ingress = %id, "cannot save state: {e}");
+            }
+        }
+    }
+
+    /// Ends the live session of an ingress, if any, and waits for it to leave.
+    pub fn stop(&self, ingress_id: &str) {
+        let live = lock(&self.live).remove(ingress_id);
+        if let Some(mut live) = live {
+            live.stop.store(true, Ordering::Relaxed);
+            if let Some(thread) = live.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// Ends every live session (graceful shutdown).
+    pub fn stop_all(&self) {
+        let ids: Vec<String> = lock(&self.live).keys().cloned().collect();
+        for id in ids {
+            self.stop(&id);
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! livekit-ingress end to end, all real: a LiveKit server, the service, ingresses
+//! made through the Rust and Python LiveKit API clients, ffmpeg publishing over
+//! RTMP, and the Python subscriber watching the room.
+
+mod common;
+
+use common::{LiveKitServer, ScratchDir, Subscriber, SubscriberOptions, API_KEY, API_SECRET};
+use gstlivekitingress::supervisor::{config::Config, Service};
+use livekit_api::services::ingress::{
+    CreateIngressOptions, IngressClient, IngressListFilter, UpdateIngressOptions,
+};
+use livekit_api::services::room::RoomClient;
+use livekit_api::services::ServerError;
+use livekit_api::services::ServiceError;
+use livekit_protocol as proto;
+use proto::ingress_state::Status;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Harness {
+    rt: tokio::runtime::Runtime,
+    service: Option<Service>,
+    livekit: LiveKitServer,
+    _dir: ScratchDir,
+    rtmp_port: u16,
+}
+
+impl Harness {
+    fn start() -> Harness {
+        let livekit = LiveKitServer::start();
+        let dir = ScratchDir::new("service");
+        let rtmp_port = common::free_tcp_port();
+        let config = Config::from_yaml(&format!(
+            "api_key: {API_KEY}\napi_secret: {API_SECRET}\nws_url: {}\nrtmp_port: {rtmp_port}\n\
+             bind_address: 127.0.0.1\nhttp_port: {}\nstore:\n  sqlite: {}\n",
+            livekit.ws_url(),
+            common::free_tcp_port(),
+            dir.path().join("ingress.db").display()
+        ))
+        .expect("config");
+        let config = Config {
+            rtmp_base_url: format!("rtmp://127.0.0.1:{rtmp_port}/live"),
+            ..config
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("rt");
+        let service = rt.block_on(Service::start(config)).expect("service starts");
+        Harness {
+            rt,
+            service: Some(service),
+            livekit,
+            _dir: dir,
+            rtmp_port,
+        }
+    }
+
+    fn api_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.service.as_ref().expect("running").http_addr
+        )
+    }
+
+    fn client(&self) -> IngressClient {
+        IngressClient::with_api_key(&self.api_url(), API_KEY, API_SECRET).with_failover(false)
+    }
+
+    fn create(&self, room: &str, identity: &str, name: &str) -> proto::IngressInfo {
+        self.rt
+            .block_on(self.client().create_ingress(
+                proto::IngressInput::RtmpInput,
+                CreateIngressOptions {
+                    name: format!("{room} ingress"),
+                    room_name: room.into(),
+                    participant_identity: identity.into(),
+                    participant_name: name.into(),
+                    ..Default::default()
+                },
+            ))
+            .expect("create ingress")
+    }
+
+    fn info(&self, id: &str) -> proto::IngressInfo {
+        let items = self
+            .rt
+            .block_on(
+                self.client()
+                    .list_ingress(IngressListFilter::IngressId(id.into())),
+            )
+            .expect("list");
+        items.into_iter().next().expect("ingress listed")
+    }
+
+    fn wait_status(&self, id: &str, status: Status, timeout: Duration) -> proto::IngressInfo {
+        common::wait_for(timeout, || {
+            let info = self.info(id);
+            (info.state.as_ref().map(|s| s.status) == Some(status as i32)).then_some(info)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "ingress {id} never reached {status:?}: {:?}",
+                self.info(id).state
+            )
+        })
+    }
+
+    fn participants(&self, room: &str) -> Vec<String> {
+        let rooms = RoomClient::with_api_key(&self.livekit.http_url(), API_KEY, API_SECRET)
+            .with_failover(false);
+        self.rt
+            .block_on(rooms.list_participants(room))
+            .map(|ps| ps.into_iter().map(|p| p.identity).collect())
+            .unwrap_or_default()
+    }
+
+    /// ffmpeg publishing a 720p test pattern with a tone for `seconds`.
+    fn publish(&self, key: &str, seconds: u32) -> Child {
+        Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-t",
+                &seconds.to_string(),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-g",
+                "30",
+            ])
+            .args(["-c:a", "aac", "-ac", "2", "-f", "flv"])
+            .arg(format!("rtmp://127.0.0.1:{}/live/{key}", self.rtmp_port))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ffmpeg")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(service) = self.service.take() {
+            self.rt.block_on(service.shutdown());
+        }
+    }
+}
+
+fn twirp_code(err: ServiceError) -> String {
+    match err {
+        ServiceError::Twirp(ServerError::Twirp(code)) => code.code,
+        other => format!("not a twirp error: {other}"),
+    }
+}
+
+#[test]
+fn the_ingress_api_works_with_the_rust_client() {
+    let h = Harness::start();
+    let client = h.client();
+    let a = h.create("room-a", "alice", "Alice");
+    assert!(a.ingress_id.starts_with("IN_"));
+    assert!(!a.stream_key.is_empty());
+    assert_eq!(a.url, format!("rtmp://127.0.0.1:{}/live", h.rtmp_port));
+    assert!(a.reusable);
+    assert_eq!(
+        a.state.as_ref().map(|s| s.status),
+        Some(Status::EndpointInactive as i32)
+    );
+    let b = h.create("room-b", "bob", "Bob");
+
+    let in_a =
+        h.rt.block_on(client.list_ingress(IngressListFilter::Room("room-a".into())))
+            .expect("list");
+    assert_eq!(
+        in_a.iter()
+            .map(|i| i.ingress_id.clone())
+            .collect::<Vec<_>>(),
+        vec![a.ingress_id.clone()]
+    );
+    let all =
+        h.rt.block_on(client.list_ingress(IngressListFilter::All))
+            .expect("list");
+    assert_eq!(all.len(), 2);
+
+    // Only the fields given change.
+    let updated =
+        h.rt.block_on(client.update_ingress(
+            &a.ingress_id,
+            UpdateIngressOptions {
+                room_name: "room-c".into(),
+                ..Default::default()
+            },
+        ))
+        .expect("update");
+    assert_eq!(updated.room_name, "room-c");
+    assert_eq!(updated.participant_identity, "alice");
+    assert_eq!(updated.participant_name, "Alice");
+    assert_eq!(updated.stream_key, a.stream_key);
+
+    let missing_identity = h.rt.block_on(client.create_ingress(
+        proto::IngressInput::RtmpInput,
+        CreateIngressOptions {
+            room_name: "r".into(),
+            ..Default::default()
+        },
+    ));
+    assert_eq!(
+        twirp_code(missing_identity.expect_err("invalid")),
+        "invalid_argument"
+    );
+    let not_found = h.rt.block_on(client.delete_ingress("IN_nosuchingress"));
+    assert_eq!(twirp_code(not_found.expect_err("missing")), "not_found");
+    let wrong_secret =
+        IngressClient::with_api_key(&h.api_url(), API_KEY, "not-the-secret").with_failover(false);
+    let denied =
+        h.rt.block_on(wrong_secret.list_ingress(IngressListFilter::All));
+    assert_eq!(twirp_code(denied.expect_err("denied")), "unauthenticated");
+
+    h.rt.block_on(client.delete_ingress(&b.ingress_id))
+        .expect("delete");
+    let left =
+        h.rt.block_on(client.list_ingress(IngressListFilter::All))
+            .expect("list");
+    assert_eq!(left.len(), 1);
+}
+
+#[test]
+fn the_ingress_api_works_with_the_python_client() {
+    let h = Harness::start();
+    let script = r#"
+import asyncio, sys
+from livekit import api
+async def main():
+    lk = api.LiveKitAPI(sys.argv[1], "devkey", "secret")
+    info = await lk.ingress.create_ingress(api.CreateIngressRequest(
+        input_type=api.IngressInput.RTMP_INPUT, name="py", room_name="py-room",
+        participant_identity="py-host", participant_name="Py Host",
+        video=api.IngressVideoOptions(name="cam", source=api.TrackSource.SCREEN_SHARE,
+            preset=api.IngressVideoEncodingPreset.H264_540P_25FPS_2_LAYERS)))
+    listed = await lk.ingress.list_ingress(api.ListIngressRequest(room_name="py-room"))
+    assert [i.ingress_id for i in listed.items] == [info.ingress_id], listed
+    upd = await lk.ingress.update_ingress(api.UpdateIngressRequest(ingress_id=info.ingress_id, participant_name="Renamed"))
+    assert upd.participant_name == "Renamed" and upd.participant_identity == "py-host", upd
+    assert upd.video.preset == api.IngressVideoEncodingPreset.H264_540P_25FPS_2_LAYERS, upd
+    try:
+        await lk.ingress.create_ingress(api.CreateIngressRequest(input_type=api.IngressInput.RTMP_INPUT, room_name="x"))
+        raise SystemExit("an ingress without identity was accepted")
+    except api.TwirpError as e:
+        assert e.code == "invalid_argument", e
+    await lk.ingress.delete_ingress(api.DeleteIngressRequest(ingress_id=info.ingress_id))
+    assert not (await lk.ingress.list_ingress(api.ListIngressRequest())).items
+    await lk.aclose()
+    print("python client ok")
+asyncio.run(main())
+"#;
+    let out = Command::new(common::python())
+        .args(["-c", script, &h.api_url()])
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("python client ok"),
+        "python client: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
+    let h = Harness::start();
+    let info = h.create("live-room", "streamer", "The Streamer");
+    let id = info.ingress_id.clone();
+
+    let mut ffmpeg = h.publish(&info.stream_key, 25);
+    let publishing = h.wait_status(&id, Status::EndpointPublishing, Duration::from_secs(20));
+
+    // Each simulcast quality decodes at its layer's size; audio flows.
+    let expected = [("low", "320x180"), ("high", "1280x720")];
+    let subscribers: Vec<_> = expected
+        .iter()
+        .map(|(q, _)| {
+            let mut opts = SubscriberOptions::new("live-room");
+            opts.identity = format!("viewer-{q}");
+            opts.quality = Some(q.to_string());
+            opts.expect_tracks = 2;
+            opts.duration = 6.0;
+            Subscriber::spawn(&h.livekit, &opts)
+        })
+        .collect();
+    let reports: Vec<_> = subscribers.into_iter().map(|s| s.report()).collect();
+    for ((quality, size), report) in expected.iter().zip(&reports) {
+        let participant = report["participants"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["identity"] == "streamer"))
+            .unwrap_or_else(|| panic!("streamer not in the room: {report}"));
+        assert_eq!(participant["name"], "The Streamer");
+        let tracks = common::tracks_of(report, "streamer");
+        let video = tracks
+            .iter()
+            .find(|t| t["kind"] == "video")
+            .expect("video track");
+        let audio = tracks
+            .iter()
+            .find(|t| t["kind"] == "audio")
+            .expect("audio track");
+        assert_eq!(video["simulcasted"], true, "{video}");
+        assert_eq!(video["source"], "SOURCE_CAMERA");
+        assert!(
+            video["sizes"][size].as_u64().unwrap_or(0) >= 30,
+            "{quality}: {video}"
+        );
+        assert_eq!(video["last_size"], *size, "{quality}: {video}");
+        assert!(audio["frames"].as_u64().unwrap_or(0) >= 100, "{audio}");
+    }
+
+    // ListIngress tells what is coming in.
+    let state = h.info(&id).state.expect("state");
+    assert_eq!(state.status, Status::EndpointPublishing as i32);
+    let input = state.video.expect("input video");
+    assert_eq!((input.width, input.height), (1280, 720));
+    assert_eq!(input.mime_type, "video/x-h264");
+    assert!((input.framerate - 30.0).abs() < 0.5, "{}", input.framerate);
+    assert_eq!(state.audio.expect("input audio").channels, 2);
+    assert!(state.room_id.starts_with("RM_"), "{}", state.room_id);
+    assert_eq!(state.tracks.len(), 2);
+    assert!(state.started_at > 0 && publishing.state.is_some());
+
+    // The source stops: the participant leaves, the ingress is inactive and reusable.
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let ended = h.wait_status(&id, Status::EndpointInactive, Duration::from_secs(45));
+    assert!(ended.state.expect("state").ended_at > 0);
+    assert!(
+        common::wait_for(Duration::from_secs(5), || (!h
+            .participants("live-room")
+            .contains(&"streamer".into()))
+        .then_some(()))
+        .is_some(),
+        "the streamer stayed in the room"
+    );
+
+    let mut again = h.publish(&info.stream_key, 20);
+    h.wait_status(&id, Status::EndpointPublishing, Duration::from_secs(20));
+    assert!(h.participants("live-room").contains(&"streamer".into()));
+
+    // Deleting the ingress ends the live stream.
+    h.rt.block_on(h.client().delete_ingress(&id))
+        .expect("delete");
+    assert!(
+        common::wait_for(Duration::from_secs(5), || (!h
+            .participants("live-room")
+            .contains(&"streamer".into()))
+        .then_some(()))
+        .is_some(),
+        "the stream outlived its ingress"
+    );
+    let status = again.wait().expect("ffmpeg ends");
+    assert!(!status.success(), "ffmpeg sees its stream cut");
+}
+
+#[test]
+fn wrong_and_disabled_keys_are_refused() {
+    let h = Harness::start();
+    let info = h.create("closed-room", "nobody", "Nobody");
+    let mut wrong = h.publish("not-a-key", 2);
+    assert!(
+        !wrong.wait().expect("ffmpeg").success(),
+        "a wrong key is refused"
+    );
+
+    h.rt.block_on(h.client().update_ingress(
+        &info.ingress_id,
+        UpdateIngressOptions {
+            ..Default::default()
+        },
+    ))
+    .expect("update without changes");
+    let disable = proto::UpdateIngressRequest {
+        ingress_id: info.ingress_id.clone(),
+        enabled: Some(false),
+        ..Default::default()
+    };
+    // The Rust client cannot send `enabled` yet; speak Twirp JSON directly.
+    let token = livekit_api::access_token::AccessToken::with_api_key(API_KEY, API_SECRET)
+        .with_grants(livekit_api::access_token::VideoGrants {
+            ingress_admin: true,
+            ..Default::default()
+        })
+        .to_jwt()
+        .expect("token");
+    let out = Command::new("curl")
+        .args(["-sS", "-X", "POST", "-H", "Content-Type: application/json"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-d", &serde_json::to_string(&disable).expect("json")])
+        .arg(format!(
+            "{}/twirp/livekit.Ingress/UpdateIngress",
+            h.api_url()
+        ))
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("\"enabled\":false"), "{body}");
+
+    let mut disabled = h.publish(&info.stream_key, 2);
+    assert!(
+        !disabled.wait().expect("ffmpeg").success(),
+        "a disabled ingress is refused"
+    );
+    assert_eq!(
+        h.info(&info.ingress_id).state.map(|s| s.status),
+        Some(Status::EndpointInactive as i32)
+    );
+}
