@@ -14,7 +14,7 @@ APT_PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  ffmpeg redis-server meson ninja-build curl
+  ffmpeg redis-server meson ninja-build curl time openssl
 )
 
 log() { echo "setup: $*" >&2; }

@@ -312,3 +312,41 @@ fn dynacast_pauses_the_layer_no_one_watches() {
         "the watched low layer produced only {low_during} frames in 1 s"
     );
 }
+
+#[test]
+fn a_restarted_server_is_rejoined_and_the_tracks_republished() {
+    init();
+    let mut server = LiveKitServer::start();
+    let pipeline = simulcast_pipeline(&server, "sink-restart", "survivor", "");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    wait_message(
+        &pipeline,
+        "livekit-track-published",
+        Duration::from_secs(15),
+    )
+    .expect("published");
+
+    // Mid-stream: media has been flowing for a while.
+    std::thread::sleep(Duration::from_secs(2));
+    server.restart();
+    wait_message(&pipeline, "livekit-reconnecting", Duration::from_secs(20))
+        .expect("notices the loss");
+    wait_message(
+        &pipeline,
+        "livekit-track-published",
+        Duration::from_secs(30),
+    )
+    .expect("republished");
+
+    let mut opts = SubscriberOptions::new("sink-restart");
+    opts.expect_tracks = 2;
+    opts.duration = 3.0;
+    let report = common::subscribe(&server, &opts);
+    pipeline.set_state(gst::State::Null).expect("stop");
+    let tracks = common::tracks_of(&report, "survivor");
+    let video = tracks
+        .iter()
+        .find(|t| t["kind"] == "video")
+        .expect("video after the restart");
+    assert!(video["frames"].as_u64().unwrap_or(0) >= 30, "{video}");
+}

@@ -81,6 +81,8 @@ pub enum PublisherEvent {
     KeyframeRequest { layer: Option<usize> },
     /// Dynacast: whether anyone subscribes to video layer `layer`.
     LayerActive { layer: usize, active: bool },
+    /// The connection was lost; the publisher is rejoining the room.
+    Rejoining { reason: String },
     /// The session ended normally.
     Disconnected { reason: String },
     /// The session failed; the text is meant for the user.
@@ -89,14 +91,67 @@ pub enum PublisherEvent {
 
 pub type EventSink = Arc<dyn Fn(PublisherEvent) + Send + Sync>;
 
-/// Runs a session to its end, reporting through `events`.
-pub async fn run(config: PublisherConfig, media: mpsc::Receiver<MediaInput>, events: EventSink) {
-    let outcome = Session::run(config, media, events.clone()).await;
-    events(match outcome {
-        Ok(reason) => PublisherEvent::Disconnected { reason },
-        Err(message) => PublisherEvent::Failed { message },
-    });
+/// Runs a session to its end, reporting through `events`. A session that was
+/// up and lost its server (signal closed, media connection gone, server
+/// restarted) rejoins and republishes with growing pauses for up to
+/// [`REJOIN_FOR`]; a session that never got in fails at once, with the reason.
+pub async fn run(
+    config: PublisherConfig,
+    mut media: mpsc::Receiver<MediaInput>,
+    events: EventSink,
+) {
+    let mut lost_since: Option<tokio::time::Instant> = None;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let mut joined = false;
+        let outcome = Session::run(&config, &mut media, events.clone(), &mut joined).await;
+        match outcome {
+            Ok(reason) => {
+                events(PublisherEvent::Disconnected { reason });
+                return;
+            }
+            Err(message) if joined || lost_since.is_some() => {
+                let since = *lost_since.get_or_insert_with(tokio::time::Instant::now);
+                if joined {
+                    pause = Duration::from_millis(250);
+                }
+                if since.elapsed() > REJOIN_FOR {
+                    events(PublisherEvent::Failed {
+                        message: format!("{message}; rejoining failed for {REJOIN_FOR:?}"),
+                    });
+                    return;
+                }
+                events(PublisherEvent::Rejoining { reason: message });
+                // Media that arrives meanwhile is of no use later: drop it.
+                let wait = tokio::time::sleep(pause);
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = &mut wait => break,
+                        frame = media.recv() => match frame {
+                            Some(MediaInput::Finish) | None => {
+                                events(PublisherEvent::Disconnected { reason: "end of stream".into() });
+                                return;
+                            }
+                            Some(_) => {}
+                        },
+                    }
+                }
+                pause = (pause * 2).min(Duration::from_secs(4));
+                if joined {
+                    lost_since = Some(tokio::time::Instant::now());
+                }
+            }
+            Err(message) => {
+                events(PublisherEvent::Failed { message });
+                return;
+            }
+        }
+    }
 }
+
+/// How long a publisher that lost its server keeps trying to rejoin.
+pub const REJOIN_FOR: Duration = Duration::from_secs(60);
 
 fn install_crypto() {
     static ONCE: Once = Once::new();
@@ -190,10 +245,13 @@ struct Session {
 }
 
 impl Session {
+    /// One join of the room; `joined` is set once media flowed, so the caller
+    /// knows a failure after it is a lost connection rather than a refusal.
     async fn run(
-        config: PublisherConfig,
-        mut media: mpsc::Receiver<MediaInput>,
+        config: &PublisherConfig,
+        media: &mut mpsc::Receiver<MediaInput>,
         events: EventSink,
+        joined: &mut bool,
     ) -> Result<String, String> {
         install_crypto();
         let mut options = SignalOptions::default();
@@ -241,7 +299,7 @@ impl Session {
             layer_active: HashMap::new(),
         };
         let result = session
-            .publish_and_stream(&config, &mut media, &mut signal_events)
+            .publish_and_stream(config, media, &mut signal_events, joined)
             .await;
         session.leave().await;
         result
@@ -252,6 +310,7 @@ impl Session {
         config: &PublisherConfig,
         media: &mut mpsc::Receiver<MediaInput>,
         signal_events: &mut mpsc::UnboundedReceiver<SignalEvent>,
+        joined: &mut bool,
     ) -> Result<String, String> {
         let mut sdp = self.rtc.sdp_api();
         let mut mid_to_track_id = HashMap::new();
@@ -364,6 +423,7 @@ impl Session {
             }
             if self.media_connected {
                 connect_deadline = None;
+                *joined = true;
             }
         }
     }

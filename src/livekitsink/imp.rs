@@ -442,6 +442,18 @@ impl LiveKitSink {
                     ));
                 }
             }
+            PublisherEvent::Rejoining { reason } => {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "connection to the room lost ({reason}); rejoining"
+                );
+                post(
+                    gst::Structure::builder("livekit-reconnecting")
+                        .field("reason", reason)
+                        .build(),
+                );
+            }
             PublisherEvent::Disconnected { reason } => {
                 gst::info!(CAT, imp = self, "left the room: {reason}");
                 post(

@@ -12,7 +12,8 @@
 //!
 //! Bus messages (element messages): `livekit-connected` (room-sid, room-name,
 //! participant-sid), `livekit-track-published` (kind, sid, name, layers),
-//! `livekit-disconnected` (reason).
+//! `livekit-reconnecting` (reason) when the server was lost and the element
+//! rejoins and republishes, `livekit-disconnected` (reason).
 
 use gst::glib;
 use gst::prelude::*;

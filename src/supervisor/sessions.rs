@@ -222,6 +222,8 @@ impl Sessions {
                     } else {
                         proto::TrackType::Video
                     };
+                    // A rejoin publishes the track anew: keep only the current one.
+                    state.tracks.retain(|t| t.r#type != kind as i32);
                     state.tracks.push(proto::TrackInfo {
                         sid,
                         name,

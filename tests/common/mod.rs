@@ -81,6 +81,7 @@ pub struct LiveKitServer {
     child: Child,
     pub http_port: u16,
     pub log_path: PathBuf,
+    config_path: PathBuf,
     _dir: ScratchDir,
 }
 
@@ -99,25 +100,25 @@ impl LiveKitServer {
         let config_path = dir.path().join("livekit.yaml");
         std::fs::write(&config_path, config).expect("write livekit config");
         let log_path = dir.path().join("livekit.log");
-        let log = std::fs::File::create(&log_path).expect("create livekit log");
-        let child = Command::new(livekit_server_bin())
-            .arg("--dev")
-            .arg("--config")
-            .arg(&config_path)
-            .args(["--node-ip", "127.0.0.1"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log handle"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start livekit-server (run scripts/setup.sh): {e}"));
+        let child = spawn_server(&config_path, &log_path);
         let mut server = LiveKitServer {
             child,
             http_port,
             log_path,
+            config_path,
             _dir: dir,
         };
         server.wait_ready(Duration::from_secs(30));
         server
+    }
+
+    /// Kills the server and starts it again on the same ports (rooms are lost,
+    /// as in a real restart).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_server(&self.config_path, &self.log_path);
+        self.wait_ready(Duration::from_secs(30));
     }
 
     /// The URL clients join with.
@@ -150,6 +151,24 @@ impl LiveKitServer {
             self.log()
         );
     }
+}
+
+fn spawn_server(config_path: &Path, log_path: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("open livekit log");
+    Command::new(livekit_server_bin())
+        .arg("--dev")
+        .arg("--config")
+        .arg(config_path)
+        .args(["--node-ip", "127.0.0.1"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log handle"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start livekit-server (run scripts/setup.sh): {e}"))
 }
 
 impl Drop for LiveKitServer {
