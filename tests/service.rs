@@ -6,18 +6,82 @@ mod common;
 
 use common::{LiveKitServer, ScratchDir, Subscriber, SubscriberOptions, API_KEY, API_SECRET};
 use gstlivekitingress::supervisor::{config::Config, Service};
+use livekit_api::access_token::TokenVerifier;
 use livekit_api::services::ingress::{
     CreateIngressOptions, IngressClient, IngressListFilter, UpdateIngressOptions,
 };
 use livekit_api::services::room::RoomClient;
 use livekit_api::services::ServerError;
 use livekit_api::services::ServiceError;
+use livekit_api::webhooks::WebhookReceiver;
 use livekit_protocol as proto;
 use proto::ingress_state::Status;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// A loopback HTTP server that records the webhooks it receives.
+struct WebhookSink {
+    port: u16,
+    received: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl WebhookSink {
+    fn start() -> WebhookSink {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let sink = received.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { break };
+                let mut reader = BufReader::new(stream);
+                let (mut auth, mut length) = (String::new(), 0usize);
+                let mut line = String::new();
+                while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) && line != "\r\n"
+                {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if lower.starts_with("authorization:") {
+                        auth = line["authorization:".len()..].trim().to_string();
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_ok() {
+                    sink.lock()
+                        .expect("lock")
+                        .push((auth, String::from_utf8_lossy(&body).into_owned()));
+                }
+                let _ = reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        WebhookSink { port, received }
+    }
+
+    /// Events verified with LiveKit's own webhook receiver.
+    fn events(&self) -> Vec<proto::WebhookEvent> {
+        let receiver = WebhookReceiver::new(TokenVerifier::with_api_key(API_KEY, API_SECRET));
+        self.received
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(auth, body)| {
+                receiver
+                    .receive(body, auth)
+                    .expect("a valid LiveKit webhook")
+            })
+            .collect()
+    }
+}
+
 struct Harness {
+    webhooks: WebhookSink,
     rt: tokio::runtime::Runtime,
     service: Option<Service>,
     livekit: LiveKitServer,
@@ -28,14 +92,17 @@ struct Harness {
 impl Harness {
     fn start() -> Harness {
         let livekit = LiveKitServer::start();
+        let webhooks = WebhookSink::start();
         let dir = ScratchDir::new("service");
         let rtmp_port = common::free_tcp_port();
         let config = Config::from_yaml(&format!(
             "api_key: {API_KEY}\napi_secret: {API_SECRET}\nws_url: {}\nrtmp_port: {rtmp_port}\n\
-             bind_address: 127.0.0.1\nhttp_port: {}\nstore:\n  sqlite: {}\n",
+             bind_address: 127.0.0.1\nhttp_port: {}\nstore:\n  sqlite: {}\n\
+             webhook:\n  urls: [\"http://127.0.0.1:{}/webhook\"]\n",
             livekit.ws_url(),
             common::free_tcp_port(),
-            dir.path().join("ingress.db").display()
+            dir.path().join("ingress.db").display(),
+            webhooks.port
         ))
         .expect("config");
         let config = Config {
@@ -49,6 +116,7 @@ impl Harness {
             .expect("rt");
         let service = rt.block_on(Service::start(config)).expect("service starts");
         Harness {
+            webhooks,
             rt,
             service: Some(service),
             livekit,
@@ -342,6 +410,26 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
         .is_some(),
         "the streamer stayed in the room"
     );
+
+    // ingress_started and ingress_ended reached the webhook receiver, signed.
+    let events = common::wait_for(Duration::from_secs(10), || {
+        let events = h.webhooks.events();
+        (events
+            .iter()
+            .filter(|e| e.ingress_info.as_ref().map(|i| i.ingress_id.as_str()) == Some(id.as_str()))
+            .count()
+            >= 2)
+            .then_some(events)
+    })
+    .expect("two webhooks");
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names, ["ingress_started", "ingress_ended"], "{events:?}");
+    let started_state = events[0]
+        .ingress_info
+        .as_ref()
+        .and_then(|i| i.state.clone())
+        .expect("state");
+    assert_eq!(started_state.status, Status::EndpointPublishing as i32);
 
     let mut again = h.publish(&info.stream_key, 20);
     h.wait_status(&id, Status::EndpointPublishing, Duration::from_secs(20));

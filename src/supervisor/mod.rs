@@ -7,12 +7,14 @@
 //! - [`store`]: the embedded SQLite store.
 //! - [`sessions`]: publish decisions and live sessions, keeping IngressState true.
 //! - [`api`]: Twirp, health, metrics.
+//! - [`webhooks`]: ingress_started / ingress_ended, signed as LiveKit signs them.
 
 pub mod api;
 pub mod config;
 pub mod ingress;
 pub mod sessions;
 pub mod store;
+pub mod webhooks;
 
 use crate::rtmp::listener::{self, Decision, Listener, ListenerConfig};
 use livekit_api::access_token::TokenVerifier;

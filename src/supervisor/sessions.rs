@@ -6,6 +6,7 @@
 use super::config::Config;
 use super::ingress::{may_publish, now_nanos};
 use super::store::Store;
+use super::webhooks::Webhooks;
 use crate::pipeline::{
     AudioEncodingSettings, IngressPipeline, PipelineConfig, PipelineEvent, RoomTarget,
     VideoEncodingSettings,
@@ -36,6 +37,7 @@ struct Live {
 
 pub struct Sessions {
     config: Config,
+    webhooks: Webhooks,
     store: Arc<Store>,
     live: Mutex<HashMap<String, Live>>,
     pub stats: SessionStats,
@@ -47,7 +49,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Sessions {
     pub fn new(config: Config, store: Arc<Store>) -> Arc<Sessions> {
+        let webhook_key = match config.webhook.api_key.as_str() {
+            "" => config.api_key.as_str(),
+            key => key,
+        };
+        let webhooks = Webhooks::new(config.webhook.urls.clone(), webhook_key, &config.api_secret);
         Arc::new(Sessions {
+            webhooks,
             config,
             store,
             live: Mutex::default(),
@@ -230,7 +238,11 @@ impl Sessions {
                         r#type: kind as i32,
                         ..Default::default()
                     });
-                    state.status = Status::EndpointPublishing as i32;
+                    if state.status != Status::EndpointPublishing as i32 {
+                        state.status = Status::EndpointPublishing as i32;
+                        self.save_state(&id, &state);
+                        self.notify("ingress_started", &started, &state);
+                    }
                 }
                 PipelineEvent::InputVideo {
                     mime_type,
@@ -291,7 +303,23 @@ impl Sessions {
             }
         }
         self.save_state(&id, &state);
+        if state.started_at > 0 {
+            self.notify("ingress_ended", &started, &state);
+        }
         lock(&self.live).remove(&id);
+    }
+
+    /// Sends a webhook with the ingress as stored now (as it was, if it was
+    /// deleted meanwhile) and the session's state.
+    fn notify(&self, event: &str, started: &proto::IngressInfo, state: &proto::IngressState) {
+        let mut info = self
+            .store
+            .get(&started.ingress_id)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| started.clone());
+        info.state = Some(state.clone());
+        self.webhooks.send(event, &info);
     }
 
     /// Writes the session's state into the stored ingress (if it still exists).

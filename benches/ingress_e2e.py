@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark of one ingress stream through livekit-ingress.
+
+A LiveKit server (dev mode) and the release build of livekit-ingress run on
+free loopback ports. This script creates an ingress through the real API
+client, joins the room as a subscriber (high quality), and publishes a 1080p30
+stream with ffmpeg whose frames it generates itself: each frame carries the
+wall-clock time it was made, as a 32-bit millisecond barcode of large blocks.
+The subscriber reads the barcode of every decoded frame back.
+
+Prints: time from the publisher's first frame to the first decoded frame in the
+room; latency percentiles from frame creation to decoded frame at the
+subscriber (an upper bound of ingress-input-to-subscriber: it includes ffmpeg's
+zero-latency encode and the RTMP send); the latency trend over the run; the
+service's CPU seconds per stream-second and its peak RSS.
+
+    ~/.cache/livekit-ingress/venv/bin/python benches/ingress_e2e.py [seconds]
+"""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+from livekit import api, rtc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.environ.get("LIVEKIT_INGRESS_TOOLS", os.path.expanduser("~/.cache/livekit-ingress"))
+W, H, FPS = 1920, 1080, 30
+BITS, BLOCK = 32, 96  # 2 rows of 16 blocks, 96x96 px at 1080p (64 px at 720p)
+
+
+def free_port(kind=socket.SOCK_STREAM):
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stamp(frame, value):
+    for bit in range(BITS):
+        row, col = divmod(bit, 16)
+        y, x = 40 + row * (BLOCK + 20), 40 + col * (BLOCK + 20)
+        frame[y : y + BLOCK, x : x + BLOCK] = 235 if (value >> bit) & 1 else 16
+
+
+def read_stamp(y_plane, width, height):
+    sx, sy = width / W, height / H
+    value = 0
+    for bit in range(BITS):
+        row, col = divmod(bit, 16)
+        cy = int((40 + row * (BLOCK + 20) + BLOCK / 2) * sy)
+        cx = int((40 + col * (BLOCK + 20) + BLOCK / 2) * sx)
+        if y_plane[cy, cx] > 128:
+            value |= 1 << bit
+    return value
+
+
+def proc_cpu_rss(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(") ", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    rss = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+    return cpu, rss
+
+
+def wait_http(port, path="/", timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(f"GET {path} HTTP/1.0\r\n\r\n".encode())
+                if s.recv(16).startswith(b"HTTP/1.") :
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"nothing answers on port {port}")
+
+
+def publisher(url, seconds, started, stop):
+    """Generates stamped frames at 30 fps into ffmpeg, which publishes them."""
+    ffmpeg = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "gray",
+         "-s", f"{W}x{H}", "-r", str(FPS), "-i", "-", "-f", "lavfi", "-i", "sine=sample_rate=48000",
+         "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+         "-pix_fmt", "yuv420p", "-b:v", "6M", "-g", "60", "-c:a", "aac", "-f", "flv", url],
+        stdin=subprocess.PIPE,
+    )
+    base = np.tile(np.linspace(40, 200, W, dtype=np.uint8), (H, 1))
+    t0 = time.monotonic()
+    started.append(time.time())
+    n = 0
+    try:
+        while not stop.is_set() and n < seconds * FPS:
+            frame = base.copy()
+            stamp(frame, int(time.time() * 1000) & 0xFFFFFFFF)
+            ffmpeg.stdin.write(frame.tobytes())
+            n += 1
+            delay = t0 + n / FPS - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+    except BrokenPipeError:
+        pass
+    finally:
+        try:
+            ffmpeg.stdin.close()
+        except OSError:
+            pass
+        ffmpeg.wait()
+
+
+async def main():
+    seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+    work = tempfile.mkdtemp(prefix="ingress-bench-")
+    lk_port, rtmp_port, api_port = free_port(), free_port(), free_port()
+    with open(f"{work}/livekit.yaml", "w") as f:
+        f.write(f"port: {lk_port}\nbind_addresses: [\"127.0.0.1\"]\nrtc:\n  tcp_port: {free_port()}\n"
+                f"  udp_port: {free_port(socket.SOCK_DGRAM)}\n  use_external_ip: false\nlogging:\n  level: warn\n")
+    procs = []
+    try:
+        procs.append(subprocess.Popen([f"{TOOLS}/bin/livekit-server", "--dev", "--config", f"{work}/livekit.yaml",
+                                       "--node-ip", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_http(lk_port)
+        env = dict(os.environ, LIVEKIT_WS_URL=f"ws://127.0.0.1:{lk_port}", LIVEKIT_INGRESS_RTMP_PORT=str(rtmp_port),
+                   LIVEKIT_INGRESS_HTTP_PORT=str(api_port), LIVEKIT_INGRESS_SQLITE=f"{work}/ingress.db",
+                   RUST_LOG="warn")
+        service = subprocess.Popen([f"{ROOT}/target/release/livekit-ingress"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(service)
+        wait_http(api_port, "/health")
+
+        lkapi = api.LiveKitAPI(f"http://127.0.0.1:{api_port}", "devkey", "secret")
+        info = await lkapi.ingress.create_ingress(api.CreateIngressRequest(
+            input_type=api.IngressInput.RTMP_INPUT, name="bench", room_name="bench",
+            participant_identity="bench-streamer"))
+        await lkapi.aclose()
+
+        token = (api.AccessToken("devkey", "secret").with_identity("bench-viewer")
+                 .with_grants(api.VideoGrants(room_join=True, room="bench")).to_jwt())
+        room = rtc.Room()
+        latencies, first_frame = [], []
+
+        async def watch(track, publication):
+            publication.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_HIGH)
+            async for ev in rtc.VideoStream(track):
+                now = time.time()
+                if not first_frame:
+                    first_frame.append(now)
+                i420 = ev.frame.convert(rtc.VideoBufferType.I420)
+                y = np.frombuffer(i420.data, dtype=np.uint8)[: i420.width * i420.height]
+                sent = read_stamp(y.reshape(i420.height, i420.width), i420.width, i420.height)
+                lat = ((int(now * 1000) & 0xFFFFFFFF) - sent) & 0xFFFFFFFF
+                if lat < 10_000:  # an unreadable stamp (a frame mid-switch) is not a latency
+                    latencies.append((now, lat, i420.width))
+
+        tasks = []
+
+        @room.on("track_subscribed")
+        def on_track(track, publication, participant):
+            if track.kind == rtc.TrackKind.KIND_VIDEO:
+                tasks.append(asyncio.ensure_future(watch(track, publication)))
+
+        await room.connect(f"ws://127.0.0.1:{lk_port}", token)
+        cpu0, _ = proc_cpu_rss(service.pid)
+        started, stop = [], threading.Event()
+        pub = threading.Thread(target=publisher, args=(f"{info.url}/{info.stream_key}", seconds, started, stop))
+        pub.start()
+        peak_rss, t_start = 0, time.time()
+        while pub.is_alive():
+            await asyncio.sleep(1)
+            _, rss = proc_cpu_rss(service.pid)
+            peak_rss = max(peak_rss, rss)
+        cpu1, _ = proc_cpu_rss(service.pid)
+        elapsed = time.time() - t_start
+        for t in tasks:
+            t.cancel()
+        await room.disconnect()
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    if not latencies or not first_frame:
+        raise SystemExit("no frame reached the subscriber")
+    lat = np.array([l for _, l, _ in latencies])
+    third = max(1, len(lat) // 3)
+    print(f"stream: {W}x{H}@{FPS} for {seconds} s, default preset, subscriber on the high layer "
+          f"({latencies[-1][2]} px wide)")
+    print(f"first decoded frame: {first_frame[0] - started[0]:.3f} s after the publisher's first frame")
+    print(f"latency frame creation -> decoded at subscriber, {len(lat)} frames: "
+          f"p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms")
+    print(f"latency trend: median of first third {np.median(lat[:third]):.0f} ms, last third {np.median(lat[-third:]):.0f} ms")
+    print(f"service: {(cpu1 - cpu0) / elapsed:.2f} CPU s per stream-second, peak RSS {peak_rss / 1e6:.0f} MB")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
