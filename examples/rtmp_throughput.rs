@@ -128,6 +128,7 @@ fn main() {
 
     // The ingress: rtmpingresssrc per stream key, into fakesinks.
     let port = free_port();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let pipeline = gst::Pipeline::new();
     for i in 0..streams {
         let src = gst::ElementFactory::make("rtmpingresssrc")
@@ -138,7 +139,15 @@ fn main() {
             .expect("rtmpingresssrc");
         pipeline.add(&src).expect("add");
         let weak = pipeline.downgrade();
+        let counter = received.clone();
         src.connect_pad_added(move |_, pad| {
+            let counter = counter.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                    counter.fetch_add(b.size() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
+                gst::PadProbeReturn::Ok
+            });
             let Some(pipeline) = weak.upgrade() else {
                 return;
             };
@@ -167,7 +176,12 @@ fn main() {
     for c in &mut children {
         let _ = c.wait();
     }
-    let ingress = (cpu_seconds() - before) / (streams as f64 * started.elapsed().as_secs_f64());
+    let stream_seconds = streams as f64 * started.elapsed().as_secs_f64();
+    let ingress = (cpu_seconds() - before) / stream_seconds;
+    let mbits =
+        received.load(std::sync::atomic::Ordering::Relaxed) as f64 * 8.0 / stream_seconds / 1e6;
+    println!("demuxed {mbits:.1} Mbit/s of media per stream");
+    assert!(mbits > 4.0, "the publishes did not get through");
     let _ = pipeline.set_state(gst::State::Null);
     let _ = std::fs::remove_dir_all(&dir);
 

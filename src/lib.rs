@@ -14,6 +14,7 @@ pub mod rtmpingresssrc;
 pub mod runtime;
 pub mod simulcastenc;
 pub mod supervisor;
+mod sync;
 
 use gst::glib;
 

@@ -2,6 +2,7 @@ use super::{AudioSource, VideoSource};
 use crate::livekit::publisher::{self, MediaInput, PublisherConfig, PublisherEvent};
 use crate::livekit::token::{publisher_token, Identity};
 use crate::livekit::tracks::{AudioTrackSpec, LayerSpec, VideoCodec, VideoTrackSpec, MAX_LAYERS};
+use crate::sync::lock;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -97,10 +98,6 @@ impl ObjectSubclass for LiveKitSink {
     const NAME: &'static str = "GstLiveKitSink";
     type Type = super::LiveKitSink;
     type ParentType = gst::Element;
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LiveKitSink {

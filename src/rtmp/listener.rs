@@ -11,6 +11,7 @@
 //! followed by a closed socket; nothing else is disturbed.
 
 use super::session::{Output, Session};
+use crate::sync::lock;
 use bytes::Bytes;
 use rml_rtmp::sessions::StreamMetadata;
 use std::collections::{HashMap, HashSet};
@@ -110,10 +111,6 @@ pub struct Listener {
 
 type Registry = Mutex<HashMap<(String, u16), Weak<Listener>>>;
 static LISTENERS: LazyLock<Registry> = LazyLock::new(Default::default);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The listener for `config`'s address and port, bound on first use and kept
 /// while someone holds it.

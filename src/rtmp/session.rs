@@ -307,6 +307,26 @@ mod tests {
         assert!(last.is_err());
     }
 
+    /// Found by the fuzzer: a chunk header that shrinks a message below what
+    /// was already received makes rml_rtmp 0.8's deserializer subtract past zero
+    /// (a panic with overflow checks). The session turns it into an error.
+    #[test]
+    fn fuzzer_found_length_underflow_is_an_error() {
+        let data = include_bytes!("testdata/chunk-length-underflow.bin");
+        let mut input = vec![3u8];
+        input.extend(std::iter::repeat_n(0u8, 1536));
+        input.extend_from_slice(data);
+        let mut s = Session::new();
+        let mut failed = false;
+        for piece in input.chunks(1) {
+            if s.feed(piece).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed, "malformed chunk stream accepted");
+    }
+
     #[test]
     fn answering_without_a_request_is_an_error() {
         let mut s = Session::new();

@@ -1,6 +1,7 @@
 use crate::rtmp::clock::Unwrapper;
 use crate::rtmp::flv::{self, AudioTag, VideoCodec, VideoTag};
 use crate::rtmp::listener::{self, Claim, ListenerConfig, StreamEvent, TlsFiles};
+use crate::sync::lock;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -60,10 +61,6 @@ struct State {
 pub struct RtmpIngressSrc {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[glib::object_subclass]

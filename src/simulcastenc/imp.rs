@@ -1,4 +1,5 @@
 use crate::presets::{self, PresetError, VideoCodec, VideoEncoding, VideoLayer, VideoPreset};
+use crate::sync::lock;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -74,10 +75,6 @@ pub struct SimulcastEnc {
     settings: Mutex<Settings>,
     state: Mutex<State>,
     sinkpad: gst::GhostPad,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn make(factory: &str) -> Result<gst::Element, String> {

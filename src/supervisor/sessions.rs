@@ -13,6 +13,7 @@ use crate::pipeline::{
 };
 use crate::presets::{AudioEncoding, VideoCodec, VideoEncoding, VideoPreset};
 use crate::rtmp::listener::{Decision, PublishRequest};
+use crate::sync::lock;
 use gst::prelude::*;
 use livekit_protocol as proto;
 use proto::ingress_state::Status;
@@ -41,10 +42,6 @@ pub struct Sessions {
     store: Arc<Store>,
     live: Mutex<HashMap<String, Live>>,
     pub stats: SessionStats,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Sessions {
