@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{LiveKitServer, ScratchDir, Subscriber, SubscriberOptions, API_KEY, API_SECRET};
+use common::{
+    LiveKitServer, RedisServer, ScratchDir, Subscriber, SubscriberOptions, API_KEY, API_SECRET,
+};
 use gstlivekitingress::supervisor::{config::Config, Service};
 use livekit_api::access_token::TokenVerifier;
 use livekit_api::services::ingress::{
@@ -84,45 +86,67 @@ struct Harness {
     webhooks: WebhookSink,
     rt: tokio::runtime::Runtime,
     service: Option<Service>,
+    /// More nodes sharing the first one's store (Redis).
+    others: Vec<Service>,
     livekit: LiveKitServer,
     _dir: ScratchDir,
+    store_yaml: String,
     rtmp_port: u16,
 }
 
 impl Harness {
+    /// One node on the embedded SQLite store.
     fn start() -> Harness {
+        let dir = ScratchDir::new("service");
+        let store = format!("  sqlite: {}\n", dir.path().join("ingress.db").display());
+        Self::start_with_store(dir, store)
+    }
+
+    /// One node on the given `store:` section (indented YAML).
+    fn start_with_store(dir: ScratchDir, store_yaml: String) -> Harness {
         let livekit = LiveKitServer::start();
         let webhooks = WebhookSink::start();
-        let dir = ScratchDir::new("service");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("rt");
+        let mut h = Harness {
+            webhooks,
+            rt,
+            service: None,
+            others: Vec::new(),
+            livekit,
+            _dir: dir,
+            store_yaml,
+            rtmp_port: 0,
+        };
+        let service = h.start_node();
+        h.rtmp_port = service.rtmp_addr.port();
+        h.service = Some(service);
+        h
+    }
+
+    /// A service on fresh ports over this harness's store and LiveKit server.
+    fn start_node(&self) -> Service {
         let rtmp_port = common::free_tcp_port();
         let config = Config::from_yaml(&format!(
             "api_key: {API_KEY}\napi_secret: {API_SECRET}\nws_url: {}\nrtmp_port: {rtmp_port}\n\
-             bind_address: 127.0.0.1\nhttp_port: {}\nstore:\n  sqlite: {}\n\
+             bind_address: 127.0.0.1\nhttp_port: {}\nstore:\n{}\
              webhook:\n  urls: [\"http://127.0.0.1:{}/webhook\"]\n",
-            livekit.ws_url(),
+            self.livekit.ws_url(),
             common::free_tcp_port(),
-            dir.path().join("ingress.db").display(),
-            webhooks.port
+            self.store_yaml,
+            self.webhooks.port
         ))
         .expect("config");
         let config = Config {
             rtmp_base_url: format!("rtmp://127.0.0.1:{rtmp_port}/live"),
             ..config
         };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("rt");
-        let service = rt.block_on(Service::start(config)).expect("service starts");
-        Harness {
-            webhooks,
-            rt,
-            service: Some(service),
-            livekit,
-            _dir: dir,
-            rtmp_port,
-        }
+        self.rt
+            .block_on(Service::start(config))
+            .expect("service starts")
     }
 
     fn api_url(&self) -> String {
@@ -134,6 +158,11 @@ impl Harness {
 
     fn client(&self) -> IngressClient {
         IngressClient::with_api_key(&self.api_url(), API_KEY, API_SECRET).with_failover(false)
+    }
+
+    fn client_of(node: &Service) -> IngressClient {
+        IngressClient::with_api_key(&format!("http://{}", node.http_addr), API_KEY, API_SECRET)
+            .with_failover(false)
     }
 
     fn create(&self, room: &str, identity: &str, name: &str) -> proto::IngressInfo {
@@ -186,6 +215,10 @@ impl Harness {
 
     /// ffmpeg publishing a 720p test pattern with a tone for `seconds`.
     fn publish(&self, key: &str, seconds: u32) -> Child {
+        Self::publish_to(self.rtmp_port, key, seconds)
+    }
+
+    fn publish_to(rtmp_port: u16, key: &str, seconds: u32) -> Child {
         Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
             .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
@@ -201,7 +234,7 @@ impl Harness {
                 "30",
             ])
             .args(["-c:a", "aac", "-ac", "2", "-f", "flv"])
-            .arg(format!("rtmp://127.0.0.1:{}/live/{key}", self.rtmp_port))
+            .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -212,7 +245,7 @@ impl Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        if let Some(service) = self.service.take() {
+        for service in self.service.take().into_iter().chain(self.others.drain(..)) {
             self.rt.block_on(service.shutdown());
         }
     }
@@ -502,4 +535,57 @@ fn wrong_and_disabled_keys_are_refused() {
         h.info(&info.ingress_id).state.map(|s| s.status),
         Some(Status::EndpointInactive as i32)
     );
+}
+
+#[test]
+fn nodes_sharing_redis_publish_a_key_once_and_stop_each_others_streams() {
+    let redis = RedisServer::start();
+    let store = format!("  redis:\n    address: {}\n", redis.address());
+    let mut h = Harness::start_with_store(ScratchDir::new("redis-service"), store);
+    let other = h.start_node();
+    let (other_rtmp, other_client) = (other.rtmp_addr.port(), Harness::client_of(&other));
+    h.others.push(other);
+
+    // Made on the first node, known to the second.
+    let info = h.create("shared-room", "relay", "Relay");
+    let listed =
+        h.rt.block_on(other_client.list_ingress(IngressListFilter::Room("shared-room".into())))
+            .expect("list on the other node");
+    assert_eq!(listed.len(), 1);
+
+    // Streamed into the second node, seen as publishing through the first.
+    let mut streaming = Harness::publish_to(other_rtmp, &info.stream_key, 60);
+    h.wait_status(
+        &info.ingress_id,
+        Status::EndpointPublishing,
+        Duration::from_secs(20),
+    );
+    assert!(h.participants("shared-room").contains(&"relay".into()));
+
+    // The same key on the first node is refused while the second holds it.
+    let mut twice = h.publish(&info.stream_key, 5);
+    let refused = twice.wait().expect("ffmpeg");
+    assert!(
+        !refused.success(),
+        "a key already live on another node is refused"
+    );
+    assert_eq!(
+        h.info(&info.ingress_id).state.map(|s| s.status),
+        Some(Status::EndpointPublishing as i32),
+        "the refusal did not disturb the live stream"
+    );
+
+    // Deleting through the first node ends the stream on the second.
+    h.rt.block_on(h.client().delete_ingress(&info.ingress_id))
+        .expect("delete");
+    assert!(
+        common::wait_for(Duration::from_secs(10), || (!h
+            .participants("shared-room")
+            .contains(&"relay".into()))
+        .then_some(()))
+        .is_some(),
+        "the stream on the other node outlived its ingress"
+    );
+    let status = streaming.wait().expect("ffmpeg ends");
+    assert!(!status.success(), "ffmpeg sees its stream cut");
 }

@@ -10,7 +10,8 @@ manages. With no configuration it runs next to a LiveKit server in dev mode on
 this machine (ws://127.0.0.1:7880, devkey/secret), RTMP on :1935, API on :7888.
 Environment: LIVEKIT_API_KEY, LIVEKIT_API_SECRET, LIVEKIT_WS_URL,
 LIVEKIT_INGRESS_RTMP_PORT, LIVEKIT_INGRESS_HTTP_PORT, LIVEKIT_INGRESS_RTMP_BASE_URL,
-LIVEKIT_INGRESS_SQLITE, LIVEKIT_INGRESS_CONFIG (a YAML body).";
+LIVEKIT_INGRESS_SQLITE, LIVEKIT_INGRESS_REDIS_ADDRESS, LIVEKIT_INGRESS_REDIS_PASSWORD,
+LIVEKIT_INGRESS_CONFIG (a YAML body).";
 
 fn parse_args() -> Result<Option<PathBuf>, String> {
     let mut args = std::env::args().skip(1);

@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub struct Api {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     pub sessions: Arc<Sessions>,
     pub verifier: TokenVerifier,
     pub rtmp_base_url: String,
@@ -107,6 +107,15 @@ impl Api {
         ApiError::Internal(e)
     }
 
+    /// Ends an ingress's session: here (waiting for it to leave the room) if
+    /// this node runs it, and on whichever other node does.
+    fn stop_session(&self, ingress_id: &str) {
+        self.sessions.stop(ingress_id);
+        if let Err(e) = self.store.broadcast_stop(ingress_id) {
+            tracing::warn!(ingress = %ingress_id, "stop request not sent to other nodes: {e}");
+        }
+    }
+
     fn create(&self, req: proto::CreateIngressRequest) -> Result<proto::IngressInfo, ApiError> {
         let info = ingress::create(req, &self.rtmp_base_url)?;
         self.store.put(&info).map_err(Self::store_err)?;
@@ -141,7 +150,7 @@ impl Api {
             || updated.participant_identity != current.participant_identity
             || updated.enabled == Some(false);
         if live && moved {
-            self.sessions.stop(&updated.ingress_id);
+            self.stop_session(&updated.ingress_id);
         }
         self.existing(&updated.ingress_id)
     }
@@ -162,7 +171,7 @@ impl Api {
         self.store
             .delete(&info.ingress_id)
             .map_err(Self::store_err)?;
-        self.sessions.stop(&info.ingress_id);
+        self.stop_session(&info.ingress_id);
         let state = info.state.get_or_insert_with(Default::default);
         state.status = Status::EndpointInactive as i32;
         tracing::info!(ingress = %info.ingress_id, "ingress deleted");

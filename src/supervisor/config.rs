@@ -30,8 +30,34 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
-    /// SQLite file (the embedded default).
+    /// SQLite file (the embedded default, for one node).
     pub sqlite: PathBuf,
+    /// Redis shared by several nodes; when set, the SQLite file is not used.
+    pub redis: Option<RedisConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `host:port` (port 6379 when omitted).
+    pub address: String,
+    pub username: String,
+    pub password: String,
+    pub db: i64,
+    /// Prefix of every key and channel, so several deployments can share a Redis.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            address: "127.0.0.1:6379".into(),
+            username: String::new(),
+            password: String::new(),
+            db: 0,
+            prefix: "livekit-ingress".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -47,6 +73,7 @@ impl Default for StoreConfig {
         let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
         StoreConfig {
             sqlite: PathBuf::from(home).join(".local/share/livekit-ingress/ingress.db"),
+            redis: None,
         }
     }
 }
@@ -122,6 +149,18 @@ impl Config {
         if let Some(v) = env("LIVEKIT_INGRESS_SQLITE") {
             self.store.sqlite = PathBuf::from(v);
         }
+        if let Some(v) = env("LIVEKIT_INGRESS_REDIS_ADDRESS") {
+            self.store
+                .redis
+                .get_or_insert_with(Default::default)
+                .address = v;
+        }
+        if let Some(v) = env("LIVEKIT_INGRESS_REDIS_PASSWORD") {
+            self.store
+                .redis
+                .get_or_insert_with(Default::default)
+                .password = v;
+        }
         Ok(())
     }
 
@@ -149,6 +188,11 @@ impl Config {
                 "rtmp_base_url must be an rtmp:// URL, got {:?}",
                 self.rtmp_base_url
             ));
+        }
+        if let Some(redis) = &self.store.redis {
+            if redis.address.is_empty() || redis.prefix.is_empty() {
+                return Err("store.redis needs an address and a prefix".into());
+            }
         }
         if self.webhook.api_key.is_empty() {
             self.webhook.api_key = self.api_key.clone();
@@ -180,6 +224,22 @@ mod tests {
         let c = c.finish().expect("valid");
         assert_eq!(c.ws_url, "wss://example.invalid");
         assert_eq!(c.store.sqlite, PathBuf::from("/tmp/x.db"));
+        assert_eq!(c.store.redis, None);
+    }
+
+    #[test]
+    fn redis_from_yaml_or_environment() {
+        let c =
+            Config::from_yaml("store:\n  redis:\n    address: redis.internal:6380\n    db: 2\n")
+                .expect("yaml");
+        let redis = c.store.redis.expect("redis");
+        assert_eq!(redis.address, "redis.internal:6380");
+        assert_eq!(redis.db, 2);
+        assert_eq!(redis.prefix, "livekit-ingress");
+        let mut c = Config::default();
+        c.apply_env(|n| (n == "LIVEKIT_INGRESS_REDIS_ADDRESS").then(|| "10.0.0.5".to_string()))
+            .expect("env");
+        assert_eq!(c.store.redis.expect("redis").address, "10.0.0.5");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //!
 //! - [`config`]: YAML and environment.
 //! - [`ingress`]: LiveKit's semantics (validation, create, update, may a stream start).
-//! - [`store`]: the embedded SQLite store.
+//! - [`store`]: the embedded SQLite store, or Redis shared by several nodes.
 //! - [`sessions`]: publish decisions and live sessions, keeping IngressState true.
 //! - [`api`]: Twirp, health, metrics.
 //! - [`webhooks`]: ingress_started / ingress_ended, signed as LiveKit signs them.
@@ -27,20 +27,21 @@ use std::time::Duration;
 pub struct Service {
     pub config: config::Config,
     pub sessions: Arc<sessions::Sessions>,
-    pub store: Arc<store::Store>,
+    pub store: Arc<dyn store::Store>,
     pub http_addr: std::net::SocketAddr,
     pub rtmp_addr: std::net::SocketAddr,
     listener: Arc<Listener>,
     http: tokio::task::JoinHandle<()>,
 }
 
-/// Streams a previous run left marked live were cut by its end.
-fn mark_orphans_inactive(store: &store::Store) -> Result<(), String> {
+/// Streams marked live that no session holds any more (a previous run, or a
+/// node that died, was cut off before it could mark them) are inactive.
+fn mark_orphans_inactive(store: &dyn store::Store) -> Result<(), String> {
     for mut info in store.list("", "")? {
         let state = info.state.get_or_insert_with(Default::default);
-        if state.status == Status::EndpointBuffering as i32
-            || state.status == Status::EndpointPublishing as i32
-        {
+        let live = state.status == Status::EndpointBuffering as i32
+            || state.status == Status::EndpointPublishing as i32;
+        if live && !store.is_claimed(&info.ingress_id)? {
             state.status = Status::EndpointInactive as i32;
             state.ended_at = ingress::now_nanos();
             state.updated_at = ingress::now_nanos();
@@ -55,9 +56,9 @@ impl Service {
     pub async fn start(config: config::Config) -> Result<Service, String> {
         gst::init().map_err(|e| format!("GStreamer: {e}"))?;
         let _ = crate::plugin_register_static();
-        let store = Arc::new(store::Store::open(&config.store.sqlite)?);
-        mark_orphans_inactive(&store)?;
-        let sessions = sessions::Sessions::new(config.clone(), store.clone());
+        let store = store::open(&config.store)?;
+        mark_orphans_inactive(store.as_ref())?;
+        let sessions = sessions::Sessions::new(config.clone(), store.clone())?;
 
         let listener = listener::listener(&ListenerConfig {
             address: config.bind_address.clone(),
@@ -115,7 +116,7 @@ impl Service {
         self.listener.set_authorizer(None);
         let sessions = self.sessions.clone();
         let _ = tokio::task::spawn_blocking(move || sessions.stop_all()).await;
-        let _ = mark_orphans_inactive(&self.store);
+        let _ = mark_orphans_inactive(self.store.as_ref());
         self.http.abort();
     }
 }

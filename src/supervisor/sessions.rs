@@ -2,10 +2,12 @@
 //! an accepted publish gets its own pipeline (see [`crate::pipeline`]), and what
 //! the pipeline reports keeps the ingress's state true in the store:
 //! INACTIVE -> BUFFERING -> PUBLISHING -> INACTIVE, or ERROR with a message.
+//! A session runs only while it holds its ingress's claim in the store, which
+//! is what keeps one key from publishing twice, here or on another node.
 
 use super::config::Config;
 use super::ingress::{may_publish, now_nanos};
-use super::store::Store;
+use super::store::{self, Store};
 use super::webhooks::Webhooks;
 use crate::pipeline::{
     AudioEncodingSettings, IngressPipeline, PipelineConfig, PipelineEvent, RoomTarget,
@@ -39,25 +41,36 @@ struct Live {
 pub struct Sessions {
     config: Config,
     webhooks: Webhooks,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     live: Mutex<HashMap<String, Live>>,
     pub stats: SessionStats,
 }
 
 impl Sessions {
-    pub fn new(config: Config, store: Arc<Store>) -> Arc<Sessions> {
+    /// Sessions over `store`, following the stop requests other nodes send.
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Sessions>, String> {
         let webhook_key = match config.webhook.api_key.as_str() {
             "" => config.api_key.as_str(),
             key => key,
         };
         let webhooks = Webhooks::new(config.webhook.urls.clone(), webhook_key, &config.api_secret);
-        Arc::new(Sessions {
+        let sessions = Arc::new(Sessions {
             webhooks,
             config,
-            store,
+            store: store.clone(),
             live: Mutex::default(),
             stats: SessionStats::default(),
-        })
+        });
+        let (on_stop, alive) = (Arc::downgrade(&sessions), Arc::downgrade(&sessions));
+        store.watch_stops(
+            Box::new(move |id| {
+                if let Some(sessions) = on_stop.upgrade() {
+                    sessions.stop(id);
+                }
+            }),
+            Box::new(move || alive.strong_count() > 0),
+        )?;
+        Ok(sessions)
     }
 
     /// Number of live sessions.
@@ -72,15 +85,21 @@ impl Sessions {
             Ok(None) => return self.refuse("unknown stream key"),
             Err(e) => return self.refuse(&e),
         };
-        if lock(&self.live).contains_key(&info.ingress_id) {
-            return self.refuse("this ingress is already publishing");
-        }
         if let Err(reason) = may_publish(&info) {
             return self.refuse(&reason);
         }
+        match self.store.claim(&info.ingress_id) {
+            Ok(true) => {}
+            Ok(false) => return self.refuse("this ingress is already publishing"),
+            Err(e) => return self.refuse(&e),
+        }
+        let id = info.ingress_id.clone();
         match self.start(info, request) {
             Ok(()) => Decision::Accept,
-            Err(reason) => self.refuse(&reason),
+            Err(reason) => {
+                self.store.release(&id);
+                self.refuse(&reason)
+            }
         }
     }
 
@@ -208,10 +227,24 @@ impl Sessions {
         let mut state = started.state.clone().unwrap_or_default();
         let bus = pipeline.pipeline().bus();
         let mut outcome: Result<String, String> = Ok("stopped".into());
+        let mut renewed = std::time::Instant::now();
         while let Some(bus) = bus.as_ref() {
             if stop.load(Ordering::Relaxed) {
                 outcome = Ok("stopped by the service".into());
                 break;
+            }
+            if renewed.elapsed() >= store::LEASE / 3 {
+                renewed = std::time::Instant::now();
+                match self.store.renew(&id) {
+                    Ok(true) => {}
+                    // Another node may take the key now: this session must not go on.
+                    Ok(false) => {
+                        outcome = Err("the ingress's claim lapsed; the stream was ended".into());
+                        break;
+                    }
+                    // The store is unreachable: keep streaming, the claim has time left.
+                    Err(e) => tracing::warn!(ingress = %id, "cannot renew the claim: {e}"),
+                }
             }
             let Some(message) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
                 continue;
@@ -300,6 +333,7 @@ impl Sessions {
             }
         }
         self.save_state(&id, &state);
+        self.store.release(&id);
         if state.started_at > 0 {
             self.notify("ingress_ended", &started, &state);
         }

@@ -185,6 +185,48 @@ fn livekit_server_bin() -> PathBuf {
     tools_dir().join("bin/livekit-server")
 }
 
+/// A redis-server on a free loopback port, in memory only, one per test.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = free_tcp_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server (run scripts/setup.sh): {e}"));
+        let server = RedisServer { child, port };
+        let ping = || {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+            stream.write_all(b"PING\r\n").ok()?;
+            let mut reply = [0u8; 7];
+            stream.read_exact(&mut reply).ok()?;
+            (&reply == b"+PONG\r\n").then_some(())
+        };
+        wait_for(Duration::from_secs(10), ping).expect("redis-server answers PING");
+        server
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// True when `GET path` on loopback answers 200.
 pub fn http_get_ok(port: u16, path: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
