@@ -27,6 +27,10 @@ fn simulcast_pipeline(
     identity: &str,
     extra: &str,
 ) -> gst::Pipeline {
+    simulcast_pipeline_to(&server.ws_url(), room, identity, extra)
+}
+
+fn simulcast_pipeline_to(url: &str, room: &str, identity: &str, extra: &str) -> gst::Pipeline {
     let desc = format!(
         "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1280,height=720,framerate=30/1 \
          ! simulcastenc name=enc \
@@ -36,7 +40,6 @@ fn simulcast_pipeline(
          audiotestsrc is-live=true ! audioconvert ! opusenc ! lk.audio_0 \
          livekitsink name=lk url={url} api-key={API_KEY} api-secret={API_SECRET} room-name={room} \
            participant-identity={identity} participant-name=\"Test publisher\" {extra}",
-        url = server.ws_url(),
     );
     gst::parse::launch(&desc)
         .expect("pipeline")
@@ -349,4 +352,72 @@ fn a_restarted_server_is_rejoined_and_the_tracks_republished() {
         .find(|t| t["kind"] == "video")
         .expect("video after the restart");
     assert!(video["frames"].as_u64().unwrap_or(0) >= 30, "{video}");
+}
+
+/// The participant's sid and its tracks' sids, as the server lists them.
+fn published_sids(
+    server: &LiveKitServer,
+    room: &str,
+    identity: &str,
+) -> Option<(String, Vec<String>)> {
+    let participants = block_on(rooms(server).list_participants(room)).ok()?;
+    let p = participants.into_iter().find(|p| p.identity == identity)?;
+    let mut tracks: Vec<String> = p.tracks.into_iter().map(|t| t.sid).collect();
+    tracks.sort();
+    Some((p.sid, tracks))
+}
+
+#[test]
+fn a_dropped_signal_connection_is_resumed_in_place() {
+    init();
+    let server = LiveKitServer::start();
+    // The signal connection goes through a proxy that can cut it; media goes
+    // straight to the server and is not touched.
+    let proxy = common::TcpProxy::start(server.http_port);
+    let url = format!("ws://127.0.0.1:{}", proxy.port);
+    let pipeline = simulcast_pipeline_to(&url, "sink-resume", "steady", "");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let published = common::wait_for(Duration::from_secs(20), || {
+        published_sids(&server, "sink-resume", "steady").filter(|(_, tracks)| tracks.len() == 2)
+    })
+    .expect("published two tracks");
+    std::thread::sleep(Duration::from_secs(2));
+
+    assert!(
+        proxy.cut() >= 1,
+        "a signal connection went through the proxy"
+    );
+    let resumed = wait_message(&pipeline, "livekit-resumed", Duration::from_secs(20));
+    assert!(resumed.is_ok(), "{resumed:?}");
+
+    // The same participant with the same tracks: nothing was republished.
+    assert_eq!(
+        published_sids(&server, "sink-resume", "steady"),
+        Some(published)
+    );
+    let mut opts = SubscriberOptions::new("sink-resume");
+    opts.expect_tracks = 2;
+    opts.duration = 3.0;
+    let report = common::subscribe(&server, &opts);
+    let tracks = common::tracks_of(&report, "steady");
+    let video = tracks
+        .iter()
+        .find(|t| t["kind"] == "video")
+        .expect("video after the resume");
+    assert!(video["frames"].as_u64().unwrap_or(0) >= 30, "{video}");
+
+    // And it still leaves cleanly over the resumed connection.
+    pipeline.send_event(gst::event::Eos::new());
+    assert!(
+        common::wait_for(Duration::from_secs(5), || published_sids(
+            &server,
+            "sink-resume",
+            "steady"
+        )
+        .is_none()
+        .then_some(()))
+        .is_some(),
+        "the participant stayed after EOS"
+    );
+    pipeline.set_state(gst::State::Null).expect("stop");
 }

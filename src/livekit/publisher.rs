@@ -81,6 +81,8 @@ pub enum PublisherEvent {
     KeyframeRequest { layer: Option<usize> },
     /// Dynacast: whether anyone subscribes to video layer `layer`.
     LayerActive { layer: usize, active: bool },
+    /// The signal connection was lost and resumed; media never stopped.
+    Resumed { reason: String },
     /// The connection was lost; the publisher is rejoining the room.
     Rejoining { reason: String },
     /// The session ended normally.
@@ -242,6 +244,9 @@ struct Session {
     media_connected: bool,
     /// Last layer activity reported, so only changes go upstream.
     layer_active: HashMap<usize, bool>,
+    /// What a resume tells the server it already has: our offer and the tracks.
+    offer: Option<proto::SessionDescription>,
+    published: Vec<proto::TrackPublishedResponse>,
 }
 
 impl Session {
@@ -297,6 +302,8 @@ impl Session {
             pending_offer: None,
             media_connected: false,
             layer_active: HashMap::new(),
+            offer: None,
+            published: Vec::new(),
         };
         let result = session
             .publish_and_stream(config, media, &mut signal_events, joined)
@@ -334,7 +341,11 @@ impl Session {
                 Some(cid.clone()),
                 simulcast,
             );
-            mid_to_track_id.insert(mid.to_string(), cid);
+            mid_to_track_id.insert(mid.to_string(), cid.clone());
+            self.published.push(proto::TrackPublishedResponse {
+                cid,
+                track: Some(published.clone()),
+            });
             (self.events)(PublisherEvent::TrackPublished {
                 kind: "video",
                 sid: published.sid.clone(),
@@ -355,7 +366,11 @@ impl Session {
                 Some(cid.clone()),
                 None,
             );
-            mid_to_track_id.insert(mid.to_string(), cid);
+            mid_to_track_id.insert(mid.to_string(), cid.clone());
+            self.published.push(proto::TrackPublishedResponse {
+                cid,
+                track: Some(published.clone()),
+            });
             (self.events)(PublisherEvent::TrackPublished {
                 kind: "audio",
                 sid: published.sid,
@@ -368,14 +383,14 @@ impl Session {
             .apply()
             .ok_or_else(|| "there is no track to publish".to_string())?;
         self.pending_offer = Some(pending);
-        self.signal
-            .send(Request::Offer(proto::SessionDescription {
-                r#type: "offer".into(),
-                sdp: offer.to_sdp_string(),
-                id: 1,
-                mid_to_track_id,
-            }))
-            .await;
+        let offer = proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: offer.to_sdp_string(),
+            id: 1,
+            mid_to_track_id,
+        };
+        self.offer = Some(offer.clone());
+        self.signal.send(Request::Offer(offer)).await;
 
         let mut buf = vec![0u8; 2000];
         let mut connect_deadline = Some(tokio::time::Instant::now() + STEP_TIMEOUT);
@@ -408,9 +423,7 @@ impl Session {
                             return Ok(reason);
                         }
                     }
-                    Some(SignalEvent::Close(reason)) => {
-                        return Err(format!("the signal connection closed: {reason}"));
-                    }
+                    Some(SignalEvent::Close(reason)) => self.resume(&reason).await?,
                     None => return Err("the signal connection ended".into()),
                 },
                 input = media.recv() => match input {
@@ -599,6 +612,44 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// The signal connection dropped: if media still flows, reopen it as a
+    /// resume (same participant, same tracks, nothing for subscribers to
+    /// notice); otherwise, or if the server will not resume, the caller rejoins.
+    async fn resume(&mut self, reason: &str) -> Result<(), String> {
+        if !self.media_connected {
+            return Err(format!("the signal connection closed: {reason}"));
+        }
+        tracing::info!("signal connection lost ({reason}); resuming");
+        let restart = self
+            .signal
+            .restart(proto::ReconnectReason::RrSignalDisconnected);
+        match tokio::time::timeout(STEP_TIMEOUT, restart).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "the signal connection closed ({reason}) and could not be resumed: {e}"
+                ))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "the signal connection closed ({reason}) and resuming it timed out"
+                ))
+            }
+        }
+        self.signal
+            .send(Request::SyncState(proto::SyncState {
+                offer: self.offer.clone(),
+                publish_tracks: self.published.clone(),
+                ..Default::default()
+            }))
+            .await;
+        self.signal.set_reconnected().await;
+        (self.events)(PublisherEvent::Resumed {
+            reason: reason.to_string(),
+        });
+        Ok(())
     }
 
     /// Unpublishes and leaves: the participant is gone from the room at once.

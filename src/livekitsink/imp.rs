@@ -439,6 +439,18 @@ impl LiveKitSink {
                     ));
                 }
             }
+            PublisherEvent::Resumed { reason } => {
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "signal connection lost ({reason}); resumed"
+                );
+                post(
+                    gst::Structure::builder("livekit-resumed")
+                        .field("reason", reason)
+                        .build(),
+                );
+            }
             PublisherEvent::Rejoining { reason } => {
                 gst::warning!(
                     CAT,

@@ -12,8 +12,10 @@
 //!
 //! Bus messages (element messages): `livekit-connected` (room-sid, room-name,
 //! participant-sid), `livekit-track-published` (kind, sid, name, layers),
-//! `livekit-reconnecting` (reason) when the server was lost and the element
-//! rejoins and republishes, `livekit-disconnected` (reason).
+//! `livekit-resumed` (reason) when the signal connection dropped and was
+//! resumed while media kept flowing, `livekit-reconnecting` (reason) when the
+//! server was lost and the element rejoins and republishes,
+//! `livekit-disconnected` (reason).
 
 use gst::glib;
 use gst::prelude::*;

@@ -69,8 +69,10 @@ pub fn free_tcp_port() -> u16 {
         .expect("free tcp port")
 }
 
+/// A UDP port free on every interface (the LiveKit server binds its media port
+/// on all of them).
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
+    UdpSocket::bind("0.0.0.0:0")
         .and_then(|s| s.local_addr())
         .map(|a| a.port())
         .expect("free udp port")
@@ -87,6 +89,20 @@ pub struct LiveKitServer {
 
 impl LiveKitServer {
     pub fn start() -> Self {
+        // Free ports are picked, then bound by the server: another process can
+        // take one in between. A server that lost that race is started again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start() {
+                Ok(server) => return server,
+                Err(log) if attempt < 3 && log.contains("address already in use") => continue,
+                Err(log) => panic!("livekit-server did not start:\n{log}"),
+            }
+        }
+    }
+
+    fn try_start() -> Result<Self, String> {
         let dir = ScratchDir::new("livekit");
         let http_port = free_tcp_port();
         let config = format!(
@@ -108,8 +124,8 @@ impl LiveKitServer {
             config_path,
             _dir: dir,
         };
-        server.wait_ready(Duration::from_secs(30));
-        server
+        server.wait_ready(Duration::from_secs(30))?;
+        Ok(server)
     }
 
     /// Kills the server and starts it again on the same ports (rooms are lost,
@@ -118,7 +134,9 @@ impl LiveKitServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.child = spawn_server(&self.config_path, &self.log_path);
-        self.wait_ready(Duration::from_secs(30));
+        if let Err(log) = self.wait_ready(Duration::from_secs(30)) {
+            panic!("livekit-server did not restart:\n{log}");
+        }
     }
 
     /// The URL clients join with.
@@ -135,21 +153,18 @@ impl LiveKitServer {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    fn wait_ready(&mut self, timeout: Duration) {
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("livekit-server exited with {status}:\n{}", self.log());
+                return Err(format!("exited with {status}:\n{}", self.log()));
             }
             if http_get_ok(self.http_port, "/") {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!(
-            "livekit-server did not answer within {timeout:?}:\n{}",
-            self.log()
-        );
+        Err(format!("no answer within {timeout:?}:\n{}", self.log()))
     }
 }
 
@@ -224,6 +239,60 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A loopback TCP forwarder to `target_port` whose connections can be cut at
+/// once, to drop a client's signal connection while its server lives on.
+pub struct TcpProxy {
+    pub port: u16,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl TcpProxy {
+    pub fn start(target_port: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let open = std::sync::Arc::new(std::sync::Mutex::new(Vec::<TcpStream>::new()));
+        let conns = open.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
+                    continue;
+                };
+                let pipe = |mut from: TcpStream, mut to: TcpStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                let (Ok(client_out), Ok(server_out)) = (client.try_clone(), server.try_clone())
+                else {
+                    continue;
+                };
+                let (Ok(client_kept), Ok(server_kept)) = (client.try_clone(), server.try_clone())
+                else {
+                    continue;
+                };
+                conns
+                    .lock()
+                    .expect("proxy lock")
+                    .extend([client_kept, server_kept]);
+                pipe(client, server_out);
+                pipe(server, client_out);
+            }
+        });
+        TcpProxy { port, open }
+    }
+
+    /// Closes every connection made so far; new ones are still forwarded.
+    pub fn cut(&self) -> usize {
+        let streams: Vec<TcpStream> = self.open.lock().expect("proxy lock").drain(..).collect();
+        for s in &streams {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        streams.len() / 2
     }
 }
 
