@@ -228,6 +228,15 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_config_is_valid() {
+        let c = Config::from_yaml(include_str!("../../config.sample.yaml"))
+            .and_then(Config::finish)
+            .expect("config.sample.yaml");
+        assert_eq!(c.rtmp_base_url, "rtmp://ingress.example.com/live");
+        assert_eq!(c.store.redis, None);
+    }
+
+    #[test]
     fn redis_from_yaml_or_environment() {
         let c =
             Config::from_yaml("store:\n  redis:\n    address: redis.internal:6380\n    db: 2\n")
