@@ -137,8 +137,12 @@ fn ingress(input: &Path, streams: usize) -> (f64, f64) {
             let Some(pipeline) = weak.upgrade() else {
                 return;
             };
+            // Not async: a sink added to a playing pipeline would otherwise
+            // preroll on its first buffer and hold the one streaming thread
+            // that also feeds the other pad's sink.
             let sink = gst::ElementFactory::make("fakesink")
                 .property("sync", false)
+                .property("async", false)
                 .build()
                 .expect("fakesink");
             pipeline.add(&sink).expect("add");
