@@ -11,8 +11,10 @@ The subscriber reads the barcode of every decoded frame back.
 Prints: time from the publisher's first frame to the first decoded frame in the
 room; latency percentiles from frame creation to decoded frame at the
 subscriber (an upper bound of ingress-input-to-subscriber: it includes ffmpeg's
-zero-latency encode and the RTMP send); the latency trend over the run; the
-service's CPU seconds per stream-second and its peak RSS.
+zero-latency encode and the RTMP send), next to a baseline measured first in the
+same run (the same frames through ffmpeg's encoder and straight into ffmpeg's
+decoder: the floor any path with that encode has); the latency trend over the
+run; the service's CPU seconds per stream-second and its peak RSS.
 
     ~/.cache/livekit-ingress/venv/bin/python benches/ingress_e2e.py [seconds]
 """
@@ -86,15 +88,23 @@ def wait_http(port, path="/", timeout=30):
     raise SystemExit(f"nothing answers on port {port}")
 
 
+ENCODE = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+          "-pix_fmt", "yuv420p", "-b:v", "6M", "-g", "60"]
+RAW_IN = ["-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{W}x{H}", "-r", str(FPS), "-i", "-"]
+
+
 def publisher(url, seconds, started, stop):
     """Generates stamped frames at 30 fps into ffmpeg, which publishes them."""
     ffmpeg = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "gray",
-         "-s", f"{W}x{H}", "-r", str(FPS), "-i", "-", "-f", "lavfi", "-i", "sine=sample_rate=48000",
-         "-t", str(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
-         "-pix_fmt", "yuv420p", "-b:v", "6M", "-g", "60", "-c:a", "aac", "-f", "flv", url],
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", *RAW_IN,
+         "-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", str(seconds), *ENCODE,
+         "-c:a", "aac", "-f", "flv", url],
         stdin=subprocess.PIPE,
     )
+    feed_stamped_frames(ffmpeg, seconds, started, stop)
+
+
+def feed_stamped_frames(ffmpeg, seconds, started, stop):
     base = np.tile(np.linspace(40, 200, W, dtype=np.uint8), (H, 1))
     t0 = time.monotonic()
     started.append(time.time())
@@ -118,9 +128,43 @@ def publisher(url, seconds, started, stop):
         ffmpeg.wait()
 
 
+def baseline(seconds):
+    """The floor without the ingress: the same stamped frames, encoded by ffmpeg
+    with the publisher's settings and decoded at once by a second ffmpeg over a
+    pipe. Returns the latencies (ms) read back from the decoded frames."""
+    encoder = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", *RAW_IN, "-t", str(seconds), *ENCODE,
+         "-flush_packets", "1", "-f", "nut", "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    decoder = subprocess.Popen(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-fflags", "nobuffer", "-flags", "low_delay",
+         "-probesize", "32", "-analyzeduration", "0", "-threads", "1", "-f", "nut", "-i", "-",
+         "-f", "rawvideo", "-pix_fmt", "gray", "-"], stdin=encoder.stdout, stdout=subprocess.PIPE)
+    encoder.stdout.close()
+    latencies = []
+
+    def read():
+        while True:
+            data = decoder.stdout.read(W * H)
+            if len(data) < W * H:
+                return
+            now = int(time.time() * 1000) & 0xFFFFFFFF
+            sent = read_stamp(np.frombuffer(data, dtype=np.uint8).reshape(H, W), W, H)
+            lat = (now - sent) & 0xFFFFFFFF
+            if lat < 10_000:
+                latencies.append(lat)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    feed_stamped_frames(encoder, seconds, [], threading.Event())
+    decoder.wait()
+    reader.join()
+    return np.array(latencies)
+
+
 async def main():
     seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+    floor = baseline(min(seconds, 15))
     work = tempfile.mkdtemp(prefix="ingress-bench-")
     lk_port, rtmp_port, api_port = free_port(), free_port(), free_port()
     with open(f"{work}/livekit.yaml", "w") as f:
@@ -202,6 +246,9 @@ async def main():
     print(f"first decoded frame: {first_frame[0] - started[0]:.3f} s after the publisher's first frame")
     print(f"latency frame creation -> decoded at subscriber, {len(lat)} frames: "
           f"p50 {np.percentile(lat, 50):.0f} ms, p95 {np.percentile(lat, 95):.0f} ms, p99 {np.percentile(lat, 99):.0f} ms")
+    print(f"baseline, ffmpeg encode -> ffmpeg decode over a pipe, {len(floor)} frames: "
+          f"p50 {np.percentile(floor, 50):.0f} ms, p95 {np.percentile(floor, 95):.0f} ms; "
+          f"ingress path minus baseline at the median: {np.percentile(lat, 50) - np.percentile(floor, 50):+.0f} ms")
     print(f"latency trend: median of first third {np.median(lat[:third]):.0f} ms, last third {np.median(lat[-third:]):.0f} ms")
     print(f"service: {(cpu1 - cpu0) / elapsed:.2f} CPU s per stream-second, peak RSS {peak_rss / 1e6:.0f} MB")
 
