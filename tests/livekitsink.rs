@@ -214,6 +214,27 @@ fn a_wrong_secret_fails_with_a_clear_error() {
 }
 
 #[test]
+fn a_codec_the_room_refuses_fails_with_a_clear_error() {
+    init();
+    let server = LiveKitServer::start_with(
+        "room:\n  enabled_codecs:\n    - mime: video/vp8\n    - mime: audio/opus\n",
+    );
+    let pipeline = simulcast_pipeline(&server, "vp8-only", "h264-publisher", "");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let err = wait_message(
+        &pipeline,
+        "livekit-media-connected",
+        Duration::from_secs(20),
+    )
+    .expect_err("H.264 must not be accepted");
+    pipeline.set_state(gst::State::Null).expect("stop");
+    assert!(
+        err.contains("codec refused") && err.contains("H264"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_unreachable_server_fails_with_a_clear_error() {
     init();
     let port = common::free_tcp_port();

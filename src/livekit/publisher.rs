@@ -484,6 +484,29 @@ impl Session {
         Ok(())
     }
 
+    /// A track whose codec the answer left out would send nothing: say so.
+    fn check_codecs_accepted(&self) -> Result<(), String> {
+        let refused = |track: &Option<SentTrack>| track.as_ref().is_some_and(|t| t.pt.is_none());
+        if refused(&self.video) {
+            return Err(self.codec_refused(MediaKind::Video));
+        }
+        if refused(&self.audio) {
+            return Err(self.codec_refused(MediaKind::Audio));
+        }
+        Ok(())
+    }
+
+    fn codec_refused(&self, kind: MediaKind) -> String {
+        let mime = match kind {
+            MediaKind::Video => self
+                .video_spec
+                .as_ref()
+                .map_or("video", |s| s.codec.mime_type()),
+            MediaKind::Audio => "audio/opus",
+        };
+        format!("the LiveKit server does not accept {mime} in this room (codec refused)")
+    }
+
     /// Picks the negotiated payload type of each track.
     fn resolve_payload_types(&mut self) {
         let video_codec = match self.video_spec.as_ref().map(|s| s.codec) {
@@ -547,6 +570,9 @@ impl Session {
     async fn on_signal(&mut self, message: Response) -> Result<Option<String>, String> {
         match message {
             Response::Answer(answer) => {
+                if let Some(kind) = rejected_media(&answer.sdp) {
+                    return Err(self.codec_refused(kind));
+                }
                 let answer = SdpAnswer::from_sdp_string(&answer.sdp)
                     .map_err(|e| format!("the LiveKit server sent an unreadable answer: {e}"))?;
                 if let Some(pending) = self.pending_offer.take() {
@@ -554,6 +580,8 @@ impl Session {
                         .sdp_api()
                         .accept_answer(pending, answer)
                         .map_err(|e| format!("the LiveKit server's answer was refused: {e}"))?;
+                    self.resolve_payload_types();
+                    self.check_codecs_accepted()?;
                 }
             }
             Response::Trickle(trickle)
@@ -667,6 +695,20 @@ impl Session {
     }
 }
 
+/// The first media section the answer rejected (port 0, RFC 3264), which is
+/// how the server turns down a codec the room does not enable.
+fn rejected_media(sdp: &str) -> Option<MediaKind> {
+    sdp.lines().find_map(|line| {
+        let mut words = line.strip_prefix("m=")?.split_whitespace();
+        let kind = match words.next()? {
+            "video" => MediaKind::Video,
+            "audio" => MediaKind::Audio,
+            _ => return None,
+        };
+        (words.next()? == "0").then_some(kind)
+    })
+}
+
 async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -713,4 +755,82 @@ async fn announce(
     tokio::time::timeout(STEP_TIMEOUT, wait)
         .await
         .map_err(|_| format!("the LiveKit server did not publish track {name:?}"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The offer a session sends for one video codec plus Opus.
+    fn offer_for(codec: VideoCodec) -> String {
+        let mut rtc = rtc_config(Some(codec)).build(Instant::now());
+        let mut sdp = rtc.sdp_api();
+        sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, _) = sdp.apply().expect("an offer");
+        offer.to_sdp_string()
+    }
+
+    /// The payload type of the first `rtpmap` line naming `encoding`.
+    fn pt_of(sdp: &str, encoding: &str) -> String {
+        sdp.lines()
+            .find_map(|l| {
+                let rest = l.strip_prefix("a=rtpmap:")?;
+                let (pt, name) = rest.split_once(' ')?;
+                name.starts_with(encoding).then(|| pt.to_string())
+            })
+            .unwrap_or_else(|| panic!("no {encoding} in the offer:\n{sdp}"))
+    }
+
+    /// Lost video packets can be recovered: the room may NACK and we resend
+    /// over RTX from str0m's bounded send buffer; PLI and FIR are accepted.
+    #[test]
+    fn video_offers_nack_rtx_and_keyframe_requests() {
+        for (codec, encoding) in [
+            (VideoCodec::H264, "H264/90000"),
+            (VideoCodec::Vp8, "VP8/90000"),
+        ] {
+            let sdp = offer_for(codec);
+            let pt = pt_of(&sdp, encoding);
+            for feedback in ["nack", "nack pli", "ccm fir"] {
+                assert!(
+                    sdp.contains(&format!("a=rtcp-fb:{pt} {feedback}\r\n")),
+                    "{encoding}: no {feedback} in\n{sdp}"
+                );
+            }
+            assert!(
+                sdp.contains(&format!(" apt={pt}")),
+                "{encoding}: no RTX for payload {pt} in\n{sdp}"
+            );
+            // Only the codec we encode is offered.
+            let others = ["H264/90000", "VP8/90000", "VP9/90000", "AV1/90000"]
+                .into_iter()
+                .filter(|e| *e != encoding && sdp.contains(e))
+                .collect::<Vec<_>>();
+            assert!(others.is_empty(), "{encoding}: also offers {others:?}");
+        }
+    }
+
+    #[test]
+    fn a_rejected_media_section_is_found() {
+        let answer = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\n\
+                      m=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert_eq!(rejected_media(answer), Some(MediaKind::Video));
+        assert_eq!(
+            rejected_media("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn h264_offer_is_constrained_baseline_packetization_mode_1() {
+        let sdp = offer_for(VideoCodec::H264);
+        let pt = pt_of(&sdp, "H264/90000");
+        let fmtp = sdp
+            .lines()
+            .find(|l| l.starts_with(&format!("a=fmtp:{pt} ")))
+            .expect("H.264 fmtp");
+        assert!(fmtp.contains("profile-level-id=42e01f"), "{fmtp}");
+        assert!(fmtp.contains("packetization-mode=1"), "{fmtp}");
+    }
 }

@@ -89,12 +89,17 @@ pub struct LiveKitServer {
 
 impl LiveKitServer {
     pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// A server whose configuration also has `extra` (top-level YAML).
+    pub fn start_with(extra: &str) -> Self {
         // Free ports are picked, then bound by the server: another process can
         // take one in between. A server that lost that race is started again.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start() {
+            match Self::try_start(extra) {
                 Ok(server) => return server,
                 Err(log) if attempt < 3 && log.contains("address already in use") => continue,
                 Err(log) => panic!("livekit-server did not start:\n{log}"),
@@ -102,14 +107,14 @@ impl LiveKitServer {
         }
     }
 
-    fn try_start() -> Result<Self, String> {
+    fn try_start(extra: &str) -> Result<Self, String> {
         let dir = ScratchDir::new("livekit");
         let http_port = free_tcp_port();
         let config = format!(
             "port: {http_port}\n\
              bind_addresses: [\"127.0.0.1\"]\n\
              rtc:\n  tcp_port: {tcp}\n  udp_port: {udp}\n  use_external_ip: false\n\
-             logging:\n  level: info\n",
+             logging:\n  level: info\n{extra}",
             tcp = free_tcp_port(),
             udp = free_udp_port(),
         );
