@@ -442,3 +442,65 @@ fn a_dropped_signal_connection_is_resumed_in_place() {
     );
     pipeline.set_state(gst::State::Null).expect("stop");
 }
+
+#[test]
+fn an_audio_pad_requested_after_the_join_is_published() {
+    init();
+    let server = LiveKitServer::start();
+    let desc = format!(
+        "videotestsrc is-live=true ! video/x-raw,width=640,height=360,framerate=30/1 \
+         ! simulcastenc preset=h264-720p-30fps-1-layer ! queue ! lk.video_0 \
+         livekitsink name=lk url={url} api-key={API_KEY} api-secret={API_SECRET} \
+           room-name=late-audio participant-identity=late",
+        url = server.ws_url(),
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let video = wait_message(
+        &pipeline,
+        "livekit-track-published",
+        Duration::from_secs(20),
+    )
+    .expect("video published");
+    assert_eq!(video.get::<String>("kind").as_deref(), Ok("video"));
+
+    // As a dynamic pipeline does when the source's audio shows up late.
+    let audio = gst::parse::bin_from_description(
+        "audiotestsrc is-live=true ! audioconvert ! opusenc",
+        true,
+    )
+    .expect("audio branch");
+    pipeline.add(&audio).expect("add");
+    let lk = pipeline.by_name("lk").expect("lk");
+    let sink_pad = lk.request_pad_simple("audio_%u").expect("a late audio pad");
+    audio
+        .static_pad("src")
+        .expect("src")
+        .link(&sink_pad)
+        .expect("link");
+    audio.sync_state_with_parent().expect("sync");
+    let published = wait_message(
+        &pipeline,
+        "livekit-track-published",
+        Duration::from_secs(20),
+    )
+    .expect("audio published");
+    assert_eq!(published.get::<String>("kind").as_deref(), Ok("audio"));
+
+    let mut opts = SubscriberOptions::new("late-audio");
+    opts.expect_tracks = 2;
+    opts.duration = 3.0;
+    let report = common::subscribe(&server, &opts);
+    pipeline.set_state(gst::State::Null).expect("stop");
+    let tracks = common::tracks_of(&report, "late");
+    let audio = tracks
+        .iter()
+        .find(|t| t["kind"] == "audio")
+        .unwrap_or_else(|| panic!("no audio track: {report}"));
+    assert!(audio["frames"].as_u64().unwrap_or(0) >= 50, "{audio}");
+    let video = tracks.iter().find(|t| t["kind"] == "video").expect("video");
+    assert!(video["frames"].as_u64().unwrap_or(0) >= 30, "{video}");
+}

@@ -57,6 +57,8 @@ pub enum MediaInput {
         rtp_time: u64,
         data: Vec<u8>,
     },
+    /// An audio track to publish now, in a session that started without one.
+    AddAudio(AudioTrackSpec),
     /// The source ended: unpublish and leave.
     Finish,
 }
@@ -98,7 +100,7 @@ pub type EventSink = Arc<dyn Fn(PublisherEvent) + Send + Sync>;
 /// restarted) rejoins and republishes with growing pauses for up to
 /// [`REJOIN_FOR`]; a session that never got in fails at once, with the reason.
 pub async fn run(
-    config: PublisherConfig,
+    mut config: PublisherConfig,
     mut media: mpsc::Receiver<MediaInput>,
     events: EventSink,
 ) {
@@ -106,7 +108,7 @@ pub async fn run(
     let mut pause = Duration::from_millis(250);
     loop {
         let mut joined = false;
-        let outcome = Session::run(&config, &mut media, events.clone(), &mut joined).await;
+        let outcome = Session::run(&mut config, &mut media, events.clone(), &mut joined).await;
         match outcome {
             Ok(reason) => {
                 events(PublisherEvent::Disconnected { reason });
@@ -135,6 +137,8 @@ pub async fn run(
                                 events(PublisherEvent::Disconnected { reason: "end of stream".into() });
                                 return;
                             }
+                            // The rejoin publishes it with the rest.
+                            Some(MediaInput::AddAudio(spec)) => config.audio = Some(spec),
                             Some(_) => {}
                         },
                     }
@@ -247,13 +251,17 @@ struct Session {
     /// What a resume tells the server it already has: our offer and the tracks.
     offer: Option<proto::SessionDescription>,
     published: Vec<proto::TrackPublishedResponse>,
+    /// Every m-line's track cid, as each offer tells the server.
+    mid_to_track_id: HashMap<String, String>,
+    /// An audio track announced after the start, waiting for TrackPublished.
+    late_audio: Option<String>,
 }
 
 impl Session {
     /// One join of the room; `joined` is set once media flowed, so the caller
     /// knows a failure after it is a lost connection rather than a refusal.
     async fn run(
-        config: &PublisherConfig,
+        config: &mut PublisherConfig,
         media: &mut mpsc::Receiver<MediaInput>,
         events: EventSink,
         joined: &mut bool,
@@ -304,6 +312,8 @@ impl Session {
             layer_active: HashMap::new(),
             offer: None,
             published: Vec::new(),
+            mid_to_track_id: HashMap::new(),
+            late_audio: None,
         };
         let result = session
             .publish_and_stream(config, media, &mut signal_events, joined)
@@ -314,13 +324,12 @@ impl Session {
 
     async fn publish_and_stream(
         &mut self,
-        config: &PublisherConfig,
+        config: &mut PublisherConfig,
         media: &mut mpsc::Receiver<MediaInput>,
         signal_events: &mut mpsc::UnboundedReceiver<SignalEvent>,
         joined: &mut bool,
     ) -> Result<String, String> {
         let mut sdp = self.rtc.sdp_api();
-        let mut mid_to_track_id = HashMap::new();
         if let Some(spec) = &config.video {
             let cid = format!("video-{}", std::process::id());
             let published =
@@ -341,7 +350,7 @@ impl Session {
                 Some(cid.clone()),
                 simulcast,
             );
-            mid_to_track_id.insert(mid.to_string(), cid.clone());
+            self.mid_to_track_id.insert(mid.to_string(), cid.clone());
             self.published.push(proto::TrackPublishedResponse {
                 cid,
                 track: Some(published.clone()),
@@ -355,42 +364,20 @@ impl Session {
             self.video_sid = Some(published.sid);
             self.video = Some(SentTrack { mid, pt: None });
         }
+        let mut audio = None;
         if let Some(spec) = &config.audio {
-            let cid = format!("audio-{}", std::process::id());
+            let cid = audio_cid();
             let published =
                 announce(&self.signal, signal_events, spec.add_track_request(&cid)).await?;
-            let mid = sdp.add_media(
-                MediaKind::Audio,
-                Direction::SendOnly,
-                Some("ingress".into()),
-                Some(cid.clone()),
-                None,
-            );
-            mid_to_track_id.insert(mid.to_string(), cid.clone());
-            self.published.push(proto::TrackPublishedResponse {
-                cid,
-                track: Some(published.clone()),
-            });
-            (self.events)(PublisherEvent::TrackPublished {
-                kind: "audio",
-                sid: published.sid,
-                name: published.name,
-                layers: 1,
-            });
-            self.audio = Some(SentTrack { mid, pt: None });
+            audio = Some((add_audio_mline(&mut sdp, &cid), cid, published));
         }
         let (offer, pending) = sdp
             .apply()
             .ok_or_else(|| "there is no track to publish".to_string())?;
-        self.pending_offer = Some(pending);
-        let offer = proto::SessionDescription {
-            r#type: "offer".into(),
-            sdp: offer.to_sdp_string(),
-            id: 1,
-            mid_to_track_id,
-        };
-        self.offer = Some(offer.clone());
-        self.signal.send(Request::Offer(offer)).await;
+        if let Some((mid, cid, published)) = audio {
+            self.register_audio(mid, cid, published);
+        }
+        self.send_offer(offer, pending).await;
 
         let mut buf = vec![0u8; 2000];
         let mut connect_deadline = Some(tokio::time::Instant::now() + STEP_TIMEOUT);
@@ -428,6 +415,10 @@ impl Session {
                 },
                 input = media.recv() => match input {
                     Some(MediaInput::Finish) | None => return Ok("end of stream".into()),
+                    Some(MediaInput::AddAudio(spec)) => {
+                        config.audio = Some(spec.clone());
+                        self.announce_late_audio(&spec).await;
+                    }
                     Some(frame) => self.write_media(frame),
                 },
                 _ = sleep_until_opt(connect_deadline) => {
@@ -439,6 +430,58 @@ impl Session {
                 *joined = true;
             }
         }
+    }
+
+    /// Keeps what the session needs of a published audio track on m-line `mid`.
+    fn register_audio(&mut self, mid: Mid, cid: String, published: proto::TrackInfo) {
+        self.mid_to_track_id.insert(mid.to_string(), cid.clone());
+        (self.events)(PublisherEvent::TrackPublished {
+            kind: "audio",
+            sid: published.sid.clone(),
+            name: published.name.clone(),
+            layers: 1,
+        });
+        self.published.push(proto::TrackPublishedResponse {
+            cid,
+            track: Some(published),
+        });
+        self.audio = Some(SentTrack { mid, pt: None });
+    }
+
+    async fn send_offer(&mut self, offer: str0m::change::SdpOffer, pending: SdpPendingOffer) {
+        self.pending_offer = Some(pending);
+        let offer = proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: offer.to_sdp_string(),
+            id: self.offer.as_ref().map_or(1, |o| o.id + 1),
+            mid_to_track_id: self.mid_to_track_id.clone(),
+        };
+        self.offer = Some(offer.clone());
+        self.signal.send(Request::Offer(offer)).await;
+    }
+
+    /// An audio track that came after the start: announce it now; the
+    /// renegotiation follows when the server has published it.
+    async fn announce_late_audio(&mut self, spec: &AudioTrackSpec) {
+        if self.audio.is_some() || self.late_audio.is_some() {
+            return;
+        }
+        let cid = audio_cid();
+        self.late_audio = Some(cid.clone());
+        self.signal
+            .send(Request::AddTrack(spec.add_track_request(&cid)))
+            .await;
+    }
+
+    /// The server published the late audio track: add its m-line and offer again.
+    async fn negotiate_late_audio(&mut self, cid: String, published: proto::TrackInfo) {
+        let mut sdp = self.rtc.sdp_api();
+        let mid = add_audio_mline(&mut sdp, &cid);
+        let Some((offer, pending)) = sdp.apply() else {
+            return;
+        };
+        self.register_audio(mid, cid, published);
+        self.send_offer(offer, pending).await;
     }
 
     /// Lets str0m send what it has and handles its events; returns when it next
@@ -550,7 +593,7 @@ impl Session {
                 let time = MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ);
                 (self.audio.as_ref(), None, wallclock, time, data)
             }
-            MediaInput::Finish => return,
+            MediaInput::AddAudio(_) | MediaInput::Finish => return,
         };
         let Some((mid, Some(pt))) = track.map(|t| (t.mid, t.pt)) else {
             return;
@@ -583,6 +626,13 @@ impl Session {
                     self.resolve_payload_types();
                     self.check_codecs_accepted()?;
                 }
+            }
+            Response::TrackPublished(published)
+                if self.late_audio.as_deref() == Some(published.cid.as_str()) =>
+            {
+                self.late_audio = None;
+                let track = published.track.unwrap_or_default();
+                self.negotiate_late_audio(published.cid, track).await;
             }
             Response::Trickle(trickle)
                 if trickle.target == proto::SignalTarget::Publisher as i32 =>
@@ -693,6 +743,20 @@ impl Session {
         self.signal.close().await;
         self.rtc.disconnect();
     }
+}
+
+fn add_audio_mline(sdp: &mut str0m::change::SdpApi<'_>, cid: &str) -> Mid {
+    sdp.add_media(
+        MediaKind::Audio,
+        Direction::SendOnly,
+        Some("ingress".into()),
+        Some(cid.to_string()),
+        None,
+    )
+}
+
+fn audio_cid() -> String {
+    format!("audio-{}", std::process::id())
 }
 
 /// The first media section the answer rejected (port 0, RFC 3264), which is

@@ -75,8 +75,27 @@ struct Session {
     media: mpsc::Sender<MediaInput>,
     /// Video pad name -> layer index (0 is the smallest).
     layers: HashMap<String, usize>,
+    /// Whether the audio track is published (or being published).
+    has_audio: bool,
     left: std::sync::mpsc::Receiver<()>,
     dropped: u64,
+}
+
+/// The audio track the settings and the pad's caps describe.
+fn audio_spec(settings: &Settings, caps: &gst::CapsRef) -> AudioTrackSpec {
+    let channels = caps
+        .structure(0)
+        .and_then(|s| s.get::<i32>("channels").ok())
+        .unwrap_or(2);
+    AudioTrackSpec {
+        name: settings.audio_track_name.clone(),
+        source: match settings.audio_track_source {
+            AudioSource::Microphone => proto::TrackSource::Microphone,
+            AudioSource::ScreenShareAudio => proto::TrackSource::ScreenShareAudio,
+        },
+        stereo: channels >= 2,
+        dtx: true,
+    }
 }
 
 #[derive(Default)]
@@ -105,12 +124,27 @@ impl LiveKitSink {
         use gst::EventView;
         match event.view() {
             EventView::Caps(caps) => {
-                lock(&self.state)
-                    .pads
-                    .entry(pad.name().to_string())
-                    .or_default()
-                    .caps = Some(caps.caps_owned());
-                self.maybe_start();
+                let mut state = lock(&self.state);
+                state.pads.entry(pad.name().to_string()).or_default().caps =
+                    Some(caps.caps_owned());
+                // An audio pad that came after the join: publish it now.
+                let late_audio = match state.session.as_mut() {
+                    Some(session) if pad.name().starts_with("audio_") && !session.has_audio => {
+                        session.has_audio = true;
+                        Some(session.media.clone())
+                    }
+                    _ => None,
+                };
+                drop(state);
+                match late_audio {
+                    Some(media) => {
+                        let settings = lock(&self.settings).clone();
+                        let spec = audio_spec(&settings, caps.caps());
+                        gst::info!(CAT, imp = self, "publishing audio late: {spec:?}");
+                        let _ = media.blocking_send(MediaInput::AddAudio(spec));
+                    }
+                    None => self.maybe_start(),
+                }
                 true
             }
             EventView::Tag(tag) => {
@@ -264,21 +298,7 @@ impl LiveKitSink {
                 })
             }
         };
-        let audio = audio_caps.map(|caps| {
-            let channels = caps
-                .structure(0)
-                .and_then(|s| s.get::<i32>("channels").ok())
-                .unwrap_or(2);
-            AudioTrackSpec {
-                name: settings.audio_track_name.clone(),
-                source: match settings.audio_track_source {
-                    AudioSource::Microphone => proto::TrackSource::Microphone,
-                    AudioSource::ScreenShareAudio => proto::TrackSource::ScreenShareAudio,
-                },
-                stereo: channels >= 2,
-                dtx: true,
-            }
-        });
+        let audio = audio_caps.map(|caps| audio_spec(settings, &caps));
 
         let token = if settings.token.is_empty() {
             if settings.api_key.is_empty() || settings.api_secret.is_empty() {
@@ -317,6 +337,7 @@ impl LiveKitSink {
             video,
             audio
         );
+        let config_has_audio = audio.is_some();
         let config = PublisherConfig {
             url: settings.url.clone(),
             token,
@@ -344,6 +365,7 @@ impl LiveKitSink {
         });
         crate::runtime::handle().spawn(publisher::run(config, media_rx, on_event));
         Ok(Session {
+            has_audio: config_has_audio,
             media: media_tx,
             layers,
             left: left_rx,
@@ -749,11 +771,13 @@ impl ElementImpl for LiveKitSink {
             gst::error!(CAT, imp = self, "at most {MAX_LAYERS} video layers");
             return None;
         }
-        if lock(&self.state).session.is_some() {
+        // Simulcast layers are announced together, so video pads come before
+        // the join; an audio track can still be published later.
+        if lock(&self.state).session.is_some() && prefix == "video_" {
             gst::error!(
                 CAT,
                 imp = self,
-                "pads can't be added once the tracks are published"
+                "video pads can't be added once the video track is published"
             );
             return None;
         }
