@@ -89,6 +89,8 @@ pub enum PipelineEvent {
         kind: String,
         sid: String,
         name: String,
+        /// The server's TrackInfo, when the message carries it.
+        info: Option<livekit_protocol::TrackInfo>,
     },
     /// The source stopped publishing (or the pipeline reached EOS).
     Ended { reason: String },
@@ -409,6 +411,9 @@ impl PipelineEvent {
                         kind: text("kind"),
                         sid: text("sid"),
                         name: text("name"),
+                        info: s.get::<gst::glib::Bytes>("info").ok().and_then(|b| {
+                            <livekit_protocol::TrackInfo as prost::Message>::decode(&b[..]).ok()
+                        }),
                     }),
                     "ingress-input-video" => {
                         let framerate = s

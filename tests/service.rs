@@ -428,6 +428,21 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
     assert_eq!(state.audio.expect("input audio").channels, 2);
     assert!(state.room_id.starts_with("RM_"), "{}", state.room_id);
     assert_eq!(state.tracks.len(), 2);
+    // The tracks as the server published them.
+    let video_track = state
+        .tracks
+        .iter()
+        .find(|t| t.r#type == proto::TrackType::Video as i32)
+        .expect("video track in the state");
+    assert!(video_track.sid.starts_with("TR_"), "{video_track:?}");
+    assert_eq!(video_track.source, proto::TrackSource::Camera as i32);
+    assert_eq!(video_track.layers.len(), 3, "{video_track:?}");
+    let audio_track = state
+        .tracks
+        .iter()
+        .find(|t| t.r#type == proto::TrackType::Audio as i32)
+        .expect("audio track in the state");
+    assert_eq!(audio_track.source, proto::TrackSource::Microphone as i32);
     assert!(state.started_at > 0 && publishing.state.is_some());
 
     // The source stops: the participant leaves, the ingress is inactive and reusable.

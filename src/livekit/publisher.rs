@@ -76,6 +76,8 @@ pub enum PublisherEvent {
         sid: String,
         name: String,
         layers: u32,
+        /// The track as the server published it.
+        info: proto::TrackInfo,
     },
     /// ICE and DTLS are up: media flows from now on.
     MediaConnected,
@@ -360,6 +362,7 @@ impl Session {
                 sid: published.sid.clone(),
                 name: published.name.clone(),
                 layers: spec.layers.len() as u32,
+                info: published.clone(),
             });
             self.video_sid = Some(published.sid);
             self.video = Some(SentTrack { mid, pt: None });
@@ -440,6 +443,7 @@ impl Session {
             sid: published.sid.clone(),
             name: published.name.clone(),
             layers: 1,
+            info: published.clone(),
         });
         self.published.push(proto::TrackPublishedResponse {
             cid,

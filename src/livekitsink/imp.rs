@@ -7,6 +7,7 @@ use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use livekit_protocol as proto;
+use prost::Message;
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -412,6 +413,7 @@ impl LiveKitSink {
                 sid,
                 name,
                 layers,
+                info,
             } => {
                 gst::info!(
                     CAT,
@@ -424,6 +426,7 @@ impl LiveKitSink {
                         .field("sid", sid)
                         .field("name", name)
                         .field("layers", layers)
+                        .field("info", glib::Bytes::from_owned(info.encode_to_vec()))
                         .build(),
                 );
             }

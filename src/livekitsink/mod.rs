@@ -11,7 +11,8 @@
 //! one subscribes to a layer any more, or someone does again.
 //!
 //! Bus messages (element messages): `livekit-connected` (room-sid, room-name,
-//! participant-sid), `livekit-track-published` (kind, sid, name, layers),
+//! participant-sid), `livekit-track-published` (kind, sid, name, layers, and
+//! info: the server's TrackInfo as protobuf bytes),
 //! `livekit-resumed` (reason) when the signal connection dropped and was
 //! resumed while media kept flowing, `livekit-reconnecting` (reason) when the
 //! server was lost and the element rejoins and republishes,

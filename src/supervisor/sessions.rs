@@ -254,7 +254,12 @@ impl Sessions {
             };
             match event {
                 PipelineEvent::Connected { room_sid } => state.room_id = room_sid,
-                PipelineEvent::TrackPublished { kind, sid, name } => {
+                PipelineEvent::TrackPublished {
+                    kind,
+                    sid,
+                    name,
+                    info,
+                } => {
                     let kind = if kind == "audio" {
                         proto::TrackType::Audio
                     } else {
@@ -262,12 +267,12 @@ impl Sessions {
                     };
                     // A rejoin publishes the track anew: keep only the current one.
                     state.tracks.retain(|t| t.r#type != kind as i32);
-                    state.tracks.push(proto::TrackInfo {
+                    state.tracks.push(info.unwrap_or(proto::TrackInfo {
                         sid,
                         name,
                         r#type: kind as i32,
                         ..Default::default()
-                    });
+                    }));
                     if state.status != Status::EndpointPublishing as i32 {
                         state.status = Status::EndpointPublishing as i32;
                         self.save_state(&id, &state);
