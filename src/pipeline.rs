@@ -90,7 +90,7 @@ pub enum PipelineEvent {
         sid: String,
         name: String,
         /// The server's TrackInfo, when the message carries it.
-        info: Option<livekit_protocol::TrackInfo>,
+        info: Option<Box<livekit_protocol::TrackInfo>>,
     },
     /// The source stopped publishing (or the pipeline reached EOS).
     Ended { reason: String },
@@ -412,7 +412,9 @@ impl PipelineEvent {
                         sid: text("sid"),
                         name: text("name"),
                         info: s.get::<gst::glib::Bytes>("info").ok().and_then(|b| {
-                            <livekit_protocol::TrackInfo as prost::Message>::decode(&b[..]).ok()
+                            <livekit_protocol::TrackInfo as prost::Message>::decode(&b[..])
+                                .ok()
+                                .map(Box::new)
                         }),
                     }),
                     "ingress-input-video" => {

@@ -77,7 +77,7 @@ pub enum PublisherEvent {
         name: String,
         layers: u32,
         /// The track as the server published it.
-        info: proto::TrackInfo,
+        info: Box<proto::TrackInfo>,
     },
     /// ICE and DTLS are up: media flows from now on.
     MediaConnected,
@@ -362,7 +362,7 @@ impl Session {
                 sid: published.sid.clone(),
                 name: published.name.clone(),
                 layers: spec.layers.len() as u32,
-                info: published.clone(),
+                info: Box::new(published.clone()),
             });
             self.video_sid = Some(published.sid);
             self.video = Some(SentTrack { mid, pt: None });
@@ -443,7 +443,7 @@ impl Session {
             sid: published.sid.clone(),
             name: published.name.clone(),
             layers: 1,
-            info: published.clone(),
+            info: Box::new(published.clone()),
         });
         self.published.push(proto::TrackPublishedResponse {
             cid,

@@ -267,12 +267,14 @@ impl Sessions {
                     };
                     // A rejoin publishes the track anew: keep only the current one.
                     state.tracks.retain(|t| t.r#type != kind as i32);
-                    state.tracks.push(info.unwrap_or(proto::TrackInfo {
-                        sid,
-                        name,
-                        r#type: kind as i32,
-                        ..Default::default()
-                    }));
+                    state
+                        .tracks
+                        .push(info.map(|i| *i).unwrap_or(proto::TrackInfo {
+                            sid,
+                            name,
+                            r#type: kind as i32,
+                            ..Default::default()
+                        }));
                     if state.status != Status::EndpointPublishing as i32 {
                         state.status = Status::EndpointPublishing as i32;
                         self.save_state(&id, &state);
