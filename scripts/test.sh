@@ -30,7 +30,7 @@ echo "== cargo test"
 # Each end-to-end test starts its own LiveKit server and encoders; two at a time
 # is what two cores carry without starving the media threads.
 log="$(mktemp)"
-RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --locked --all-targets 2>&1 | tee "$log"
+RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --locked --all-targets --no-fail-fast 2>&1 | tee "$log"
 # One closing line over every test binary (the last binary alone may have none).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"
 rm -f "$log"

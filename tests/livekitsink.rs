@@ -110,12 +110,13 @@ fn subscribers_decode_each_simulcast_layer_and_the_audio() {
     ];
     let subscribers: Vec<_> = expected
         .iter()
-        .map(|(quality, _)| {
+        .map(|(quality, size)| {
             let mut opts = SubscriberOptions::new("sink-simulcast");
             opts.identity = format!("viewer-{quality}");
             opts.quality = Some(quality.to_string());
             opts.expect_tracks = 2;
-            opts.duration = 5.0;
+            opts.duration = 15.0;
+            opts.until_size = Some(size.to_string());
             Subscriber::spawn(&server, &opts)
         })
         .collect();

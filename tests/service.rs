@@ -376,19 +376,20 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
     let info = h.create("live-room", "streamer", "The Streamer");
     let id = info.ingress_id.clone();
 
-    let mut ffmpeg = h.publish(&info.stream_key, 25);
+    let mut ffmpeg = h.publish(&info.stream_key, 40);
     let publishing = h.wait_status(&id, Status::EndpointPublishing, Duration::from_secs(20));
 
     // Each simulcast quality decodes at its layer's size; audio flows.
     let expected = [("low", "320x180"), ("high", "1280x720")];
     let subscribers: Vec<_> = expected
         .iter()
-        .map(|(q, _)| {
+        .map(|(q, size)| {
             let mut opts = SubscriberOptions::new("live-room");
             opts.identity = format!("viewer-{q}");
             opts.quality = Some(q.to_string());
             opts.expect_tracks = 2;
-            opts.duration = 6.0;
+            opts.duration = 15.0;
+            opts.until_size = Some(size.to_string());
             Subscriber::spawn(&h.livekit, &opts)
         })
         .collect();

@@ -331,6 +331,10 @@ pub struct SubscriberOptions {
     pub timeout: f64,
     /// Seconds to keep watching the room after decoding (to see publishers leave).
     pub leave_watch: f64,
+    /// End the decode window early (after at least 2 s) once 30 video frames
+    /// of this size ("WxH") were decoded: with `duration` as the limit, this
+    /// leaves the server's allocator the time it takes to reach a layer.
+    pub until_size: Option<String>,
 }
 
 impl SubscriberOptions {
@@ -343,6 +347,7 @@ impl SubscriberOptions {
             duration: 2.0,
             timeout: 30.0,
             leave_watch: 0.0,
+            until_size: None,
         }
     }
 }
@@ -368,6 +373,9 @@ impl Subscriber {
             .stderr(Stdio::piped());
         if let Some(q) = &opts.quality {
             cmd.args(["--quality", q]);
+        }
+        if let Some(size) = &opts.until_size {
+            cmd.args(["--until-size", size]);
         }
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot start the Python subscriber (run scripts/setup.sh): {e}")

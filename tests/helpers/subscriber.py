@@ -14,6 +14,9 @@ import json
 import sys
 import time
 
+# The shortest decode window when --until-size ends it early.
+MIN_WINDOW = 2.0
+
 from livekit import api, rtc
 
 QUALITIES = {
@@ -35,6 +38,9 @@ def parse_args():
                    help="wait until this many remote tracks are subscribed (0: do not wait)")
     p.add_argument("--duration", type=float, default=3.0,
                    help="seconds to keep decoding once the expected tracks are there")
+    p.add_argument("--until-size", default=None,
+                   help="end the decode window early (after at least 2 s) once 30 video frames "
+                        "of this WxH were decoded")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to wait for the expected tracks before reporting")
     p.add_argument("--leave-watch", type=float, default=0.0,
@@ -187,7 +193,13 @@ async def main():
             await asyncio.wait_for(subscribed.wait(), timeout=args.timeout)
         except asyncio.TimeoutError:
             report.event("timeout_waiting_for_tracks", subscribed=count_subscribed())
-    await asyncio.sleep(args.duration)
+    started = time.monotonic()
+    while time.monotonic() < started + args.duration:
+        await asyncio.sleep(0.2)
+        if args.until_size and time.monotonic() - started >= MIN_WINDOW and any(
+            t["sizes"].get(args.until_size, 0) >= 30 for t in report.tracks.values() if t["kind"] == "video"
+        ):
+            break
     if args.leave_watch:
         await asyncio.sleep(args.leave_watch)
 
