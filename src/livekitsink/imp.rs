@@ -384,6 +384,14 @@ impl LiveKitSink {
         let post = |s: gst::Structure| {
             let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
         };
+        // The connection-state messages all carry one field, the reason.
+        let post_reason = |name: &str, reason: &str| {
+            post(
+                gst::Structure::builder(name)
+                    .field("reason", reason)
+                    .build(),
+            )
+        };
         let video_pad = |layer: usize| {
             pad_of_layer
                 .get(&layer)
@@ -470,11 +478,7 @@ impl LiveKitSink {
                     imp = self,
                     "signal connection lost ({reason}); resumed"
                 );
-                post(
-                    gst::Structure::builder("livekit-resumed")
-                        .field("reason", reason)
-                        .build(),
-                );
+                post_reason("livekit-resumed", &reason);
             }
             PublisherEvent::Rejoining { reason } => {
                 gst::warning!(
@@ -482,26 +486,14 @@ impl LiveKitSink {
                     imp = self,
                     "connection to the room lost ({reason}); rejoining"
                 );
-                post(
-                    gst::Structure::builder("livekit-reconnecting")
-                        .field("reason", reason)
-                        .build(),
-                );
+                post_reason("livekit-reconnecting", &reason);
             }
             PublisherEvent::Disconnected { reason } => {
                 gst::info!(CAT, imp = self, "left the room: {reason}");
-                post(
-                    gst::Structure::builder("livekit-disconnected")
-                        .field("reason", reason)
-                        .build(),
-                );
+                post_reason("livekit-disconnected", &reason);
             }
             PublisherEvent::Failed { message } => {
-                post(
-                    gst::Structure::builder("livekit-disconnected")
-                        .field("reason", message.as_str())
-                        .build(),
-                );
+                post_reason("livekit-disconnected", &message);
                 gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{}", message));
             }
         }
