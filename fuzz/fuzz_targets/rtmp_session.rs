@@ -2,24 +2,25 @@
 //! input says, with the publish accepted when it is asked for: the session must
 //! answer or fail with an error, never panic, hang or grow without bound.
 //!
-//! rml_rtmp 0.8 has known arithmetic panics on malformed chunk headers (see the
-//! README's known gaps); the session contains them (`guarded`), as it does in
-//! production. So that fuzzing goes on past them, a panic raised inside
-//! rml_rtmp is let unwind to that guard; any other panic aborts, and libFuzzer
-//! reports it as the crash it is.
+//! rml_rtmp 0.8 has known panics on malformed input (see the README's known
+//! gaps); the session contains them (`guarded`), as it does in production. So
+//! that fuzzing goes on past them, a panic raised while the guard runs rml_rtmp
+//! is let unwind to it (set FUZZ_SHOW_CONTAINED=1 to print them); any other
+//! panic aborts, and libFuzzer reports it as the crash it is.
 #![no_main]
 
-use gstlivekitingress::rtmp::session::{Output, Session};
+use gstlivekitingress::rtmp::session::{in_guarded_parser, Output, Session};
 use libfuzzer_sys::fuzz_target;
 
 fn contain_upstream_panics() {
-    std::panic::set_hook(Box::new(|info| {
-        let upstream = info
-            .location()
-            .is_some_and(|l| l.file().contains("rml_rtmp"));
-        if !upstream {
-            eprintln!("{info}");
+    let show = std::env::var_os("FUZZ_SHOW_CONTAINED").is_some();
+    std::panic::set_hook(Box::new(move |info| {
+        if !in_guarded_parser() {
+            eprintln!("{info}\n{}", std::backtrace::Backtrace::force_capture());
             std::process::abort();
+        }
+        if show {
+            eprintln!("contained: {info}\n{}", std::backtrace::Backtrace::force_capture());
         }
     }));
 }

@@ -67,10 +67,22 @@ impl Default for Session {
     }
 }
 
-/// Runs parser code that must not take the connection's task down with it.
+thread_local! {
+    static IN_GUARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is inside [`guarded`] rml_rtmp code, where a panic is
+/// contained: lets a fuzzer's panic hook tell those from panics of our own.
+pub fn in_guarded_parser() -> bool {
+    IN_GUARD.with(|g| g.get())
+}
+
+/// Runs rml_rtmp code, which must not take the connection's task down with it.
 fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, SessionError> {
-    catch_unwind(AssertUnwindSafe(f))
-        .map_err(|_| SessionError::Protocol(format!("malformed input broke the {what}")))
+    IN_GUARD.with(|g| g.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    IN_GUARD.with(|g| g.set(false));
+    result.map_err(|_| SessionError::Protocol(format!("malformed input broke the {what}")))
 }
 
 impl Session {
@@ -325,6 +337,40 @@ mod tests {
             }
         }
         assert!(failed, "malformed chunk stream accepted");
+    }
+
+    /// Replays a fuzz input the way `fuzz/fuzz_targets/rtmp_session.rs` feeds it:
+    /// a C0+C1 first when the first byte is odd, reads of `1 + data[1]` bytes,
+    /// a publish accepted when asked. Returns the first error.
+    fn replay_fuzz_input(data: &[u8]) -> Result<(), SessionError> {
+        let mut input = Vec::new();
+        if data.first().is_some_and(|b| b & 1 == 1) {
+            input.push(3u8);
+            input.extend(std::iter::repeat_n(0u8, 1536));
+        }
+        input.extend_from_slice(data);
+        let mut s = Session::new();
+        for piece in input.chunks(1 + usize::from(data.get(1).copied().unwrap_or(0))) {
+            for output in s.feed(piece)? {
+                if let Output::PublishRequested { .. } = output {
+                    s.accept_publish()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// rml_rtmp 0.8 slices an AMF0 command payload shorter than it expects
+    /// (amf0_command.rs, found by the fuzzer): the session turns the panic into
+    /// an error.
+    #[test]
+    fn fuzzer_found_short_command_payload_is_an_error() {
+        let data = include_bytes!("testdata/amf0-command-short-payload.bin");
+        let result = replay_fuzz_input(data);
+        assert!(
+            matches!(&result, Err(SessionError::Protocol(m)) if m.contains("malformed input")),
+            "{result:?}"
+        );
     }
 
     #[test]
