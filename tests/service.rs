@@ -204,6 +204,16 @@ impl Harness {
         })
     }
 
+    fn participant(&self, room: &str, identity: &str) -> Option<proto::ParticipantInfo> {
+        let rooms = RoomClient::with_api_key(&self.livekit.http_url(), API_KEY, API_SECRET)
+            .with_failover(false);
+        self.rt
+            .block_on(rooms.list_participants(room))
+            .ok()?
+            .into_iter()
+            .find(|p| p.identity == identity)
+    }
+
     fn participants(&self, room: &str) -> Vec<String> {
         let rooms = RoomClient::with_api_key(&self.livekit.http_url(), API_KEY, API_SECRET)
             .with_failover(false);
@@ -446,6 +456,25 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
         .expect("audio track in the state");
     assert_eq!(audio_track.source, proto::TrackSource::Microphone as i32);
     assert!(state.started_at > 0 && publishing.state.is_some());
+
+    // A new participant name reaches the live participant in place.
+    let before = h
+        .participant("live-room", "streamer")
+        .expect("streamer in the room");
+    h.rt.block_on(h.client().update_ingress(
+        &id,
+        UpdateIngressOptions {
+            participant_name: "Renamed Streamer".into(),
+            ..Default::default()
+        },
+    ))
+    .expect("rename");
+    let renamed = common::wait_for(Duration::from_secs(5), || {
+        h.participant("live-room", "streamer")
+            .filter(|p| p.name == "Renamed Streamer")
+    })
+    .expect("the live participant renamed");
+    assert_eq!(renamed.sid, before.sid, "renamed in place, not rejoined");
 
     // The source stops: the participant leaves, the ingress is inactive and reusable.
     let _ = ffmpeg.kill();

@@ -137,8 +137,9 @@ impl Api {
         let current = self.existing(&req.ingress_id)?;
         let updated = ingress::update(current.clone(), req)?;
         self.store.put(&updated).map_err(Self::store_err)?;
-        // A live session runs with what it started with; a change of where or
-        // as whom it publishes, or disabling, ends it so the next stream uses the update.
+        // A change of where or as whom a live session publishes, or disabling,
+        // ends it so the next stream uses the update; its participant's name and
+        // metadata change in the room; encoding changes apply to the next stream.
         let live = matches!(
             current
                 .state
@@ -151,6 +152,12 @@ impl Api {
             || updated.enabled == Some(false);
         if live && moved {
             self.stop_session(&updated.ingress_id);
+        } else if live
+            && (updated.participant_name != current.participant_name
+                || updated.participant_metadata != current.participant_metadata)
+        {
+            // What the room can change in place, it does.
+            self.sessions.update_live_participant(&updated);
         }
         self.existing(&updated.ingress_id)
     }

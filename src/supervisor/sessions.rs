@@ -372,6 +372,38 @@ impl Sessions {
         }
     }
 
+    /// Gives a live ingress's participant its updated name and metadata in the
+    /// room, through LiveKit's RoomService (from any node: the room is the
+    /// server's). Failures are logged: the update itself is already stored.
+    pub fn update_live_participant(&self, info: &proto::IngressInfo) {
+        let http_url = self
+            .config
+            .ws_url
+            .replacen("ws://", "http://", 1)
+            .replacen("wss://", "https://", 1);
+        let rooms = livekit_api::services::room::RoomClient::with_api_key(
+            &http_url,
+            &self.config.api_key,
+            &self.config.api_secret,
+        )
+        .with_failover(false);
+        let update = rooms.update_participant(
+            &info.room_name,
+            &info.participant_identity,
+            livekit_api::services::room::UpdateParticipantOptions {
+                name: info.participant_name.clone(),
+                metadata: info.participant_metadata.clone(),
+                ..Default::default()
+            },
+        );
+        match tokio::runtime::Handle::current().block_on(update) {
+            Ok(_) => tracing::info!(ingress = %info.ingress_id, "live participant updated"),
+            Err(e) => {
+                tracing::warn!(ingress = %info.ingress_id, "cannot update the live participant: {e}")
+            }
+        }
+    }
+
     /// Ends the live session of an ingress, if any, and waits for it to leave.
     pub fn stop(&self, ingress_id: &str) {
         let live = lock(&self.live).remove(ingress_id);
