@@ -86,11 +86,8 @@ pub enum PipelineEvent {
     Connected { room_sid: String },
     /// A track is published in the room.
     TrackPublished {
-        kind: String,
-        sid: String,
-        name: String,
-        /// The server's TrackInfo, when the message carries it.
-        info: Option<Box<livekit_protocol::TrackInfo>>,
+        /// The server's TrackInfo (from livekitsink's `info` field).
+        info: Box<livekit_protocol::TrackInfo>,
     },
     /// The source stopped publishing (or the pipeline reached EOS).
     Ended { reason: String },
@@ -407,16 +404,15 @@ impl PipelineEvent {
                     "livekit-connected" => Some(PipelineEvent::Connected {
                         room_sid: text("room-sid"),
                     }),
-                    "livekit-track-published" => Some(PipelineEvent::TrackPublished {
-                        kind: text("kind"),
-                        sid: text("sid"),
-                        name: text("name"),
-                        info: s.get::<gst::glib::Bytes>("info").ok().and_then(|b| {
-                            <livekit_protocol::TrackInfo as prost::Message>::decode(&b[..])
-                                .ok()
-                                .map(Box::new)
+                    "livekit-track-published" => s
+                        .get::<gst::glib::Bytes>("info")
+                        .ok()
+                        .and_then(|b| {
+                            <livekit_protocol::TrackInfo as prost::Message>::decode(&b[..]).ok()
+                        })
+                        .map(|info| PipelineEvent::TrackPublished {
+                            info: Box::new(info),
                         }),
-                    }),
                     "ingress-input-video" => {
                         let framerate = s
                             .get::<gst::Fraction>("framerate")

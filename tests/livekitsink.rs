@@ -73,6 +73,14 @@ fn wait_message(
     Err(format!("no {name} message within {timeout:?}"))
 }
 
+/// What a subscriber decodes in `room` over 3 s once two tracks are there.
+fn watch_briefly(server: &LiveKitServer, room: &str) -> serde_json::Value {
+    let mut opts = SubscriberOptions::new(room);
+    opts.expect_tracks = 2;
+    opts.duration = 3.0;
+    common::subscribe(server, &opts)
+}
+
 fn rooms(server: &LiveKitServer) -> RoomClient {
     RoomClient::with_api_key(&server.http_url(), API_KEY, API_SECRET).with_failover(false)
 }
@@ -129,15 +137,8 @@ fn subscribers_decode_each_simulcast_layer_and_the_audio() {
             .and_then(|ps| ps.iter().find(|p| p["identity"] == "publisher"))
             .unwrap_or_else(|| panic!("publisher not seen: {report}"));
         assert_eq!(participant["name"], "Test publisher");
-        let tracks = common::tracks_of(report, "publisher");
-        let video = tracks
-            .iter()
-            .find(|t| t["kind"] == "video")
-            .expect("video track");
-        let audio = tracks
-            .iter()
-            .find(|t| t["kind"] == "audio")
-            .expect("audio track");
+        let video = common::track_of(report, "publisher", "video");
+        let audio = common::track_of(report, "publisher", "audio");
         assert_eq!(video["name"], "cam");
         assert_eq!(video["source"], "SOURCE_SCREENSHARE");
         assert_eq!(video["mime_type"], "video/H264");
@@ -363,17 +364,13 @@ fn a_restarted_server_is_rejoined_and_the_tracks_republished() {
     )
     .expect("republished");
 
-    let mut opts = SubscriberOptions::new("sink-restart");
-    opts.expect_tracks = 2;
-    opts.duration = 3.0;
-    let report = common::subscribe(&server, &opts);
+    let report = watch_briefly(&server, "sink-restart");
     pipeline.set_state(gst::State::Null).expect("stop");
-    let tracks = common::tracks_of(&report, "survivor");
-    let video = tracks
-        .iter()
-        .find(|t| t["kind"] == "video")
-        .expect("video after the restart");
-    assert!(video["frames"].as_u64().unwrap_or(0) >= 30, "{video}");
+    let video = common::track_of(&report, "survivor", "video");
+    assert!(
+        common::frames(video) >= 30,
+        "video after the restart: {video}"
+    );
 }
 
 /// The participant's sid and its tracks' sids, as the server lists them.
@@ -417,16 +414,12 @@ fn a_dropped_signal_connection_is_resumed_in_place() {
         published_sids(&server, "sink-resume", "steady"),
         Some(published)
     );
-    let mut opts = SubscriberOptions::new("sink-resume");
-    opts.expect_tracks = 2;
-    opts.duration = 3.0;
-    let report = common::subscribe(&server, &opts);
-    let tracks = common::tracks_of(&report, "steady");
-    let video = tracks
-        .iter()
-        .find(|t| t["kind"] == "video")
-        .expect("video after the resume");
-    assert!(video["frames"].as_u64().unwrap_or(0) >= 30, "{video}");
+    let report = watch_briefly(&server, "sink-resume");
+    let video = common::track_of(&report, "steady", "video");
+    assert!(
+        common::frames(video) >= 30,
+        "video after the resume: {video}"
+    );
 
     // And it still leaves cleanly over the resumed connection.
     pipeline.send_event(gst::event::Eos::new());
@@ -491,17 +484,10 @@ fn an_audio_pad_requested_after_the_join_is_published() {
     .expect("audio published");
     assert_eq!(published.get::<String>("kind").as_deref(), Ok("audio"));
 
-    let mut opts = SubscriberOptions::new("late-audio");
-    opts.expect_tracks = 2;
-    opts.duration = 3.0;
-    let report = common::subscribe(&server, &opts);
+    let report = watch_briefly(&server, "late-audio");
     pipeline.set_state(gst::State::Null).expect("stop");
-    let tracks = common::tracks_of(&report, "late");
-    let audio = tracks
-        .iter()
-        .find(|t| t["kind"] == "audio")
-        .unwrap_or_else(|| panic!("no audio track: {report}"));
-    assert!(audio["frames"].as_u64().unwrap_or(0) >= 50, "{audio}");
-    let video = tracks.iter().find(|t| t["kind"] == "video").expect("video");
-    assert!(video["frames"].as_u64().unwrap_or(0) >= 30, "{video}");
+    let audio = common::track_of(&report, "late", "audio");
+    assert!(common::frames(audio) >= 50, "{audio}");
+    let video = common::track_of(&report, "late", "video");
+    assert!(common::frames(video) >= 30, "{video}");
 }

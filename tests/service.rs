@@ -214,13 +214,12 @@ impl Harness {
             .find(|p| p.identity == identity)
     }
 
-    fn participants(&self, room: &str) -> Vec<String> {
-        let rooms = RoomClient::with_api_key(&self.livekit.http_url(), API_KEY, API_SECRET)
-            .with_failover(false);
-        self.rt
-            .block_on(rooms.list_participants(room))
-            .map(|ps| ps.into_iter().map(|p| p.identity).collect())
-            .unwrap_or_default()
+    /// Whether `identity` is gone from `room` within `timeout`.
+    fn left_within(&self, room: &str, identity: &str, timeout: Duration) -> bool {
+        common::wait_for(timeout, || {
+            self.participant(room, identity).is_none().then_some(())
+        })
+        .is_some()
     }
 
     /// ffmpeg publishing a 720p test pattern with a tone for `seconds`.
@@ -410,15 +409,8 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
             .and_then(|ps| ps.iter().find(|p| p["identity"] == "streamer"))
             .unwrap_or_else(|| panic!("streamer not in the room: {report}"));
         assert_eq!(participant["name"], "The Streamer");
-        let tracks = common::tracks_of(report, "streamer");
-        let video = tracks
-            .iter()
-            .find(|t| t["kind"] == "video")
-            .expect("video track");
-        let audio = tracks
-            .iter()
-            .find(|t| t["kind"] == "audio")
-            .expect("audio track");
+        let video = common::track_of(report, "streamer", "video");
+        let audio = common::track_of(report, "streamer", "audio");
         assert_eq!(video["simulcasted"], true, "{video}");
         assert_eq!(video["source"], "SOURCE_CAMERA");
         assert!(
@@ -482,11 +474,7 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
     let ended = h.wait_status(&id, Status::EndpointInactive, Duration::from_secs(45));
     assert!(ended.state.expect("state").ended_at > 0);
     assert!(
-        common::wait_for(Duration::from_secs(5), || (!h
-            .participants("live-room")
-            .contains(&"streamer".into()))
-        .then_some(()))
-        .is_some(),
+        h.left_within("live-room", "streamer", Duration::from_secs(5)),
         "the streamer stayed in the room"
     );
 
@@ -512,17 +500,13 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
 
     let mut again = h.publish(&info.stream_key, 20);
     h.wait_status(&id, Status::EndpointPublishing, Duration::from_secs(20));
-    assert!(h.participants("live-room").contains(&"streamer".into()));
+    assert!(h.participant("live-room", "streamer").is_some());
 
     // Deleting the ingress ends the live stream.
     h.rt.block_on(h.client().delete_ingress(&id))
         .expect("delete");
     assert!(
-        common::wait_for(Duration::from_secs(5), || (!h
-            .participants("live-room")
-            .contains(&"streamer".into()))
-        .then_some(()))
-        .is_some(),
+        h.left_within("live-room", "streamer", Duration::from_secs(5)),
         "the stream outlived its ingress"
     );
     let status = again.wait().expect("ffmpeg ends");
@@ -606,7 +590,7 @@ fn nodes_sharing_redis_publish_a_key_once_and_stop_each_others_streams() {
         Status::EndpointPublishing,
         Duration::from_secs(20),
     );
-    assert!(h.participants("shared-room").contains(&"relay".into()));
+    assert!(h.participant("shared-room", "relay").is_some());
 
     // The same key on the first node is refused while the second holds it.
     let mut twice = h.publish(&info.stream_key, 5);
@@ -625,11 +609,7 @@ fn nodes_sharing_redis_publish_a_key_once_and_stop_each_others_streams() {
     h.rt.block_on(h.client().delete_ingress(&info.ingress_id))
         .expect("delete");
     assert!(
-        common::wait_for(Duration::from_secs(10), || (!h
-            .participants("shared-room")
-            .contains(&"relay".into()))
-        .then_some(()))
-        .is_some(),
+        h.left_within("shared-room", "relay", Duration::from_secs(10)),
         "the stream on the other node outlived its ingress"
     );
     let status = streaming.wait().expect("ffmpeg ends");

@@ -73,10 +73,8 @@ pub enum PublisherEvent {
     },
     TrackPublished {
         kind: &'static str,
-        sid: String,
-        name: String,
         layers: u32,
-        /// The track as the server published it.
+        /// The track as the server published it (sid, name, source, ...).
         info: Box<proto::TrackInfo>,
     },
     /// ICE and DTLS are up: media flows from now on.
@@ -244,8 +242,6 @@ struct Session {
     video_spec: Option<VideoTrackSpec>,
     video: Option<SentTrack>,
     audio: Option<SentTrack>,
-    /// Track sid -> kind, to route dynacast updates.
-    video_sid: Option<String>,
     pending_offer: Option<SdpPendingOffer>,
     media_connected: bool,
     /// Last layer activity reported, so only changes go upstream.
@@ -308,7 +304,6 @@ impl Session {
             video_spec: config.video.clone(),
             video: None,
             audio: None,
-            video_sid: None,
             pending_offer: None,
             media_connected: false,
             layer_active: HashMap::new(),
@@ -332,6 +327,8 @@ impl Session {
         joined: &mut bool,
     ) -> Result<String, String> {
         let mut sdp = self.rtc.sdp_api();
+        // Registered once the offer is made (the SDP API holds the Rtc till then).
+        let mut announced = Vec::new();
         if let Some(spec) = &config.video {
             let cid = format!("video-{}", std::process::id());
             let published =
@@ -352,33 +349,24 @@ impl Session {
                 Some(cid.clone()),
                 simulcast,
             );
-            self.mid_to_track_id.insert(mid.to_string(), cid.clone());
-            self.published.push(proto::TrackPublishedResponse {
-                cid,
-                track: Some(published.clone()),
-            });
-            (self.events)(PublisherEvent::TrackPublished {
-                kind: "video",
-                sid: published.sid.clone(),
-                name: published.name.clone(),
-                layers: spec.layers.len() as u32,
-                info: Box::new(published.clone()),
-            });
-            self.video_sid = Some(published.sid);
-            self.video = Some(SentTrack { mid, pt: None });
+            announced.push((MediaKind::Video, mid, cid, published));
         }
-        let mut audio = None;
         if let Some(spec) = &config.audio {
             let cid = audio_cid();
             let published =
                 announce(&self.signal, signal_events, spec.add_track_request(&cid)).await?;
-            audio = Some((add_audio_mline(&mut sdp, &cid), cid, published));
+            announced.push((
+                MediaKind::Audio,
+                add_audio_mline(&mut sdp, &cid),
+                cid,
+                published,
+            ));
         }
         let (offer, pending) = sdp
             .apply()
             .ok_or_else(|| "there is no track to publish".to_string())?;
-        if let Some((mid, cid, published)) = audio {
-            self.register_audio(mid, cid, published);
+        for (kind, mid, cid, published) in announced {
+            self.register_track(kind, mid, cid, published);
         }
         self.send_offer(offer, pending).await;
 
@@ -435,21 +423,46 @@ impl Session {
         }
     }
 
-    /// Keeps what the session needs of a published audio track on m-line `mid`.
-    fn register_audio(&mut self, mid: Mid, cid: String, published: proto::TrackInfo) {
+    /// Keeps what the session needs of a track the server published on m-line
+    /// `mid`, and reports it.
+    fn register_track(
+        &mut self,
+        kind: MediaKind,
+        mid: Mid,
+        cid: String,
+        published: proto::TrackInfo,
+    ) {
         self.mid_to_track_id.insert(mid.to_string(), cid.clone());
+        let track = Some(SentTrack { mid, pt: None });
+        let (name, layers) = match kind {
+            MediaKind::Video => {
+                self.video = track;
+                let layers = self.video_spec.as_ref().map_or(1, |s| s.layers.len());
+                ("video", layers as u32)
+            }
+            MediaKind::Audio => {
+                self.audio = track;
+                ("audio", 1)
+            }
+        };
         (self.events)(PublisherEvent::TrackPublished {
-            kind: "audio",
-            sid: published.sid.clone(),
-            name: published.name.clone(),
-            layers: 1,
+            kind: name,
+            layers,
             info: Box::new(published.clone()),
         });
         self.published.push(proto::TrackPublishedResponse {
             cid,
             track: Some(published),
         });
-        self.audio = Some(SentTrack { mid, pt: None });
+    }
+
+    /// Whether `sid` is our published video track.
+    fn is_video_track(&self, sid: &str) -> bool {
+        self.published.iter().any(|p| {
+            p.track
+                .as_ref()
+                .is_some_and(|t| t.sid == sid && t.r#type == proto::TrackType::Video as i32)
+        })
     }
 
     async fn send_offer(&mut self, offer: str0m::change::SdpOffer, pending: SdpPendingOffer) {
@@ -484,7 +497,7 @@ impl Session {
         let Some((offer, pending)) = sdp.apply() else {
             return;
         };
-        self.register_audio(mid, cid, published);
+        self.register_track(MediaKind::Audio, mid, cid, published);
         self.send_offer(offer, pending).await;
     }
 
@@ -647,9 +660,7 @@ impl Session {
                     Err(e) => tracing::warn!("{e}"),
                 }
             }
-            Response::SubscribedQualityUpdate(update)
-                if self.video_sid.as_deref() == Some(update.track_sid.as_str()) =>
-            {
+            Response::SubscribedQualityUpdate(update) if self.is_video_track(&update.track_sid) => {
                 self.on_subscribed_qualities(&update);
             }
             Response::Leave(leave) => {

@@ -416,23 +416,19 @@ impl LiveKitSink {
                         .build(),
                 );
             }
-            PublisherEvent::TrackPublished {
-                kind,
-                sid,
-                name,
-                layers,
-                info,
-            } => {
+            PublisherEvent::TrackPublished { kind, layers, info } => {
                 gst::info!(
                     CAT,
                     imp = self,
-                    "published {kind} track {name} ({sid}) with {layers} layers"
+                    "published {kind} track {} ({}) with {layers} layers",
+                    info.name,
+                    info.sid
                 );
                 post(
                     gst::Structure::builder("livekit-track-published")
                         .field("kind", kind)
-                        .field("sid", sid)
-                        .field("name", name)
+                        .field("sid", info.sid.as_str())
+                        .field("name", info.name.as_str())
                         .field("layers", layers)
                         .field("info", glib::Bytes::from_owned(info.encode_to_vec()))
                         .build(),

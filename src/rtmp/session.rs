@@ -283,6 +283,29 @@ impl Session {
     }
 }
 
+/// Feeds a fuzz input to a new session the way the `rtmp_session` fuzz target
+/// does (it calls this): a valid C0+C1 first when the first byte is odd, so
+/// the fuzzer reaches the chunk stream; reads of `1 + data[1]` bytes; a publish
+/// accepted when asked. Returns the first error.
+#[doc(hidden)]
+pub fn replay_fuzz_input(data: &[u8]) -> Result<(), SessionError> {
+    let mut input = Vec::new();
+    if data.first().is_some_and(|b| b & 1 == 1) {
+        input.push(3u8);
+        input.extend(std::iter::repeat_n(0u8, 1536));
+    }
+    input.extend_from_slice(data);
+    let mut s = Session::new();
+    for piece in input.chunks(1 + usize::from(data.get(1).copied().unwrap_or(0))) {
+        for output in s.feed(piece)? {
+            if let Output::PublishRequested { .. } = output {
+                s.accept_publish()?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,55 +345,28 @@ mod tests {
     /// Found by the fuzzer: a chunk header that shrinks a message below what
     /// was already received makes rml_rtmp 0.8's deserializer subtract past zero
     /// (a panic with overflow checks). The session turns it into an error.
+    /// Inputs the fuzzer found that panic inside rml_rtmp 0.8: a message length
+    /// smaller than the bytes already gathered (deserializer.rs, an overflow
+    /// panic) and an AMF0 command payload shorter than it slices
+    /// (amf0_command.rs). The session turns each panic into an error.
     #[test]
-    fn fuzzer_found_length_underflow_is_an_error() {
-        let data = include_bytes!("testdata/chunk-length-underflow.bin");
-        let mut input = vec![3u8];
-        input.extend(std::iter::repeat_n(0u8, 1536));
-        input.extend_from_slice(data);
-        let mut s = Session::new();
-        let mut failed = false;
-        for piece in input.chunks(1) {
-            if s.feed(piece).is_err() {
-                failed = true;
-                break;
-            }
+    fn fuzzer_found_rml_rtmp_panics_are_errors() {
+        for (name, data) in [
+            (
+                "chunk-length-underflow",
+                &include_bytes!("testdata/chunk-length-underflow.bin")[..],
+            ),
+            (
+                "amf0-command-short-payload",
+                &include_bytes!("testdata/amf0-command-short-payload.bin")[..],
+            ),
+        ] {
+            let result = replay_fuzz_input(data);
+            assert!(
+                matches!(&result, Err(SessionError::Protocol(m)) if m.contains("malformed input")),
+                "{name}: {result:?}"
+            );
         }
-        assert!(failed, "malformed chunk stream accepted");
-    }
-
-    /// Replays a fuzz input the way `fuzz/fuzz_targets/rtmp_session.rs` feeds it:
-    /// a C0+C1 first when the first byte is odd, reads of `1 + data[1]` bytes,
-    /// a publish accepted when asked. Returns the first error.
-    fn replay_fuzz_input(data: &[u8]) -> Result<(), SessionError> {
-        let mut input = Vec::new();
-        if data.first().is_some_and(|b| b & 1 == 1) {
-            input.push(3u8);
-            input.extend(std::iter::repeat_n(0u8, 1536));
-        }
-        input.extend_from_slice(data);
-        let mut s = Session::new();
-        for piece in input.chunks(1 + usize::from(data.get(1).copied().unwrap_or(0))) {
-            for output in s.feed(piece)? {
-                if let Output::PublishRequested { .. } = output {
-                    s.accept_publish()?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// rml_rtmp 0.8 slices an AMF0 command payload shorter than it expects
-    /// (amf0_command.rs, found by the fuzzer): the session turns the panic into
-    /// an error.
-    #[test]
-    fn fuzzer_found_short_command_payload_is_an_error() {
-        let data = include_bytes!("testdata/amf0-command-short-payload.bin");
-        let result = replay_fuzz_input(data);
-        assert!(
-            matches!(&result, Err(SessionError::Protocol(m)) if m.contains("malformed input")),
-            "{result:?}"
-        );
     }
 
     #[test]

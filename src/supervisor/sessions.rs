@@ -254,27 +254,10 @@ impl Sessions {
             };
             match event {
                 PipelineEvent::Connected { room_sid } => state.room_id = room_sid,
-                PipelineEvent::TrackPublished {
-                    kind,
-                    sid,
-                    name,
-                    info,
-                } => {
-                    let kind = if kind == "audio" {
-                        proto::TrackType::Audio
-                    } else {
-                        proto::TrackType::Video
-                    };
+                PipelineEvent::TrackPublished { info } => {
                     // A rejoin publishes the track anew: keep only the current one.
-                    state.tracks.retain(|t| t.r#type != kind as i32);
-                    state
-                        .tracks
-                        .push(info.map(|i| *i).unwrap_or(proto::TrackInfo {
-                            sid,
-                            name,
-                            r#type: kind as i32,
-                            ..Default::default()
-                        }));
+                    state.tracks.retain(|t| t.r#type != info.r#type);
+                    state.tracks.push(*info);
                     if state.status != Status::EndpointPublishing as i32 {
                         state.status = Status::EndpointPublishing as i32;
                         self.save_state(&id, &state);

@@ -418,6 +418,24 @@ pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
 }
 
 /// The tracks in a subscriber report published by `identity`.
+/// `identity`'s track of `kind` ("video" or "audio") in a subscriber report;
+/// panics with the report when there is none.
+pub fn track_of<'a>(
+    report: &'a serde_json::Value,
+    identity: &str,
+    kind: &str,
+) -> &'a serde_json::Value {
+    tracks_of(report, identity)
+        .into_iter()
+        .find(|t| t["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} track of {identity}: {report}"))
+}
+
+/// Frames (video) or audio frames the subscriber decoded from a track report.
+pub fn frames(track: &serde_json::Value) -> u64 {
+    track["frames"].as_u64().unwrap_or(0)
+}
+
 pub fn tracks_of<'a>(report: &'a serde_json::Value, identity: &str) -> Vec<&'a serde_json::Value> {
     report["tracks"]
         .as_array()
