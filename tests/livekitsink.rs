@@ -161,6 +161,51 @@ fn subscribers_decode_each_simulcast_layer_and_the_audio() {
     }
 }
 
+/// A top layer whose encoder runs late (here: held 150 ms in a queue, as a slow
+/// 720p encoder on a busy machine would) still reaches its viewer: the server
+/// only switches up to a layer whose keyframe is not behind what it already
+/// forwarded, so the sink must send the layers of one frame together.
+#[test]
+fn a_lagging_top_layer_still_reaches_its_viewer() {
+    init();
+    let server = LiveKitServer::start();
+    let url = server.ws_url();
+    let desc = format!(
+        "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1280,height=720,framerate=30/1 \
+         ! simulcastenc name=enc \
+         enc.src_0 ! queue min-threshold-time=150000000 max-size-time=0 max-size-buffers=0 \
+           max-size-bytes=0 ! lk.video_0 \
+         enc.src_1 ! queue ! lk.video_1 \
+         enc.src_2 ! queue ! lk.video_2 \
+         livekitsink name=lk url={url} api-key={API_KEY} api-secret={API_SECRET} \
+           room-name=sink-lag participant-identity=lagging",
+    );
+    let pipeline = gst::parse::launch(&desc)
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    wait_message(
+        &pipeline,
+        "livekit-track-published",
+        Duration::from_secs(15),
+    )
+    .expect("published");
+
+    let mut opts = SubscriberOptions::new("sink-lag");
+    opts.quality = Some("high".into());
+    opts.expect_tracks = 1;
+    opts.duration = 15.0;
+    opts.until_size = Some("1280x720".into());
+    let report = common::subscribe(&server, &opts);
+    pipeline.set_state(gst::State::Null).expect("stop");
+
+    let video = common::track_of(&report, "lagging", "video");
+    let at_size = video["sizes"]["1280x720"].as_u64().unwrap_or(0);
+    assert!(at_size >= 30, "only {at_size} frames at 1280x720: {video}");
+    assert_eq!(video["last_size"], "1280x720", "{video}");
+}
+
 #[test]
 fn participant_leaves_the_room_at_eos() {
     init();

@@ -2,6 +2,7 @@
 //! signal connection (`livekit-signaling`), sending media over WebRTC (str0m),
 //! and the track model. No GStreamer types live here.
 
+pub mod layer_sync;
 pub mod publisher;
 pub mod token;
 pub mod tracks;

@@ -5,6 +5,7 @@
 //! The WebRTC state lives in str0m's sans-IO `Rtc`; this task is only its IO
 //! loop: one UDP socket, the signal events, the media channel and str0m's timer.
 
+use super::layer_sync::LayerSync;
 use super::tracks::{AudioTrackSpec, VideoCodec, VideoTrackSpec};
 use super::trickle;
 use livekit_protocol as proto;
@@ -233,6 +234,13 @@ struct SentTrack {
     pt: Option<Pt>,
 }
 
+/// A video frame held by `layer_sync` until it may go.
+struct VideoFrame {
+    wallclock: Instant,
+    rtp_time: u64,
+    data: Vec<u8>,
+}
+
 struct Session {
     rtc: Rtc,
     socket: UdpSocket,
@@ -246,6 +254,8 @@ struct Session {
     media_connected: bool,
     /// Last layer activity reported, so only changes go upstream.
     layer_active: HashMap<usize, bool>,
+    /// Video frames waiting for the other layers' frames of their timestamp.
+    layer_sync: LayerSync<VideoFrame>,
     /// What a resume tells the server it already has: our offer and the tracks.
     offer: Option<proto::SessionDescription>,
     published: Vec<proto::TrackPublishedResponse>,
@@ -307,6 +317,7 @@ impl Session {
             pending_offer: None,
             media_connected: false,
             layer_active: HashMap::new(),
+            layer_sync: LayerSync::new(config.video.as_ref().map_or(0, |v| v.layers.len())),
             offer: None,
             published: Vec::new(),
             mid_to_track_id: HashMap::new(),
@@ -373,7 +384,11 @@ impl Session {
         let mut buf = vec![0u8; 2000];
         let mut connect_deadline = Some(tokio::time::Instant::now() + STEP_TIMEOUT);
         loop {
-            let timeout = self.drive()?;
+            self.send_synced_video(Instant::now());
+            let mut timeout = self.drive()?;
+            if let Some(deadline) = self.layer_sync.deadline() {
+                timeout = timeout.min(deadline);
+            }
             let wait = timeout.saturating_duration_since(Instant::now());
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
@@ -410,7 +425,13 @@ impl Session {
                         config.audio = Some(spec.clone());
                         self.announce_late_audio(&spec).await;
                     }
-                    Some(frame) => self.write_media(frame),
+                    Some(MediaInput::Video { layer, wallclock, rtp_time, data }) => {
+                        let frame = VideoFrame { wallclock, rtp_time, data };
+                        self.layer_sync.push(layer, rtp_time, frame, Instant::now());
+                    }
+                    Some(MediaInput::Audio { wallclock, rtp_time, data }) => {
+                        self.write_audio(wallclock, rtp_time, data);
+                    }
                 },
                 _ = sleep_until_opt(connect_deadline) => {
                     return Err("the media connection to the LiveKit server did not come up (ICE/DTLS timed out)".into());
@@ -587,32 +608,36 @@ impl Session {
         }
     }
 
-    fn write_media(&mut self, input: MediaInput) {
+    /// Sends the video frames whose layers have caught up (see `layer_sync`).
+    fn send_synced_video(&mut self, now: Instant) {
+        while let Some((layer, frame)) = self.layer_sync.pop(now) {
+            let rid = self.video_spec.as_ref().and_then(|s| s.rid(layer));
+            let time = MediaTime::new(frame.rtp_time, Frequency::NINETY_KHZ);
+            let track = self.video.as_ref().map(|t| (t.mid, t.pt));
+            self.write(track, rid, frame.wallclock, time, frame.data);
+        }
+    }
+
+    fn write_audio(&mut self, wallclock: Instant, rtp_time: u64, data: Vec<u8>) {
+        let time = MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ);
+        let track = self.audio.as_ref().map(|t| (t.mid, t.pt));
+        self.write(track, None, wallclock, time, data);
+    }
+
+    /// Hands one frame to str0m, which packetizes it; nothing is sent before
+    /// the media connection is up.
+    fn write(
+        &mut self,
+        track: Option<(Mid, Option<Pt>)>,
+        rid: Option<&str>,
+        wallclock: Instant,
+        time: MediaTime,
+        data: Vec<u8>,
+    ) {
         if !self.media_connected {
             return;
         }
-        let (track, rid, wallclock, time, data) = match input {
-            MediaInput::Video {
-                layer,
-                wallclock,
-                rtp_time,
-                data,
-            } => {
-                let rid = self.video_spec.as_ref().and_then(|s| s.rid(layer));
-                let time = MediaTime::new(rtp_time, Frequency::NINETY_KHZ);
-                (self.video.as_ref(), rid, wallclock, time, data)
-            }
-            MediaInput::Audio {
-                wallclock,
-                rtp_time,
-                data,
-            } => {
-                let time = MediaTime::new(rtp_time, Frequency::FORTY_EIGHT_KHZ);
-                (self.audio.as_ref(), None, wallclock, time, data)
-            }
-            MediaInput::AddAudio(_) | MediaInput::Finish => return,
-        };
-        let Some((mid, Some(pt))) = track.map(|t| (t.mid, t.pt)) else {
+        let Some((mid, Some(pt))) = track else {
             return;
         };
         let Some(mut writer) = self.rtc.writer(mid) else {
@@ -698,6 +723,7 @@ impl Session {
             let Some(layer) = spec.layer_of_quality(quality) else {
                 continue;
             };
+            self.layer_sync.set_active(layer, q.enabled);
             if self.layer_active.insert(layer, q.enabled) != Some(q.enabled) {
                 (self.events)(PublisherEvent::LayerActive {
                     layer,

@@ -56,7 +56,12 @@ impl ScratchDir {
 
 impl Drop for ScratchDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        // A failed test keeps its logs (LiveKit server, configs) to read.
+        if std::thread::panicking() {
+            eprintln!("test failed: kept {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -114,9 +119,10 @@ impl LiveKitServer {
             "port: {http_port}\n\
              bind_addresses: [\"127.0.0.1\"]\n\
              rtc:\n  tcp_port: {tcp}\n  udp_port: {udp}\n  use_external_ip: false\n\
-             logging:\n  level: info\n{extra}",
+             logging:\n  level: {level}\n{extra}",
             tcp = free_tcp_port(),
             udp = free_udp_port(),
+            level = std::env::var("LIVEKIT_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
         );
         let config_path = dir.path().join("livekit.yaml");
         std::fs::write(&config_path, config).expect("write livekit config");
