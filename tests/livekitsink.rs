@@ -206,6 +206,57 @@ fn a_lagging_top_layer_still_reaches_its_viewer() {
     assert_eq!(video["last_size"], "1280x720", "{video}");
 }
 
+/// Frames that come to run ahead of the pipeline clock (here: 300 ms from the
+/// third second on, as from an RTMP publisher catching up after a slow start)
+/// still give the server usable sender reports, which it needs to switch
+/// viewers between layers: a low and a high viewer each get their layer's size.
+#[test]
+fn frames_ahead_of_the_clock_still_let_viewers_switch_layers() {
+    init();
+    let server = LiveKitServer::start();
+    let pipeline = simulcast_pipeline(&server, "sink-ahead", "ahead", "");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    wait_message(
+        &pipeline,
+        "livekit-track-published",
+        Duration::from_secs(15),
+    )
+    .expect("published");
+    // On time at first (the server takes the first sender reports), then ahead.
+    std::thread::sleep(Duration::from_secs(2));
+    let sink = pipeline.by_name("lk").expect("livekitsink");
+    for pad in sink.sink_pads() {
+        pad.peer().expect("linked").set_offset(300_000_000);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let expected = [("low", "320x180"), ("high", "1280x720")];
+    let subscribers: Vec<_> = expected
+        .iter()
+        .map(|(quality, size)| {
+            let mut opts = SubscriberOptions::new("sink-ahead");
+            opts.identity = format!("viewer-{quality}");
+            opts.quality = Some(quality.to_string());
+            opts.expect_tracks = 2;
+            opts.duration = 15.0;
+            opts.until_size = Some(size.to_string());
+            Subscriber::spawn(&server, &opts)
+        })
+        .collect();
+    let reports: Vec<_> = subscribers.into_iter().map(|s| s.report()).collect();
+    pipeline.set_state(gst::State::Null).expect("stop");
+
+    for ((quality, size), report) in expected.iter().zip(&reports) {
+        let video = common::track_of(report, "ahead", "video");
+        let at_size = video["sizes"][size].as_u64().unwrap_or(0);
+        assert!(
+            at_size >= 30,
+            "{quality}: only {at_size} frames at {size}: {video}"
+        );
+        assert_eq!(video["last_size"], *size, "{quality}: {video}");
+    }
+}
+
 #[test]
 fn participant_leaves_the_room_at_eos() {
     init();

@@ -1,3 +1,4 @@
+use super::wallclock::Wallclock;
 use super::{AudioSource, VideoSource};
 use crate::livekit::publisher::{self, MediaInput, PublisherConfig, PublisherEvent};
 use crate::livekit::token::{publisher_token, Identity};
@@ -111,6 +112,7 @@ struct State {
 pub struct LiveKitSink {
     settings: Mutex<Settings>,
     state: Mutex<State>,
+    wallclock: Wallclock,
 }
 
 #[glib::object_subclass]
@@ -551,19 +553,19 @@ impl LiveKitSink {
         Ok(gst::FlowSuccess::Ok)
     }
 
-    /// The instant a running time corresponds to on the pipeline clock.
+    /// The instant a running time corresponds to on the pipeline clock, moved
+    /// back as far as frames have run ahead of it (see `wallclock`).
     fn wallclock_of(&self, running_time: gst::ClockTime) -> Instant {
         let now = Instant::now();
-        match self.obj().current_running_time() {
-            Some(now_rt) if now_rt >= running_time => now
-                .checked_sub(Duration::from_nanos((now_rt - running_time).nseconds()))
-                .unwrap_or(now),
-            Some(now_rt) => now + Duration::from_nanos((running_time - now_rt).nseconds()),
-            None => now,
-        }
+        let ahead_ns = self.obj().current_running_time().map_or(0, |now_rt| {
+            let ahead = i128::from(running_time.nseconds()) - i128::from(now_rt.nseconds());
+            ahead.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+        });
+        self.wallclock.instant_of(now, ahead_ns)
     }
 
     fn stop(&self) {
+        self.wallclock.reset();
         let session = {
             let mut state = lock(&self.state);
             state.failed = false;

@@ -22,6 +22,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod wallclock;
 
 glib::wrapper! {
     pub struct LiveKitSink(ObjectSubclass<imp::LiveKitSink>) @extends gst::Element, gst::Object;
