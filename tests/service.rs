@@ -7,7 +7,9 @@ mod common;
 use common::{
     LiveKitServer, RedisServer, ScratchDir, Subscriber, SubscriberOptions, API_KEY, API_SECRET,
 };
-use gstlivekitingress::supervisor::{config::Config, Service};
+use gstlivekitingress::supervisor::config::{Config, RedisConfig};
+use gstlivekitingress::supervisor::store::{redis::RedisStore, Store};
+use gstlivekitingress::supervisor::Service;
 use livekit_api::access_token::TokenVerifier;
 use livekit_api::services::ingress::{
     CreateIngressOptions, IngressClient, IngressListFilter, UpdateIngressOptions,
@@ -614,4 +616,54 @@ fn nodes_sharing_redis_publish_a_key_once_and_stop_each_others_streams() {
     );
     let status = streaming.wait().expect("ffmpeg ends");
     assert!(!status.success(), "ffmpeg sees its stream cut");
+}
+
+/// A node whose claim lapsed (here: taken over, as by another node while this
+/// one could not reach Redis) ends its stream and leaves the ingress's state
+/// to the node that holds the key now.
+#[test]
+fn a_lapsed_claim_leaves_the_state_to_the_node_that_took_the_key_over() {
+    let redis = RedisServer::start();
+    let store = format!("  redis:\n    address: {}\n", redis.address());
+    let h = Harness::start_with_store(ScratchDir::new("redis-lapse"), store);
+    let info = h.create("lapse-room", "lapsing", "Lapsing");
+    let id = info.ingress_id.clone();
+    let mut streaming = h.publish(&info.stream_key, 60);
+    h.wait_status(&id, Status::EndpointPublishing, Duration::from_secs(20));
+
+    // Another node takes the key and writes its own state.
+    let config = RedisConfig {
+        address: redis.address(),
+        ..RedisConfig::default()
+    };
+    let other = RedisStore::connect(&config).expect("redis");
+    let client = redis::Client::open(format!("redis://{}", redis.address())).expect("client");
+    let mut connection = client.get_connection().expect("connection");
+    redis::cmd("SET")
+        .arg(format!("{}:lease:{id}", config.prefix))
+        .arg("another-node")
+        .arg("PX")
+        .arg(10_000)
+        .query::<()>(&mut connection)
+        .expect("take the claim");
+    let mut taken = other.get(&id).expect("get").expect("the ingress");
+    taken.state = Some(proto::IngressState {
+        status: Status::EndpointBuffering as i32,
+        room_id: "RM_other_node".into(),
+        ..Default::default()
+    });
+    other.put(&taken).expect("put");
+
+    // This node notices at its next renewal and stops streaming...
+    assert!(
+        h.left_within("lapse-room", "lapsing", Duration::from_secs(10)),
+        "the stream went on without its claim"
+    );
+    let status = streaming.wait().expect("ffmpeg ends");
+    assert!(!status.success(), "ffmpeg sees its stream cut");
+    // ...without writing over the state of the node that holds the key.
+    std::thread::sleep(Duration::from_millis(500));
+    let state = h.info(&id).state.expect("state");
+    assert_eq!(state.room_id, "RM_other_node", "{state:?}");
+    assert_eq!(state.status, Status::EndpointBuffering as i32, "{state:?}");
 }

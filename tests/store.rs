@@ -68,7 +68,30 @@ fn check_contract(store: &dyn Store) {
     assert!(!store.is_claimed("IN_b").expect("released"));
     assert!(!store.renew("IN_b").expect("renew after release"));
     assert!(store.claim("IN_b").expect("claim again"));
+
+    // A stream's state is written only under the claim, and nothing else changes.
+    let state = proto::IngressState {
+        status: proto::ingress_state::Status::EndpointPublishing as i32,
+        room_id: "RM_b".into(),
+        ..Default::default()
+    };
+    assert!(store.put_state("IN_b", &state).expect("put state"));
+    let stored = store.get("IN_b").expect("get").expect("IN_b");
+    assert_eq!(stored.state.as_ref(), Some(&state));
+    assert_eq!(stored.stream_key, "key-b");
     store.release("IN_b");
+    let later = proto::IngressState {
+        room_id: "RM_later".into(),
+        ..state.clone()
+    };
+    assert!(!store
+        .put_state("IN_b", &later)
+        .expect("put state unclaimed"));
+    assert!(!store
+        .put_state("IN_gone", &later)
+        .expect("put state of no ingress"));
+    let stored = store.get("IN_b").expect("get").expect("IN_b");
+    assert_eq!(stored.state.as_ref(), Some(&state));
 }
 
 #[test]
@@ -116,9 +139,36 @@ fn redis_nodes_share_ingresses_claims_and_stop_requests() {
     assert!(!two.renew("IN_shared").expect("renew elsewhere"));
     two.release("IN_shared");
     assert!(two.is_claimed("IN_shared").expect("still claimed"));
+    // Nor write the stream's state; node one can.
+    let state = proto::IngressState {
+        room_id: "RM_one".into(),
+        ..Default::default()
+    };
+    assert!(!two.put_state("IN_shared", &state).expect("state elsewhere"));
+    assert!(one.put_state("IN_shared", &state).expect("state"));
     one.release("IN_shared");
     assert!(two.claim("IN_shared").expect("claim once released"));
     two.release("IN_shared");
+    // A claim that lapsed and was taken by another node (here: overwritten):
+    // its old holder can neither renew it nor write the state any more.
+    assert!(one.claim("IN_shared").expect("claim"));
+    let client = redis::Client::open(format!("redis://{}", server.address())).expect("client");
+    let mut raw = client.get_connection().expect("connection");
+    redis::cmd("SET")
+        .arg("nodes:lease:IN_shared")
+        .arg("a-third-node")
+        .arg("PX")
+        .arg(10_000)
+        .exec(&mut raw)
+        .expect("take over");
+    assert!(!one.renew("IN_shared").expect("renew"));
+    assert!(!one
+        .put_state("IN_shared", &proto::IngressState::default())
+        .expect("state"));
+    assert_eq!(
+        two.get("IN_shared").expect("get").and_then(|i| i.state),
+        Some(state)
+    );
 
     // A stop request sent by one node reaches the others.
     let (tx, rx) = mpsc::channel();

@@ -228,6 +228,7 @@ impl Sessions {
         let bus = pipeline.pipeline().bus();
         let mut outcome: Result<String, String> = Ok("stopped".into());
         let mut renewed = std::time::Instant::now();
+        let mut claim_lost = false;
         while let Some(bus) = bus.as_ref() {
             if stop.load(Ordering::Relaxed) {
                 outcome = Ok("stopped by the service".into());
@@ -240,6 +241,7 @@ impl Sessions {
                     // Another node may take the key now: this session must not go on.
                     Ok(false) => {
                         outcome = Err("the ingress's claim lapsed; the stream was ended".into());
+                        claim_lost = true;
                         break;
                     }
                     // The store is unreachable: keep streaming, the claim has time left.
@@ -322,6 +324,11 @@ impl Sessions {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
+        // A lapsed claim no other node took can be had again to write how the
+        // stream ended; one that was taken leaves the state to its new holder.
+        if claim_lost {
+            let _ = self.store.claim(&id);
+        }
         self.save_state(&id, &state);
         self.store.release(&id);
         if state.started_at > 0 {
@@ -343,15 +350,17 @@ impl Sessions {
         self.webhooks.send(event, &info);
     }
 
-    /// Writes the session's state into the stored ingress (if it still exists).
+    /// Writes the session's state into the stored ingress, if it still exists
+    /// and this node still holds its claim.
     fn save_state(&self, id: &str, state: &proto::IngressState) {
-        if let Ok(Some(mut info)) = self.store.get(id) {
-            let mut state = state.clone();
-            state.updated_at = now_nanos();
-            info.state = Some(state);
-            if let Err(e) = self.store.put(&info) {
-                tracing::warn!(ingress = %id, "cannot save state: {e}");
+        let mut state = state.clone();
+        state.updated_at = now_nanos();
+        match self.store.put_state(id, &state) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(ingress = %id, "state not saved: the ingress is gone or another node holds it")
             }
+            Err(e) => tracing::warn!(ingress = %id, "cannot save state: {e}"),
         }
     }
 

@@ -38,6 +38,11 @@ pub trait Store: Send + Sync {
     fn renew(&self, ingress_id: &str) -> Result<bool, String>;
     /// Gives a claim back (only this node's own).
     fn release(&self, ingress_id: &str);
+    /// Writes a stream's state into the stored ingress, in one step with the
+    /// check that this node holds the ingress's claim (a node whose claim
+    /// lapsed must not write over the state of the node that took the key
+    /// over). False, and nothing written, without the claim or the ingress.
+    fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, String>;
     /// Whether any node holds the ingress's claim.
     fn is_claimed(&self, ingress_id: &str) -> Result<bool, String>;
 

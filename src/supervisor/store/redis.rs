@@ -230,6 +230,36 @@ impl Store for RedisStore {
         Ok(renewed == 1)
     }
 
+    fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, String> {
+        let Some(token) = lock(&self.tokens).get(ingress_id).cloned() else {
+            return Ok(false);
+        };
+        let (lease, ingresses) = (self.lease_key(ingress_id), self.key("ingress"));
+        // Optimistic transaction: retried if the claim or any ingress changes
+        // between the reads and the write (an API update, another node).
+        self.with(|c| {
+            redis::transaction(c, &[&lease, &ingresses], |c, pipe| {
+                let holder: Option<String> = c.get(&lease)?;
+                let blob: Option<Vec<u8>> = c.hget(&ingresses, ingress_id)?;
+                let (Some(holder), Some(blob)) = (holder, blob) else {
+                    return Ok(Some(false));
+                };
+                if holder != token {
+                    return Ok(Some(false));
+                }
+                let Ok(mut info) = proto::IngressInfo::decode(blob.as_slice()) else {
+                    return Ok(Some(false));
+                };
+                info.state = Some(state.clone());
+                let written: Option<()> = pipe
+                    .hset(&ingresses, ingress_id, info.encode_to_vec())
+                    .ignore()
+                    .query(c)?;
+                Ok(written.map(|()| true))
+            })
+        })
+    }
+
     fn release(&self, ingress_id: &str) {
         let Some(token) = lock(&self.tokens).remove(ingress_id) else {
             return;

@@ -114,6 +114,33 @@ impl Store for SqliteStore {
         lock(&self.claims).remove(ingress_id);
     }
 
+    fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, String> {
+        if !lock(&self.claims).contains(ingress_id) {
+            return Ok(false);
+        }
+        // One connection behind a lock: the read and the write are one step.
+        let db = self.db();
+        let blob: Option<Vec<u8>> = db
+            .query_row(
+                "SELECT info FROM ingress WHERE ingress_id = ?1",
+                [ingress_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(io)?;
+        let Some(blob) = blob else {
+            return Ok(false);
+        };
+        let mut info = proto::IngressInfo::decode(blob.as_slice()).map_err(io)?;
+        info.state = Some(state.clone());
+        db.execute(
+            "UPDATE ingress SET info = ?2 WHERE ingress_id = ?1",
+            params![ingress_id, info.encode_to_vec()],
+        )
+        .map_err(io)?;
+        Ok(true)
+    }
+
     fn is_claimed(&self, ingress_id: &str) -> Result<bool, String> {
         Ok(lock(&self.claims).contains(ingress_id))
     }
