@@ -263,6 +263,10 @@ struct Session {
     mid_to_track_id: HashMap<String, String>,
     /// An audio track announced after the start, waiting for TrackPublished.
     late_audio: Option<String>,
+    /// The late audio track, published by the server while our previous offer
+    /// was still unanswered: str0m has one offer in flight at a time, so its
+    /// renegotiation waits for that answer.
+    deferred_audio: Option<(String, proto::TrackInfo)>,
 }
 
 impl Session {
@@ -322,6 +326,7 @@ impl Session {
             published: Vec::new(),
             mid_to_track_id: HashMap::new(),
             late_audio: None,
+            deferred_audio: None,
         };
         let result = session
             .publish_and_stream(config, media, &mut signal_events, joined)
@@ -511,8 +516,13 @@ impl Session {
             .await;
     }
 
-    /// The server published the late audio track: add its m-line and offer again.
+    /// The server published the late audio track: add its m-line and offer
+    /// again, once no other offer is in flight.
     async fn negotiate_late_audio(&mut self, cid: String, published: proto::TrackInfo) {
+        if self.pending_offer.is_some() {
+            self.deferred_audio = Some((cid, published));
+            return;
+        }
         let mut sdp = self.rtc.sdp_api();
         let mid = add_audio_mline(&mut sdp, &cid);
         let Some((offer, pending)) = sdp.apply() else {
@@ -667,6 +677,9 @@ impl Session {
                         .map_err(|e| format!("the LiveKit server's answer was refused: {e}"))?;
                     self.resolve_payload_types();
                     self.check_codecs_accepted()?;
+                }
+                if let Some((cid, published)) = self.deferred_audio.take() {
+                    self.negotiate_late_audio(cid, published).await;
                 }
             }
             Response::TrackPublished(published)
