@@ -3,7 +3,8 @@
 
 A LiveKit server (dev mode) and the release build of livekit-ingress run on
 free loopback ports. This script creates an ingress through the real API
-client, joins the room as a subscriber (high quality), and publishes a 1080p30
+client, joins the room as a subscriber (high quality unless told otherwise),
+and publishes a 1080p30
 stream with ffmpeg whose frames it generates itself: each frame carries the
 wall-clock time it was made, as a 32-bit millisecond barcode of large blocks.
 The subscriber reads the barcode of every decoded frame back.
@@ -16,7 +17,7 @@ same run (the same frames through ffmpeg's encoder and straight into ffmpeg's
 decoder: the floor any path with that encode has); the latency trend over the
 run; the service's CPU seconds per stream-second and its peak RSS.
 
-    ~/.cache/livekit-ingress/venv/bin/python benches/ingress_e2e.py [seconds]
+    ~/.cache/livekit-ingress/venv/bin/python benches/ingress_e2e.py [seconds] [high|medium|low]
 """
 
 import asyncio
@@ -163,6 +164,9 @@ def baseline(seconds):
 
 async def main():
     seconds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    quality = sys.argv[2] if len(sys.argv) > 2 else "high"
+    wanted = {"high": rtc.VideoQuality.VIDEO_QUALITY_HIGH, "medium": rtc.VideoQuality.VIDEO_QUALITY_MEDIUM,
+              "low": rtc.VideoQuality.VIDEO_QUALITY_LOW}[quality]
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     floor = baseline(min(seconds, 15))
     work = tempfile.mkdtemp(prefix="ingress-bench-")
@@ -195,7 +199,7 @@ async def main():
         latencies, first_frame = [], []
 
         async def watch(track, publication):
-            publication.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_HIGH)
+            publication.set_video_quality(wanted)
             async for ev in rtc.VideoStream(track):
                 now = time.time()
                 if not first_frame:
@@ -241,7 +245,7 @@ async def main():
         raise SystemExit("no frame reached the subscriber")
     lat = np.array([l for _, l, _ in latencies])
     third = max(1, len(lat) // 3)
-    print(f"stream: {W}x{H}@{FPS} for {seconds} s, default preset, subscriber on the high layer "
+    print(f"stream: {W}x{H}@{FPS} for {seconds} s, default preset, subscriber on the {quality} layer "
           f"({latencies[-1][2]} px wide)")
     print(f"first decoded frame: {first_frame[0] - started[0]:.3f} s after the publisher's first frame")
     print(f"latency frame creation -> decoded at subscriber, {len(lat)} frames: "
