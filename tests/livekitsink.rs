@@ -116,19 +116,7 @@ fn subscribers_decode_each_simulcast_layer_and_the_audio() {
         ("medium", "640x360"),
         ("high", "1280x720"),
     ];
-    let subscribers: Vec<_> = expected
-        .iter()
-        .map(|(quality, size)| {
-            let mut opts = SubscriberOptions::new("sink-simulcast");
-            opts.identity = format!("viewer-{quality}");
-            opts.quality = Some(quality.to_string());
-            opts.expect_tracks = 2;
-            opts.duration = 15.0;
-            opts.until_size = Some(size.to_string());
-            Subscriber::spawn(&server, &opts)
-        })
-        .collect();
-    let reports: Vec<_> = subscribers.into_iter().map(|s| s.report()).collect();
+    let reports = common::watch_layers(&server, "sink-simulcast", 2, &expected);
     pipeline.set_state(gst::State::Null).expect("stop");
 
     for ((quality, size), report) in expected.iter().zip(&reports) {
@@ -146,13 +134,7 @@ fn subscribers_decode_each_simulcast_layer_and_the_audio() {
         assert_eq!(audio["name"], "mic");
         assert_eq!(audio["source"], "SOURCE_SCREENSHARE_AUDIO");
         assert_eq!(audio["mime_type"], "audio/opus");
-        // The server switches layers on a keyframe; after that every frame has the layer's size.
-        let at_size = video["sizes"][size].as_u64().unwrap_or(0);
-        assert!(
-            at_size >= 30,
-            "{quality}: only {at_size} frames at {size}: {video}"
-        );
-        assert_eq!(video["last_size"], *size, "{quality}: {video}");
+        common::assert_layer_size(report, "publisher", quality, size);
         assert!(
             audio["frames"].as_u64().unwrap_or(0) >= 100,
             "audio frames: {audio}"
@@ -192,18 +174,9 @@ fn a_lagging_top_layer_still_reaches_its_viewer() {
     )
     .expect("published");
 
-    let mut opts = SubscriberOptions::new("sink-lag");
-    opts.quality = Some("high".into());
-    opts.expect_tracks = 1;
-    opts.duration = 15.0;
-    opts.until_size = Some("1280x720".into());
-    let report = common::subscribe(&server, &opts);
+    let reports = common::watch_layers(&server, "sink-lag", 1, &[("high", "1280x720")]);
     pipeline.set_state(gst::State::Null).expect("stop");
-
-    let video = common::track_of(&report, "lagging", "video");
-    let at_size = video["sizes"]["1280x720"].as_u64().unwrap_or(0);
-    assert!(at_size >= 30, "only {at_size} frames at 1280x720: {video}");
-    assert_eq!(video["last_size"], "1280x720", "{video}");
+    common::assert_layer_size(&reports[0], "lagging", "high", "1280x720");
 }
 
 /// Frames that come to run ahead of the pipeline clock (here: 300 ms from the
@@ -231,29 +204,11 @@ fn frames_ahead_of_the_clock_still_let_viewers_switch_layers() {
     std::thread::sleep(Duration::from_millis(1500));
 
     let expected = [("low", "320x180"), ("high", "1280x720")];
-    let subscribers: Vec<_> = expected
-        .iter()
-        .map(|(quality, size)| {
-            let mut opts = SubscriberOptions::new("sink-ahead");
-            opts.identity = format!("viewer-{quality}");
-            opts.quality = Some(quality.to_string());
-            opts.expect_tracks = 2;
-            opts.duration = 15.0;
-            opts.until_size = Some(size.to_string());
-            Subscriber::spawn(&server, &opts)
-        })
-        .collect();
-    let reports: Vec<_> = subscribers.into_iter().map(|s| s.report()).collect();
+    let reports = common::watch_layers(&server, "sink-ahead", 2, &expected);
     pipeline.set_state(gst::State::Null).expect("stop");
 
     for ((quality, size), report) in expected.iter().zip(&reports) {
-        let video = common::track_of(report, "ahead", "video");
-        let at_size = video["sizes"][size].as_u64().unwrap_or(0);
-        assert!(
-            at_size >= 30,
-            "{quality}: only {at_size} frames at {size}: {video}"
-        );
-        assert_eq!(video["last_size"], *size, "{quality}: {video}");
+        common::assert_layer_size(report, "ahead", quality, size);
     }
 }
 

@@ -4,9 +4,7 @@
 
 mod common;
 
-use common::{
-    LiveKitServer, RedisServer, ScratchDir, Subscriber, SubscriberOptions, API_KEY, API_SECRET,
-};
+use common::{LiveKitServer, RedisServer, ScratchDir, API_KEY, API_SECRET};
 use gstlivekitingress::supervisor::config::{Config, RedisConfig};
 use gstlivekitingress::supervisor::store::{redis::RedisStore, Store};
 use gstlivekitingress::supervisor::Service;
@@ -392,19 +390,7 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
 
     // Each simulcast quality decodes at its layer's size; audio flows.
     let expected = [("low", "320x180"), ("high", "1280x720")];
-    let subscribers: Vec<_> = expected
-        .iter()
-        .map(|(q, size)| {
-            let mut opts = SubscriberOptions::new("live-room");
-            opts.identity = format!("viewer-{q}");
-            opts.quality = Some(q.to_string());
-            opts.expect_tracks = 2;
-            opts.duration = 15.0;
-            opts.until_size = Some(size.to_string());
-            Subscriber::spawn(&h.livekit, &opts)
-        })
-        .collect();
-    let reports: Vec<_> = subscribers.into_iter().map(|s| s.report()).collect();
+    let reports = common::watch_layers(&h.livekit, "live-room", 2, &expected);
     for ((quality, size), report) in expected.iter().zip(&reports) {
         let participant = report["participants"]
             .as_array()
@@ -415,11 +401,7 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
         let audio = common::track_of(report, "streamer", "audio");
         assert_eq!(video["simulcasted"], true, "{video}");
         assert_eq!(video["source"], "SOURCE_CAMERA");
-        assert!(
-            video["sizes"][size].as_u64().unwrap_or(0) >= 30,
-            "{quality}: {video}"
-        );
-        assert_eq!(video["last_size"], *size, "{quality}: {video}");
+        common::assert_layer_size(report, "streamer", quality, size);
         assert!(audio["frames"].as_u64().unwrap_or(0) >= 100, "{audio}");
     }
 

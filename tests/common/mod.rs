@@ -409,6 +409,42 @@ pub fn subscribe(server: &LiveKitServer, opts: &SubscriberOptions) -> serde_json
     Subscriber::spawn(server, opts).report()
 }
 
+/// Viewers of `room` at once, one per (quality, "WxH"): each selects its
+/// simulcast quality, expects `tracks` tracks and decodes until it has 30
+/// frames of that size (15 s at most). Their reports, in the same order.
+pub fn watch_layers(
+    server: &LiveKitServer,
+    room: &str,
+    tracks: u32,
+    layers: &[(&str, &str)],
+) -> Vec<serde_json::Value> {
+    let viewers: Vec<_> = layers
+        .iter()
+        .map(|(quality, size)| {
+            let mut opts = SubscriberOptions::new(room);
+            opts.identity = format!("viewer-{quality}");
+            opts.quality = Some(quality.to_string());
+            opts.expect_tracks = tracks;
+            opts.duration = 15.0;
+            opts.until_size = Some(size.to_string());
+            Subscriber::spawn(server, &opts)
+        })
+        .collect();
+    viewers.into_iter().map(|v| v.report()).collect()
+}
+
+/// `identity`'s video in a viewer's report reached `size` (30 frames at
+/// least; the server switches layers on a keyframe) and stayed there.
+pub fn assert_layer_size(report: &serde_json::Value, identity: &str, quality: &str, size: &str) {
+    let video = track_of(report, identity, "video");
+    let at_size = video["sizes"][size].as_u64().unwrap_or(0);
+    assert!(
+        at_size >= 30,
+        "{quality}: only {at_size} frames at {size}: {video}"
+    );
+    assert_eq!(video["last_size"], size, "{quality}: {video}");
+}
+
 /// Polls `check` until it returns Some or the timeout passes.
 pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
