@@ -41,10 +41,20 @@ fn simulcast_pipeline_to(url: &str, room: &str, identity: &str, extra: &str) -> 
          livekitsink name=lk url={url} api-key={API_KEY} api-secret={API_SECRET} room-name={room} \
            participant-identity={identity} participant-name=\"Test publisher\" {extra}",
     );
-    gst::parse::launch(&desc)
+    launch(&desc)
+}
+
+fn launch(desc: &str) -> gst::Pipeline {
+    gst::parse::launch(desc)
         .expect("pipeline")
         .downcast::<gst::Pipeline>()
         .expect("a pipeline")
+}
+
+/// Sets the pipeline playing and waits until its first track is published.
+fn play_until_published(pipeline: &gst::Pipeline) -> gst::Structure {
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    wait_message(pipeline, "livekit-track-published", Duration::from_secs(15)).expect("published")
 }
 
 /// Waits for an element message or an error on the bus.
@@ -162,17 +172,8 @@ fn a_lagging_top_layer_still_reaches_its_viewer() {
          livekitsink name=lk url={url} api-key={API_KEY} api-secret={API_SECRET} \
            room-name=sink-lag participant-identity=lagging",
     );
-    let pipeline = gst::parse::launch(&desc)
-        .expect("pipeline")
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline");
-    pipeline.set_state(gst::State::Playing).expect("playing");
-    wait_message(
-        &pipeline,
-        "livekit-track-published",
-        Duration::from_secs(15),
-    )
-    .expect("published");
+    let pipeline = launch(&desc);
+    play_until_published(&pipeline);
 
     let reports = common::watch_layers(&server, "sink-lag", 1, &[("high", "1280x720")]);
     pipeline.set_state(gst::State::Null).expect("stop");
@@ -188,13 +189,7 @@ fn frames_ahead_of_the_clock_still_let_viewers_switch_layers() {
     init();
     let server = LiveKitServer::start();
     let pipeline = simulcast_pipeline(&server, "sink-ahead", "ahead", "");
-    pipeline.set_state(gst::State::Playing).expect("playing");
-    wait_message(
-        &pipeline,
-        "livekit-track-published",
-        Duration::from_secs(15),
-    )
-    .expect("published");
+    play_until_published(&pipeline);
     // On time at first (the server takes the first sender reports), then ahead.
     std::thread::sleep(Duration::from_secs(2));
     let sink = pipeline.by_name("lk").expect("livekitsink");
@@ -217,13 +212,7 @@ fn participant_leaves_the_room_at_eos() {
     init();
     let server = LiveKitServer::start();
     let pipeline = simulcast_pipeline(&server, "sink-eos", "leaver", "");
-    pipeline.set_state(gst::State::Playing).expect("playing");
-    wait_message(
-        &pipeline,
-        "livekit-track-published",
-        Duration::from_secs(15),
-    )
-    .expect("published");
+    play_until_published(&pipeline);
     let rooms = rooms(&server);
     let present = || {
         block_on(rooms.list_participants("sink-eos"))
@@ -349,13 +338,7 @@ fn dynacast_pauses_the_layer_no_one_watches() {
     };
     let top_frames = count_buffers("top");
     let low_frames = count_buffers("low");
-    pipeline.set_state(gst::State::Playing).expect("playing");
-    wait_message(
-        &pipeline,
-        "livekit-track-published",
-        Duration::from_secs(15),
-    )
-    .expect("published");
+    play_until_published(&pipeline);
 
     // One viewer who wants only the lowest layer: no one needs "f" any more.
     let mut opts = SubscriberOptions::new("sink-dynacast");
@@ -395,13 +378,7 @@ fn a_restarted_server_is_rejoined_and_the_tracks_republished() {
     init();
     let mut server = LiveKitServer::start();
     let pipeline = simulcast_pipeline(&server, "sink-restart", "survivor", "");
-    pipeline.set_state(gst::State::Playing).expect("playing");
-    wait_message(
-        &pipeline,
-        "livekit-track-published",
-        Duration::from_secs(15),
-    )
-    .expect("published");
+    play_until_published(&pipeline);
 
     // Mid-stream: media has been flowing for a while.
     std::thread::sleep(Duration::from_secs(2));
@@ -502,10 +479,7 @@ fn late_audio_is_published(room: &str, at: &str) {
            room-name={room} participant-identity=late",
         url = server.ws_url(),
     );
-    let pipeline = gst::parse::launch(&desc)
-        .expect("pipeline")
-        .downcast::<gst::Pipeline>()
-        .expect("a pipeline");
+    let pipeline = launch(&desc);
     pipeline.set_state(gst::State::Playing).expect("playing");
     wait_message(&pipeline, at, Duration::from_secs(20)).expect(at);
 
