@@ -17,7 +17,10 @@ same run (the same frames through ffmpeg's encoder and straight into ffmpeg's
 decoder: the floor any path with that encode has); the latency trend over the
 run; the service's CPU seconds per stream-second and its peak RSS.
 
-    ~/.cache/livekit-ingress/venv/bin/python benches/ingress_e2e.py [seconds] [high|medium|low]
+    ~/.cache/livekit-ingress/venv/bin/python benches/ingress_e2e.py [seconds] [high|medium|low] [with-high]
+
+`with-high` adds a second viewer on the high layer (not measured), so the top
+layer is encoded and sent too while a lower one is measured.
 """
 
 import asyncio
@@ -167,6 +170,7 @@ async def main():
     quality = sys.argv[2] if len(sys.argv) > 2 else "high"
     wanted = {"high": rtc.VideoQuality.VIDEO_QUALITY_HIGH, "medium": rtc.VideoQuality.VIDEO_QUALITY_MEDIUM,
               "low": rtc.VideoQuality.VIDEO_QUALITY_LOW}[quality]
+    with_high = len(sys.argv) > 3 and sys.argv[3] == "with-high"
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     floor = baseline(min(seconds, 15))
     work = tempfile.mkdtemp(prefix="ingress-bench-")
@@ -219,6 +223,19 @@ async def main():
                 tasks.append(asyncio.ensure_future(watch(track, publication)))
 
         await room.connect(f"ws://127.0.0.1:{lk_port}", token)
+        rooms = [room]
+        if with_high:
+            other = rtc.Room()
+
+            @other.on("track_subscribed")
+            def on_other_track(track, publication, participant):
+                if track.kind == rtc.TrackKind.KIND_VIDEO:
+                    publication.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_HIGH)
+
+            other_token = (api.AccessToken("devkey", "secret").with_identity("bench-viewer-high")
+                           .with_grants(api.VideoGrants(room_join=True, room="bench")).to_jwt())
+            await other.connect(f"ws://127.0.0.1:{lk_port}", other_token)
+            rooms.append(other)
         cpu0, _ = proc_cpu_rss(service.pid)
         started, stop = [], threading.Event()
         pub = threading.Thread(target=publisher, args=(f"{info.url}/{info.stream_key}", seconds, started, stop))
@@ -232,7 +249,8 @@ async def main():
         elapsed = time.time() - t_start
         for t in tasks:
             t.cancel()
-        await room.disconnect()
+        for r in rooms:
+            await r.disconnect()
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -245,7 +263,8 @@ async def main():
         raise SystemExit("no frame reached the subscriber")
     lat = np.array([l for _, l, _ in latencies])
     third = max(1, len(lat) // 3)
-    print(f"stream: {W}x{H}@{FPS} for {seconds} s, default preset, subscriber on the {quality} layer "
+    print(f"stream: {W}x{H}@{FPS} for {seconds} s, default preset, subscriber on the {quality} layer"
+          f"{' (and another on the high layer)' if with_high else ''} "
           f"({latencies[-1][2]} px wide)")
     print(f"first decoded frame: {first_frame[0] - started[0]:.3f} s after the publisher's first frame")
     print(f"latency frame creation -> decoded at subscriber, {len(lat)} frames: "
