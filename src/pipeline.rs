@@ -89,11 +89,16 @@ pub enum PipelineEvent {
         /// The server's TrackInfo (from livekitsink's `info` field).
         info: Box<livekit_protocol::TrackInfo>,
     },
+    /// What livekitsink sent so far (its `livekit-stats`).
+    Sent(Box<crate::livekit::stats::SendStats>),
     /// The source stopped publishing (or the pipeline reached EOS).
     Ended { reason: String },
     /// Something failed; the text is for the operator.
     Failed { message: String },
 }
+
+/// Milliseconds between livekitsink's reports of what it sent.
+const SENT_STATS_INTERVAL_MS: u32 = 2000;
 
 /// Errors while building the pipeline.
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +165,8 @@ impl IngressPipeline {
                 set_str(&sink, property, value)?;
             }
         }
+        // Fresh enough for a metrics scrape, cheap enough to ignore.
+        sink.set_property("stats-interval", SENT_STATS_INTERVAL_MS);
 
         pipeline
             .add_many([&src, &sink])
@@ -401,6 +408,10 @@ impl PipelineEvent {
                         video: number("video-bitrate"),
                         audio: number("audio-bitrate"),
                     }),
+                    crate::livekitsink::stats_message::NAME => {
+                        crate::livekitsink::stats_message::from_structure(s)
+                            .map(|stats| PipelineEvent::Sent(Box::new(stats)))
+                    }
                     "livekit-connected" => Some(PipelineEvent::Connected {
                         room_sid: text("room-sid"),
                     }),

@@ -57,6 +57,18 @@ fn play_until_published(pipeline: &gst::Pipeline) -> gst::Structure {
     wait_message(pipeline, "livekit-track-published", Duration::from_secs(15)).expect("published")
 }
 
+/// The newest element message named `name` already on the bus.
+fn last_message(pipeline: &gst::Pipeline, name: &str) -> Option<gst::Structure> {
+    let bus = pipeline.bus().expect("bus");
+    std::iter::from_fn(|| bus.pop())
+        .filter_map(|msg| {
+            msg.structure()
+                .filter(|s| s.name() == name)
+                .map(|s| s.to_owned())
+        })
+        .last()
+}
+
 /// Waits for an element message or an error on the bus.
 fn wait_message(
     pipeline: &gst::Pipeline,
@@ -111,7 +123,8 @@ fn subscribers_decode_each_simulcast_layer_and_the_audio() {
         &server,
         "sink-simulcast",
         "publisher",
-        "video-track-name=cam video-track-source=screen-share audio-track-name=mic audio-track-source=screen-share-audio",
+        "video-track-name=cam video-track-source=screen-share audio-track-name=mic \
+         audio-track-source=screen-share-audio stats-interval=500",
     );
     pipeline.set_state(gst::State::Playing).expect("playing");
     let connected =
@@ -127,6 +140,7 @@ fn subscribers_decode_each_simulcast_layer_and_the_audio() {
         ("high", "1280x720"),
     ];
     let reports = common::watch_layers(&server, "sink-simulcast", 2, &expected);
+    let stats = last_message(&pipeline, "livekit-stats");
     pipeline.set_state(gst::State::Null).expect("stop");
 
     for ((quality, size), report) in expected.iter().zip(&reports) {
@@ -151,6 +165,45 @@ fn subscribers_decode_each_simulcast_layer_and_the_audio() {
         );
         assert_eq!(audio["sample_rate"], 48000);
     }
+
+    // What was sent, per stream, as the element reports it.
+    let stats = stats.expect("livekit-stats messages");
+    let streams: Vec<gst::Structure> = stats
+        .get::<gst::Array>("streams")
+        .expect("streams")
+        .iter()
+        .map(|v| v.get::<gst::Structure>().expect("a stream"))
+        .collect();
+    let counter = |s: &gst::Structure, name: &str| s.get::<u64>(name).expect(name);
+    let mut rids: Vec<String> = Vec::new();
+    for stream in &streams {
+        assert!(counter(stream, "packets") >= 30, "{stream}");
+        assert!(
+            counter(stream, "bytes") > counter(stream, "packets") * 20,
+            "{stream}"
+        );
+        if stream.get::<String>("kind").as_deref() == Ok("video") {
+            rids.push(stream.get("rid").expect("rid"));
+        }
+    }
+    rids.sort();
+    assert_eq!(rids, ["f", "h", "q"], "{stats}");
+    assert!(
+        streams
+            .iter()
+            .any(|s| s.get::<String>("kind").as_deref() == Ok("audio")),
+        "{stats}"
+    );
+    // The server asks each layer for a keyframe as viewers switch to it.
+    let requests: u64 = streams
+        .iter()
+        .map(|s| counter(s, "plis") + counter(s, "firs"))
+        .sum();
+    assert!(requests >= 1, "{stats}");
+    let rtt = stats
+        .get::<gst::ClockTime>("rtt")
+        .expect("a round-trip time");
+    assert!(rtt < gst::ClockTime::SECOND, "{stats}");
 }
 
 /// A top layer whose encoder runs late (here: held 150 ms in a queue, as a slow

@@ -405,6 +405,48 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
         assert!(audio["frames"].as_u64().unwrap_or(0) >= 100, "{audio}");
     }
 
+    // /metrics tells what each stream sends to its room and what the room asks.
+    let metric = |body: &str, name: &str, labels: &str| -> Option<f64> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{{labels}}} ")))
+            .and_then(|v| v.parse().ok())
+    };
+    let port = h.service.as_ref().expect("running").http_addr.port();
+    let metrics = common::wait_for(Duration::from_secs(10), || {
+        common::http_get(port, "/metrics").filter(|body| {
+            let f = format!("ingress=\"{id}\",kind=\"video\",rid=\"f\"");
+            metric(body, "livekit_ingress_sent_bytes_total", &f).is_some()
+        })
+    })
+    .expect("per-stream metrics of the live ingress");
+    assert_eq!(
+        metric(&metrics, "livekit_ingress_sessions_live", ""),
+        None,
+        "a metric without labels is written without braces"
+    );
+    assert!(
+        metrics.contains("\nlivekit_ingress_sessions_live 1\n"),
+        "{metrics}"
+    );
+    for (kind, rid) in [
+        ("video", "q"),
+        ("video", "h"),
+        ("video", "f"),
+        ("audio", ""),
+    ] {
+        let labels = format!("ingress=\"{id}\",kind=\"{kind}\",rid=\"{rid}\"");
+        let packets = metric(&metrics, "livekit_ingress_sent_packets_total", &labels);
+        let bytes = metric(&metrics, "livekit_ingress_sent_bytes_total", &labels);
+        assert!(packets.is_some_and(|p| p >= 30.0), "{labels}: {metrics}");
+        assert!(bytes.is_some_and(|b| b >= 1000.0), "{labels}: {metrics}");
+    }
+    let rtt = metric(
+        &metrics,
+        "livekit_ingress_rtt_seconds",
+        &format!("ingress=\"{id}\""),
+    );
+    assert!(rtt.is_some_and(|r| r < 1.0), "{metrics}");
+
     // ListIngress tells what is coming in.
     let state = h.info(&id).state.expect("state");
     assert_eq!(state.status, Status::EndpointPublishing as i32);

@@ -4,6 +4,7 @@
 
 pub mod layer_sync;
 pub mod publisher;
+pub mod stats;
 pub mod token;
 pub mod tracks;
 pub mod trickle;

@@ -6,6 +6,7 @@
 //! loop: one UDP socket, the signal events, the media channel and str0m's timer.
 
 use super::layer_sync::LayerSync;
+use super::stats::{SendStats, StatsCollector, StreamStats};
 use super::tracks::{AudioTrackSpec, VideoCodec, VideoTrackSpec};
 use super::trickle;
 use livekit_protocol as proto;
@@ -38,6 +39,8 @@ pub struct PublisherConfig {
     pub token: String,
     pub video: Option<VideoTrackSpec>,
     pub audio: Option<AudioTrackSpec>,
+    /// How often to report what was sent (`PublisherEvent::Stats`); never if `None`.
+    pub stats_interval: Option<Duration>,
 }
 
 /// Encoded media for the room, timestamped by the caller.
@@ -92,6 +95,8 @@ pub enum PublisherEvent {
     Disconnected { reason: String },
     /// The session failed; the text is meant for the user.
     Failed { message: String },
+    /// What was sent so far and what the room asked for, once per stats interval.
+    Stats(Box<SendStats>),
 }
 
 pub type EventSink = Arc<dyn Fn(PublisherEvent) + Send + Sync>;
@@ -214,8 +219,11 @@ async fn local_ip_towards(url: &str) -> Result<IpAddr, String> {
 /// Offers exactly the codecs we send, so the server cannot pick another variant
 /// (with several H.264 profiles offered it answers with the first one it likes,
 /// which need not be the one the encoder produces).
-fn rtc_config(video: Option<VideoCodec>) -> str0m::RtcConfig {
-    let mut config = Rtc::builder().clear_codecs().enable_opus(true, false);
+fn rtc_config(video: Option<VideoCodec>, stats_interval: Option<Duration>) -> str0m::RtcConfig {
+    let mut config = Rtc::builder()
+        .clear_codecs()
+        .enable_opus(true, false)
+        .set_stats_interval(stats_interval);
     match video {
         Some(VideoCodec::H264) => {
             // Constrained baseline, packetization mode 1: what simulcastenc produces.
@@ -267,6 +275,10 @@ struct Session {
     /// was still unanswered: str0m has one offer in flight at a time, so its
     /// renegotiation waits for that answer.
     deferred_audio: Option<(String, proto::TrackInfo)>,
+    /// The streams' latest counters; reported once str0m's interval is complete.
+    stats: StatsCollector,
+    stats_due: bool,
+    rtt: Option<Duration>,
 }
 
 impl Session {
@@ -304,7 +316,11 @@ impl Session {
             .local_addr()
             .map_err(|e| format!("UDP socket has no address: {e}"))?;
 
-        let mut rtc = rtc_config(config.video.as_ref().map(|v| v.codec)).build(Instant::now());
+        let mut rtc = rtc_config(
+            config.video.as_ref().map(|v| v.codec),
+            config.stats_interval,
+        )
+        .build(Instant::now());
         let candidate = Candidate::host(local, "udp")
             .map_err(|e| format!("cannot use {local} as an ICE candidate: {e}"))?;
         rtc.add_local_candidate(candidate);
@@ -327,6 +343,9 @@ impl Session {
             mid_to_track_id: HashMap::new(),
             late_audio: None,
             deferred_audio: None,
+            stats: StatsCollector::default(),
+            stats_due: false,
+            rtt: None,
         };
         let result = session
             .publish_and_stream(config, media, &mut signal_events, joined)
@@ -541,7 +560,14 @@ impl Session {
                 .poll_output()
                 .map_err(|e| format!("WebRTC failed: {e}"))?
             {
-                Output::Timeout(at) => return Ok(at),
+                Output::Timeout(at) => {
+                    // str0m hands out one interval's stats events together.
+                    if std::mem::take(&mut self.stats_due) {
+                        let report = self.stats.report(self.rtt);
+                        (self.events)(PublisherEvent::Stats(Box::new(report)));
+                    }
+                    return Ok(at);
+                }
                 Output::Transmit(t) => {
                     // Loss of one datagram is WebRTC's business (NACK, RTX), not an error.
                     let _ = self.socket.try_send_to(&t.contents, t.destination);
@@ -569,6 +595,29 @@ impl Session {
                     let layer = spec.layer_of_rid(rid.as_deref());
                     (self.events)(PublisherEvent::KeyframeRequest { layer });
                 }
+            }
+            Event::MediaEgressStats(sent) => {
+                let is =
+                    |track: &Option<SentTrack>| track.as_ref().is_some_and(|t| t.mid == sent.mid);
+                let kind = match (is(&self.video), is(&self.audio)) {
+                    (true, _) => "video",
+                    (_, true) => "audio",
+                    _ => return Ok(()),
+                };
+                self.stats.stream(StreamStats {
+                    kind,
+                    rid: sent.rid.map(|r| r.to_string()),
+                    packets: sent.packets,
+                    bytes: sent.bytes,
+                    nacks: sent.nacks,
+                    plis: sent.plis,
+                    firs: sent.firs,
+                    loss: sent.loss,
+                });
+            }
+            Event::PeerStats(peer) => {
+                self.rtt = peer.rtt.or(self.rtt);
+                self.stats_due = true;
             }
             _ => {}
         }
@@ -881,7 +930,7 @@ mod tests {
 
     /// The offer a session sends for one video codec plus Opus.
     fn offer_for(codec: VideoCodec) -> String {
-        let mut rtc = rtc_config(Some(codec)).build(Instant::now());
+        let mut rtc = rtc_config(Some(codec), None).build(Instant::now());
         let mut sdp = rtc.sdp_api();
         sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);

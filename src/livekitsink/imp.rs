@@ -1,3 +1,4 @@
+use super::stats_message;
 use super::wallclock::Wallclock;
 use super::{AudioSource, VideoSource};
 use crate::livekit::publisher::{self, MediaInput, PublisherConfig, PublisherEvent};
@@ -42,6 +43,8 @@ struct Settings {
     audio_track_name: String,
     audio_track_source: AudioSource,
     dynacast: bool,
+    /// Milliseconds between `livekit-stats` messages; 0: none.
+    stats_interval: u32,
 }
 
 impl Default for Settings {
@@ -60,6 +63,7 @@ impl Default for Settings {
             audio_track_name: "audio".into(),
             audio_track_source: AudioSource::Microphone,
             dynacast: true,
+            stats_interval: 5000,
         }
     }
 }
@@ -346,6 +350,8 @@ impl LiveKitSink {
             token,
             video,
             audio,
+            stats_interval: (settings.stats_interval > 0)
+                .then(|| Duration::from_millis(settings.stats_interval.into())),
         };
         let (media_tx, media_rx) = mpsc::channel(MEDIA_QUEUE);
         let (left_tx, left_rx) = std::sync::mpsc::channel();
@@ -436,6 +442,7 @@ impl LiveKitSink {
                         .build(),
                 );
             }
+            PublisherEvent::Stats(stats) => post(stats_message::to_structure(&stats)),
             PublisherEvent::MediaConnected => {
                 gst::info!(CAT, imp = self, "media connected");
             }
@@ -619,6 +626,12 @@ impl ObjectImpl for LiveKitSink {
                     .default_value(true)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("stats-interval")
+                    .nick("Stats interval")
+                    .blurb("Milliseconds between livekit-stats messages (packets, bytes, NACKs, PLIs, FIRs per stream, round-trip time); 0 for none")
+                    .default_value(5000)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -651,6 +664,7 @@ impl ObjectImpl for LiveKitSink {
                 s.audio_track_source = value.get().unwrap_or(AudioSource::Microphone)
             }
             "dynacast" => s.dynacast = value.get().unwrap_or(true),
+            "stats-interval" => s.stats_interval = value.get().unwrap_or(5000),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }
@@ -671,6 +685,7 @@ impl ObjectImpl for LiveKitSink {
             "audio-track-name" => s.audio_track_name.to_value(),
             "audio-track-source" => s.audio_track_source.to_value(),
             "dynacast" => s.dynacast.to_value(),
+            "stats-interval" => s.stats_interval.to_value(),
             _ => glib::Value::from_type(pspec.value_type()),
         }
     }

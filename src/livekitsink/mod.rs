@@ -16,12 +16,14 @@
 //! `livekit-resumed` (reason) when the signal connection dropped and was
 //! resumed while media kept flowing, `livekit-reconnecting` (reason) when the
 //! server was lost and the element rejoins and republishes,
-//! `livekit-disconnected` (reason).
+//! `livekit-disconnected` (reason), and every `stats-interval` ms
+//! `livekit-stats` (see [`stats_message`]).
 
 use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+pub mod stats_message;
 mod wallclock;
 
 glib::wrapper! {

@@ -8,6 +8,7 @@
 use super::ingress::{self, ApiError};
 use super::sessions::Sessions;
 use super::store::Store;
+use crate::livekit::stats::{SendStats, StreamStats};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -285,5 +286,63 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));
     }
+    text.push_str(&sent_metrics(&api.sessions.sent()));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// One counter of an RTP stream.
+type StreamCounter = fn(&StreamStats) -> u64;
+
+/// Per live stream and RTP stream (kind, rid): what was sent to the room and
+/// what the room asked for; and the round-trip time to the LiveKit server.
+fn sent_metrics(sent: &[(String, SendStats)]) -> String {
+    let counters: [(&str, &str, StreamCounter); 4] = [
+        (
+            "livekit_ingress_sent_packets_total",
+            "RTP packets sent to the room, retransmissions included.",
+            |s| s.packets,
+        ),
+        (
+            "livekit_ingress_sent_bytes_total",
+            "RTP bytes sent to the room, retransmissions included.",
+            |s| s.bytes,
+        ),
+        (
+            "livekit_ingress_nacks_received_total",
+            "Retransmission requests (NACK) received from the room.",
+            |s| s.nacks,
+        ),
+        (
+            "livekit_ingress_keyframe_requests_received_total",
+            "Keyframe requests (PLI, FIR) received from the room.",
+            |s| s.plis + s.firs,
+        ),
+    ];
+    let mut text = String::new();
+    for (name, help, value) in counters {
+        text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+        for (id, stats) in sent {
+            for s in &stats.streams {
+                let rid = s.rid.as_deref().unwrap_or("");
+                text.push_str(&format!(
+                    "{name}{{ingress=\"{id}\",kind=\"{}\",rid=\"{rid}\"}} {}\n",
+                    s.kind,
+                    value(s)
+                ));
+            }
+        }
+    }
+    let name = "livekit_ingress_rtt_seconds";
+    text.push_str(&format!(
+        "# HELP {name} Round-trip time to the LiveKit server.\n# TYPE {name} gauge\n"
+    ));
+    for (id, stats) in sent {
+        if let Some(rtt) = stats.rtt {
+            text.push_str(&format!(
+                "{name}{{ingress=\"{id}\"}} {}\n",
+                rtt.as_secs_f64()
+            ));
+        }
+    }
+    text
 }

@@ -9,6 +9,7 @@ use super::config::Config;
 use super::ingress::{may_publish, now_nanos};
 use super::store::{self, Store};
 use super::webhooks::Webhooks;
+use crate::livekit::stats::SendStats;
 use crate::pipeline::{
     AudioEncodingSettings, IngressPipeline, PipelineConfig, PipelineEvent, RoomTarget,
     VideoEncodingSettings,
@@ -36,6 +37,8 @@ pub struct SessionStats {
 struct Live {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// What the stream sent to the room so far, as livekitsink last reported.
+    sent: Option<SendStats>,
 }
 
 pub struct Sessions {
@@ -76,6 +79,16 @@ impl Sessions {
     /// Number of live sessions.
     pub fn live_count(&self) -> usize {
         lock(&self.live).len()
+    }
+
+    /// What each live stream has sent to its room, by ingress id.
+    pub fn sent(&self) -> Vec<(String, SendStats)> {
+        let mut sent: Vec<_> = lock(&self.live)
+            .iter()
+            .filter_map(|(id, live)| Some((id.clone(), live.sent.clone()?)))
+            .collect();
+        sent.sort_by(|a, b| a.0.cmp(&b.0));
+        sent
     }
 
     /// The listener's question: may this key publish? On yes, the session starts.
@@ -142,6 +155,7 @@ impl Sessions {
             Live {
                 stop,
                 thread: Some(thread),
+                sent: None,
             },
         );
         Ok(())
@@ -303,6 +317,13 @@ impl Sessions {
                 PipelineEvent::Failed { message } => {
                     outcome = Err(message);
                     break;
+                }
+                PipelineEvent::Sent(sent) => {
+                    // Counters for /metrics, not part of the ingress's state.
+                    if let Some(live) = lock(&self.live).get_mut(&id) {
+                        live.sent = Some(*sent);
+                    }
+                    continue;
                 }
             }
             self.save_state(&id, &state);

@@ -309,17 +309,23 @@ impl TcpProxy {
 
 /// True when `GET path` on loopback answers 200.
 pub fn http_get_ok(port: u16, path: &str) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
+    http_get(port, path).is_some()
+}
+
+/// The body of a 200 answer to `GET path` on a loopback port; `None` for
+/// any other answer or none.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+    if !(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")) {
+        return None;
+    }
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some(body.to_string())
 }
 
 /// Options for one run of the Python subscriber.
