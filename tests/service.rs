@@ -222,6 +222,27 @@ impl Harness {
         .is_some()
     }
 
+    /// The service cut a live stream (`why` says why it should have): its
+    /// participant leaves within `timeout` and ffmpeg exits with an error.
+    fn assert_stream_cut(
+        &self,
+        room: &str,
+        identity: &str,
+        ffmpeg: &mut Child,
+        timeout: Duration,
+        why: &str,
+    ) {
+        assert!(
+            self.left_within(room, identity, timeout),
+            "{identity} stayed in {room}: {why}"
+        );
+        let status = ffmpeg.wait().expect("ffmpeg ends");
+        assert!(
+            !status.success(),
+            "ffmpeg did not see its stream cut: {why}"
+        );
+    }
+
     /// ffmpeg publishing a 720p test pattern with a tone for `seconds`.
     fn publish(&self, key: &str, seconds: u32) -> Child {
         Self::publish_to(self.rtmp_port, key, seconds)
@@ -531,12 +552,13 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
     // Deleting the ingress ends the live stream.
     h.rt.block_on(h.client().delete_ingress(&id))
         .expect("delete");
-    assert!(
-        h.left_within("live-room", "streamer", Duration::from_secs(5)),
-        "the stream outlived its ingress"
+    h.assert_stream_cut(
+        "live-room",
+        "streamer",
+        &mut again,
+        Duration::from_secs(5),
+        "the ingress was deleted",
     );
-    let status = again.wait().expect("ffmpeg ends");
-    assert!(!status.success(), "ffmpeg sees its stream cut");
 }
 
 #[test]
@@ -634,12 +656,13 @@ fn nodes_sharing_redis_publish_a_key_once_and_stop_each_others_streams() {
     // Deleting through the first node ends the stream on the second.
     h.rt.block_on(h.client().delete_ingress(&info.ingress_id))
         .expect("delete");
-    assert!(
-        h.left_within("shared-room", "relay", Duration::from_secs(10)),
-        "the stream on the other node outlived its ingress"
+    h.assert_stream_cut(
+        "shared-room",
+        "relay",
+        &mut streaming,
+        Duration::from_secs(10),
+        "the ingress was deleted on the other node",
     );
-    let status = streaming.wait().expect("ffmpeg ends");
-    assert!(!status.success(), "ffmpeg sees its stream cut");
 }
 
 /// A node whose claim lapsed (here: taken over, as by another node while this
@@ -679,12 +702,13 @@ fn a_lapsed_claim_leaves_the_state_to_the_node_that_took_the_key_over() {
     other.put(&taken).expect("put");
 
     // This node notices at its next renewal and stops streaming...
-    assert!(
-        h.left_within("lapse-room", "lapsing", Duration::from_secs(10)),
-        "the stream went on without its claim"
+    h.assert_stream_cut(
+        "lapse-room",
+        "lapsing",
+        &mut streaming,
+        Duration::from_secs(10),
+        "its claim was taken over",
     );
-    let status = streaming.wait().expect("ffmpeg ends");
-    assert!(!status.success(), "ffmpeg sees its stream cut");
     // ...without writing over the state of the node that holds the key.
     std::thread::sleep(Duration::from_millis(500));
     let state = h.info(&id).state.expect("state");

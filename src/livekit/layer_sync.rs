@@ -34,6 +34,18 @@ struct Layer<F> {
     last: Option<u64>,
 }
 
+impl<F> Layer<F> {
+    /// Wanted, but not waited for before its first frame.
+    fn new() -> Self {
+        Layer {
+            held: VecDeque::new(),
+            active: true,
+            producing: false,
+            last: None,
+        }
+    }
+}
+
 /// Frames of several simulcast layers, released in timestamp order once every
 /// producing layer has caught up.
 pub struct LayerSync<F> {
@@ -48,14 +60,7 @@ impl<F> LayerSync<F> {
 
     pub fn with_max_hold(layers: usize, max_hold: Duration) -> Self {
         LayerSync {
-            layers: (0..layers)
-                .map(|_| Layer {
-                    held: VecDeque::new(),
-                    active: true,
-                    producing: false,
-                    last: None,
-                })
-                .collect(),
+            layers: (0..layers).map(|_| Layer::new()).collect(),
             max_hold,
         }
     }
@@ -63,12 +68,7 @@ impl<F> LayerSync<F> {
     /// A frame of `layer` with its RTP time, encoded at `now`.
     pub fn push(&mut self, layer: usize, rtp_time: u64, frame: F, now: Instant) {
         if layer >= self.layers.len() {
-            self.layers.resize_with(layer + 1, || Layer {
-                held: VecDeque::new(),
-                active: true,
-                producing: false,
-                last: None,
-            });
+            self.layers.resize_with(layer + 1, Layer::new);
         }
         let l = &mut self.layers[layer];
         l.producing = l.active;

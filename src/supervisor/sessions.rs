@@ -128,13 +128,17 @@ impl Sessions {
     ) -> Result<(), String> {
         let pipeline_config = self.pipeline_config(&info)?;
         let pipeline = IngressPipeline::build(&pipeline_config).map_err(|e| e.to_string())?;
-        info.state = Some(proto::IngressState {
+        let buffering = proto::IngressState {
             status: Status::EndpointBuffering as i32,
             started_at: now_nanos(),
             updated_at: now_nanos(),
             ..Default::default()
-        });
-        self.store.put(&info)?;
+        };
+        // Only the state: an update made since the key was looked up stays.
+        if !self.store.put_state(&info.ingress_id, &buffering)? {
+            return Err("the ingress was deleted".into());
+        }
+        info.state = Some(buffering);
         pipeline
             .pipeline()
             .set_state(gst::State::Playing)
