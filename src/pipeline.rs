@@ -50,6 +50,8 @@ pub struct AudioEncodingSettings {
 /// Everything one ingress pipeline needs.
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
+    /// The pipeline's name, in logs and debug graphs (never the stream key).
+    pub name: String,
     pub rtmp_address: String,
     pub rtmp_port: u16,
     pub stream_key: String,
@@ -82,6 +84,8 @@ pub enum PipelineEvent {
     },
     /// Measured input bitrates, bits per second.
     InputBitrate { video: u32, audio: u32 },
+    /// The publisher's stream reached the source.
+    PublishStarted,
     /// The participant joined the room.
     Connected { room_sid: String },
     /// A track is published in the room.
@@ -140,7 +144,7 @@ pub struct IngressPipeline {
 impl IngressPipeline {
     /// Builds the pipeline; the branches are completed when the source's pads appear.
     pub fn build(config: &PipelineConfig) -> Result<Self, PipelineError> {
-        let pipeline = gst::Pipeline::with_name(&format!("ingress-{}", config.stream_key));
+        let pipeline = gst::Pipeline::with_name(&config.name);
         let src = make("rtmpingresssrc", Some("src"))?;
         set_str(&src, "address", &config.rtmp_address)?;
         src.set_property("port", u32::from(config.rtmp_port));
@@ -401,6 +405,7 @@ impl PipelineEvent {
                         .unwrap_or(0)
                 };
                 match s.name().as_str() {
+                    "rtmp-publish-started" => Some(PipelineEvent::PublishStarted),
                     "rtmp-publish-stopped" => Some(PipelineEvent::Ended {
                         reason: text("reason"),
                     }),

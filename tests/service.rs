@@ -686,20 +686,23 @@ fn a_lapsed_claim_leaves_the_state_to_the_node_that_took_the_key_over() {
     let other = RedisStore::connect(&config).expect("redis");
     let client = redis::Client::open(format!("redis://{}", redis.address())).expect("client");
     let mut connection = client.get_connection().expect("connection");
-    redis::cmd("SET")
+    // The claim lapses (as when this node cannot reach Redis for a lease)...
+    redis::cmd("DEL")
         .arg(format!("{}:lease:{id}", config.prefix))
-        .arg("another-node")
-        .arg("PX")
-        .arg(10_000)
         .query::<()>(&mut connection)
-        .expect("take the claim");
-    let mut taken = other.get(&id).expect("get").expect("the ingress");
-    taken.state = Some(proto::IngressState {
+        .expect("lapse the claim");
+    // ...and the other node takes it and writes its state.
+    assert!(
+        other.claim(&id).expect("claim"),
+        "the other node takes the key"
+    );
+    let taken = proto::IngressState {
         status: Status::EndpointBuffering as i32,
         room_id: "RM_other_node".into(),
+        started_at: gstlivekitingress::supervisor::ingress::now_nanos(),
         ..Default::default()
-    });
-    other.put(&taken).expect("put");
+    };
+    assert!(other.put_state(&id, &taken).expect("put state"));
 
     // This node notices at its next renewal and stops streaming...
     h.assert_stream_cut(

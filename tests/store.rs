@@ -6,8 +6,11 @@ mod common;
 
 use common::{RedisServer, ScratchDir};
 use gstlivekitingress::supervisor::config::RedisConfig;
-use gstlivekitingress::supervisor::store::{redis::RedisStore, sqlite::SqliteStore, Store};
+use gstlivekitingress::supervisor::store::{
+    redis::RedisStore, settle_orphan, sqlite::SqliteStore, Store,
+};
 use livekit_protocol as proto;
+use proto::ingress_state::Status;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -17,6 +20,8 @@ fn ingress(id: &str, key: &str, room: &str) -> proto::IngressInfo {
         stream_key: key.into(),
         room_name: room.into(),
         name: format!("{id} in {room}"),
+        // As the API creates them: inactive.
+        state: Some(proto::IngressState::default()),
         ..Default::default()
     }
 }
@@ -92,6 +97,83 @@ fn check_contract(store: &dyn Store) {
         .expect("put state of no ingress"));
     let stored = store.get("IN_b").expect("get").expect("IN_b");
     assert_eq!(stored.state.as_ref(), Some(&state));
+
+    check_states_apart_from_info(store);
+}
+
+fn live(started_at: i64, updated_at: i64) -> proto::IngressState {
+    proto::IngressState {
+        status: Status::EndpointPublishing as i32,
+        started_at,
+        updated_at,
+        ..Default::default()
+    }
+}
+
+/// The state is the sessions' record: the API's writes of the info never
+/// touch it, a state never replaces a newer one, and a live state no one
+/// holds the claim for is repaired.
+fn check_states_apart_from_info(store: &dyn Store) {
+    let mut d = ingress("IN_d", "key-d", "room-3");
+    d.state = Some(proto::IngressState::default());
+    store.put(&d).expect("put");
+    assert!(store.claim("IN_d").expect("claim"));
+    assert!(store.put_state("IN_d", &live(100, 110)).expect("state"));
+
+    // An update made from a read taken before the stream started (its state
+    // inactive) changes the info, not the state.
+    let renamed = proto::IngressInfo {
+        name: "renamed".into(),
+        ..d.clone()
+    };
+    store.put(&renamed).expect("update");
+    let stored = store.get("IN_d").expect("get").expect("IN_d");
+    assert_eq!(stored.name, "renamed");
+    assert_eq!(stored.state, Some(live(100, 110)));
+
+    // Ordered by time: an older write is refused, a newer one taken.
+    assert!(!store.put_state("IN_d", &live(100, 105)).expect("older"));
+    assert!(!store
+        .put_state("IN_d", &live(90, 500))
+        .expect("older stream"));
+    assert!(store.put_state("IN_d", &live(100, 120)).expect("newer"));
+
+    // Compare and set: only from the state expected.
+    let reset = proto::IngressState::default();
+    assert!(!store
+        .swap_state("IN_d", &live(100, 110), &reset)
+        .expect("swap from a stale state"));
+    assert!(store
+        .swap_state("IN_d", &live(100, 120), &live(100, 130))
+        .expect("swap"));
+    assert_eq!(
+        store.get("IN_d").expect("get").and_then(|i| i.state),
+        Some(live(100, 130))
+    );
+
+    // Live while claimed: left alone. Live with no claim (its node died):
+    // repaired to inactive, with the time it was found ended.
+    let mut seen = store.get("IN_d").expect("get").expect("IN_d");
+    assert!(!settle_orphan(store, &mut seen).expect("settle"));
+    assert_eq!(seen.state, Some(live(100, 130)));
+    store.release("IN_d");
+    assert!(settle_orphan(store, &mut seen).expect("settle"));
+    let state = seen.state.clone().expect("state");
+    assert_eq!(state.status, Status::EndpointInactive as i32);
+    assert_eq!(state.started_at, 100);
+    assert!(state.ended_at > 0);
+    assert_eq!(store.get("IN_d").expect("get"), Some(seen));
+    assert!(!store.is_claimed("IN_d").expect("claim given back"));
+
+    // Deleting removes the state with the info: a new ingress of the same id
+    // starts from its own.
+    store.delete("IN_d").expect("delete");
+    store.put(&d).expect("put again");
+    assert_eq!(
+        store.get("IN_d").expect("get").and_then(|i| i.state),
+        Some(proto::IngressState::default())
+    );
+    store.delete("IN_d").expect("delete");
 }
 
 #[test]
@@ -102,6 +184,54 @@ fn sqlite_store_keeps_the_contract_and_survives_reopening() {
     let reopened = SqliteStore::open(&path).expect("reopen");
     assert_eq!(reopened.list("", "").expect("list").len(), 2);
     assert!(reopened.by_stream_key("key-b").expect("by key").is_some());
+
+    // It holds every stream key: its files are for their owner only.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["ingress.db", "ingress.db-wal", "ingress.db-shm"] {
+        let mode = std::fs::metadata(dir.path().join(file))
+            .unwrap_or_else(|e| panic!("{file}: {e}"))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{file} has mode {mode:o}");
+    }
+}
+
+/// A file written when the state was kept inside the info opens with each
+/// state moved to its own record.
+#[test]
+fn sqlite_store_moves_states_out_of_older_files() {
+    let dir = ScratchDir::new("sqlite-old");
+    let path = dir.path().join("ingress.db");
+    let mut old = ingress("IN_old", "key-old", "room");
+    old.state = Some(live(5, 6));
+    {
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.execute_batch(
+            "CREATE TABLE ingress (ingress_id TEXT PRIMARY KEY, stream_key TEXT NOT NULL UNIQUE,
+                                   room_name TEXT NOT NULL, info BLOB NOT NULL);",
+        )
+        .expect("old schema");
+        db.execute(
+            "INSERT INTO ingress VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![
+                old.ingress_id,
+                old.stream_key,
+                old.room_name,
+                prost::Message::encode_to_vec(&old)
+            ],
+        )
+        .expect("old row");
+    }
+    let store = SqliteStore::open(&path).expect("open");
+    assert_eq!(store.get("IN_old").expect("get"), Some(old.clone()));
+    // The state is the state record's now: an update of the info keeps it.
+    store
+        .put(&proto::IngressInfo {
+            state: None,
+            ..old.clone()
+        })
+        .expect("update");
+    assert_eq!(store.get("IN_old").expect("get"), Some(old));
 }
 
 fn redis_node(server: &RedisServer, prefix: &str) -> RedisStore {
@@ -170,22 +300,70 @@ fn redis_nodes_share_ingresses_claims_and_stop_requests() {
         Some(state)
     );
 
-    // A stop request sent by one node reaches the others.
-    let (tx, rx) = mpsc::channel();
-    let tx = std::sync::Mutex::new(tx);
-    two.watch_stops(
-        Box::new(move |id| {
-            let _ = tx.lock().expect("lock").send(id.to_string());
-        }),
-        Box::new(|| true),
-    )
-    .expect("watch");
-    // The subscription is made on another thread: send until it is heard.
-    let heard = common::wait_for(Duration::from_secs(10), || {
-        one.broadcast_stop("IN_shared").expect("broadcast");
-        rx.recv_timeout(Duration::from_millis(200)).ok()
-    });
-    assert_eq!(heard.as_deref(), Some("IN_shared"));
+    // A stop request reaches the node that holds the claim, also when it was
+    // sent before that node listened (as while it reconnects to Redis), and
+    // only that node.
+    redis::cmd("DEL")
+        .arg("nodes:lease:IN_shared")
+        .exec(&mut raw)
+        .expect("lapse");
+    assert!(two.claim("IN_shared").expect("claim"));
+    one.request_stop("IN_shared").expect("request");
+    let heard = |node: &RedisStore| {
+        let (tx, rx) = mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let watching = alive.clone();
+        node.watch_stops(
+            Box::new(move |id| {
+                let _ = tx.lock().expect("lock").send(id.to_string());
+            }),
+            Box::new(move || watching.load(std::sync::atomic::Ordering::Relaxed)),
+        )
+        .expect("watch");
+        let got = rx.recv_timeout(Duration::from_secs(3)).ok();
+        alive.store(false, std::sync::atomic::Ordering::Relaxed);
+        got
+    };
+    assert_eq!(heard(&one), None, "not the holder's request");
+    assert_eq!(heard(&two).as_deref(), Some("IN_shared"));
+    // With no claim there is no one to stop: nothing is queued.
+    two.release("IN_shared");
+    one.request_stop("IN_shared").expect("request");
+    assert_eq!(heard(&two), None);
+}
+
+/// A Redis written when every ingress, state inside, was one field of one
+/// hash is moved to one record per ingress on connect.
+#[test]
+fn redis_store_moves_older_layouts() {
+    let server = RedisServer::start();
+    let mut old = ingress("IN_old", "key-old", "room-old");
+    old.state = Some(live(5, 6));
+    let client = redis::Client::open(format!("redis://{}", server.address())).expect("client");
+    let mut raw = client.get_connection().expect("connection");
+    redis::pipe()
+        .hset(
+            "old:ingress",
+            &old.ingress_id,
+            prost::Message::encode_to_vec(&old),
+        )
+        .hset("old:stream_key", &old.stream_key, &old.ingress_id)
+        .sadd("old:room:room-old", &old.ingress_id)
+        .exec(&mut raw)
+        .expect("old layout");
+    let store = redis_node(&server, "old");
+    assert_eq!(store.get("IN_old").expect("get"), Some(old.clone()));
+    assert_eq!(
+        store.by_stream_key("key-old").expect("by key"),
+        Some(old.clone())
+    );
+    assert_eq!(store.list("room-old", "").expect("list"), vec![old]);
+    let kind: String = redis::cmd("TYPE")
+        .arg("old:ingress")
+        .query(&mut raw)
+        .expect("type");
+    assert_eq!(kind, "none", "the old hash is gone");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use super::ingress::{self, ApiError};
 use super::sessions::Sessions;
-use super::store::Store;
+use super::store::{self, Store};
 use crate::livekit::stats::{SendStats, StreamStats};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -33,7 +33,7 @@ pub struct Api {
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route("/twirp/livekit.Ingress/{method}", post(twirp))
-        .route("/health", get(|| async { "OK" }))
+        .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(api)
 }
@@ -108,13 +108,16 @@ impl Api {
         ApiError::Internal(e)
     }
 
-    /// Ends an ingress's session: here (waiting for it to leave the room) if
-    /// this node runs it, and on whichever other node does.
+    /// Ends an ingress's session, here or on the node that runs it.
     fn stop_session(&self, ingress_id: &str) {
-        self.sessions.stop(ingress_id);
-        if let Err(e) = self.store.broadcast_stop(ingress_id) {
-            tracing::warn!(ingress = %ingress_id, "stop request not sent to other nodes: {e}");
-        }
+        self.sessions.stop_everywhere(ingress_id);
+    }
+
+    /// An ingress as stored, its state repaired first if it says live while
+    /// no node runs it any more.
+    fn settled(&self, mut info: proto::IngressInfo) -> Result<proto::IngressInfo, ApiError> {
+        store::settle_orphan(self.store.as_ref(), &mut info).map_err(Self::store_err)?;
+        Ok(info)
     }
 
     fn create(&self, req: proto::CreateIngressRequest) -> Result<proto::IngressInfo, ApiError> {
@@ -128,26 +131,31 @@ impl Api {
         if ingress_id.is_empty() {
             return Err(ApiError::InvalidArgument("ingress_id is required".into()));
         }
-        self.store
+        let info = self
+            .store
             .get(ingress_id)
             .map_err(Self::store_err)?
-            .ok_or_else(|| ApiError::NotFound(format!("ingress {ingress_id} does not exist")))
+            .ok_or_else(|| ApiError::NotFound(format!("ingress {ingress_id} does not exist")))?;
+        self.settled(info)
     }
 
     fn update(&self, req: proto::UpdateIngressRequest) -> Result<proto::IngressInfo, ApiError> {
         let current = self.existing(&req.ingress_id)?;
         let updated = ingress::update(current.clone(), req)?;
+        // The info only: the state belongs to the sessions.
         self.store.put(&updated).map_err(Self::store_err)?;
+        if let (Some(was), Some(reset)) = (&current.state, &updated.state) {
+            if was.status == Status::EndpointError as i32 {
+                // Compare and set: a stream that started meanwhile keeps its state.
+                self.store
+                    .swap_state(&updated.ingress_id, was, reset)
+                    .map_err(Self::store_err)?;
+            }
+        }
         // A change of where or as whom a live session publishes, or disabling,
         // ends it so the next stream uses the update; its participant's name and
         // metadata change in the room; encoding changes apply to the next stream.
-        let live = matches!(
-            current
-                .state
-                .as_ref()
-                .and_then(|s| Status::try_from(s.status).ok()),
-            Some(Status::EndpointBuffering | Status::EndpointPublishing)
-        );
+        let live = store::is_live(current.state.as_ref());
         let moved = updated.room_name != current.room_name
             || updated.participant_identity != current.participant_identity
             || updated.enabled == Some(false);
@@ -167,7 +175,10 @@ impl Api {
         let items = self
             .store
             .list(&req.room_name, &req.ingress_id)
-            .map_err(Self::store_err)?;
+            .map_err(Self::store_err)?
+            .into_iter()
+            .map(|info| self.settled(info))
+            .collect::<Result<_, _>>()?;
         Ok(proto::ListIngressResponse {
             items,
             next_page_token: None,
@@ -230,6 +241,21 @@ async fn twirp(
         Ok(Ok(response)) => response,
         Ok(Err(e)) => error_response(&e),
         Err(e) => error_response(&ApiError::Internal(e.to_string())),
+    }
+}
+
+/// Ready when the store answers (a node that cannot reach it can neither
+/// authorize a publish nor serve the API).
+async fn health(State(api): State<Arc<Api>>) -> Response {
+    let store = api.store.clone();
+    match tokio::task::spawn_blocking(move || store.ping()).await {
+        Ok(Ok(())) => "OK".into_response(),
+        Ok(Err(e)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store unreachable: {e}"),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
     }
 }
 

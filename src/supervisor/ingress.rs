@@ -216,10 +216,8 @@ pub fn may_publish(info: &proto::IngressInfo) -> Result<(), String> {
     if info.room_name.is_empty() {
         return Err("this ingress has no room yet".into());
     }
-    let status = info.state.as_ref().map(|s| s.status).unwrap_or_default();
-    if status == Status::EndpointBuffering as i32 || status == Status::EndpointPublishing as i32 {
-        return Err("this ingress is already publishing".into());
-    }
+    // Whether a stream runs is the claim's to say (see `store`), not the
+    // stored state's: a node that died leaves its last state behind.
     Ok(())
 }
 

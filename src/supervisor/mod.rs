@@ -18,8 +18,6 @@ pub mod webhooks;
 
 use crate::rtmp::listener::{self, Decision, Listener, ListenerConfig};
 use livekit_api::access_token::TokenVerifier;
-use livekit_protocol as proto;
-use proto::ingress_state::Status;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,30 +32,13 @@ pub struct Service {
     http: tokio::task::JoinHandle<()>,
 }
 
-/// Streams marked live that no session holds any more (a previous run, or a
-/// node that died, was cut off before it could mark them) are inactive.
-fn mark_orphans_inactive(store: &dyn store::Store) -> Result<(), String> {
-    for mut info in store.list("", "")? {
-        let state = info.state.get_or_insert_with(Default::default);
-        let live = state.status == Status::EndpointBuffering as i32
-            || state.status == Status::EndpointPublishing as i32;
-        if live && !store.is_claimed(&info.ingress_id)? {
-            state.status = Status::EndpointInactive as i32;
-            state.ended_at = ingress::now_nanos();
-            state.updated_at = ingress::now_nanos();
-            store.put(&info)?;
-        }
-    }
-    Ok(())
-}
-
 impl Service {
     /// Opens the store, listens for RTMP and serves the API. Call from a tokio runtime.
     pub async fn start(config: config::Config) -> Result<Service, String> {
         gst::init().map_err(|e| format!("GStreamer: {e}"))?;
         let _ = crate::plugin_register_static();
         let store = store::open(&config.store)?;
-        mark_orphans_inactive(store.as_ref())?;
+        store::settle_orphans(store.as_ref())?;
         let sessions = sessions::Sessions::new(config.clone(), store.clone())?;
 
         let listener = listener::listener(&ListenerConfig {
@@ -116,7 +97,7 @@ impl Service {
         self.listener.set_authorizer(None);
         let sessions = self.sessions.clone();
         let _ = tokio::task::spawn_blocking(move || sessions.stop_all()).await;
-        let _ = mark_orphans_inactive(self.store.as_ref());
+        let _ = store::settle_orphans(self.store.as_ref());
         self.http.abort();
     }
 }

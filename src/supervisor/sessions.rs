@@ -24,6 +24,14 @@ use proto::ingress_video_options::EncodingOptions as VideoOptions;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long an accepted publish may take to reach its pipeline's source.
+const PUBLISH_START_WAIT: Duration = Duration::from_secs(10);
+/// How long stopping an ingress waits for the node running it to let go.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+/// How often a stop request not yet acted on is sent again.
+const STOP_RETRY: Duration = Duration::from_secs(2);
 
 /// Counters for the metrics endpoint.
 #[derive(Default)]
@@ -91,7 +99,9 @@ impl Sessions {
         sent
     }
 
-    /// The listener's question: may this key publish? On yes, the session starts.
+    /// The listener's question: may this key publish? On yes, the session
+    /// starts. What decides is the claim, not the stored state: a state a dead
+    /// node left behind does not keep the key from publishing.
     pub fn authorize(self: &Arc<Self>, request: PublishRequest) -> Decision {
         let info = match self.store.by_stream_key(&request.key) {
             Ok(Some(info)) => info,
@@ -107,9 +117,20 @@ impl Sessions {
             Err(e) => return self.refuse(&e),
         }
         let id = info.ingress_id.clone();
-        match self.start(info, request) {
+        let started_at = now_nanos();
+        match self.start(info, request, started_at) {
             Ok(()) => Decision::Accept,
             Err(reason) => {
+                tracing::warn!(ingress = %id, "stream not started: {reason}");
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                let failed = proto::IngressState {
+                    status: Status::EndpointError as i32,
+                    error: reason.clone(),
+                    started_at,
+                    ended_at: now_nanos(),
+                    ..Default::default()
+                };
+                self.save_state(&id, &failed);
                 self.store.release(&id);
                 self.refuse(&reason)
             }
@@ -125,12 +146,13 @@ impl Sessions {
         self: &Arc<Self>,
         mut info: proto::IngressInfo,
         request: PublishRequest,
+        started_at: i64,
     ) -> Result<(), String> {
         let pipeline_config = self.pipeline_config(&info)?;
         let pipeline = IngressPipeline::build(&pipeline_config).map_err(|e| e.to_string())?;
         let buffering = proto::IngressState {
             status: Status::EndpointBuffering as i32,
-            started_at: now_nanos(),
+            started_at,
             updated_at: now_nanos(),
             ..Default::default()
         };
@@ -209,6 +231,7 @@ impl Sessions {
                 .unwrap_or_else(|| default.to_string())
         };
         Ok(PipelineConfig {
+            name: format!("ingress-{}", info.ingress_id),
             rtmp_address: self.config.bind_address.clone(),
             rtmp_port: self.config.rtmp_port,
             stream_key: info.stream_key.clone(),
@@ -245,15 +268,23 @@ impl Sessions {
         let mut state = started.state.clone().unwrap_or_default();
         let bus = pipeline.pipeline().bus();
         let mut outcome: Result<String, String> = Ok("stopped".into());
-        let mut renewed = std::time::Instant::now();
+        let accepted = Instant::now();
+        let mut publish_started = false;
+        let mut renewed = Instant::now();
         let mut claim_lost = false;
         while let Some(bus) = bus.as_ref() {
             if stop.load(Ordering::Relaxed) {
                 outcome = Ok("stopped by the service".into());
                 break;
             }
+            // A publisher that went away between the accept and its first
+            // message never reaches the source: do not wait for it for ever.
+            if !publish_started && accepted.elapsed() >= PUBLISH_START_WAIT {
+                outcome = Ok("the publisher left before its stream started".into());
+                break;
+            }
             if renewed.elapsed() >= store::LEASE / 3 {
-                renewed = std::time::Instant::now();
+                renewed = Instant::now();
                 match self.store.renew(&id) {
                     Ok(true) => {}
                     // Another node may take the key now: this session must not go on.
@@ -273,6 +304,10 @@ impl Sessions {
                 continue;
             };
             match event {
+                PipelineEvent::PublishStarted => {
+                    publish_started = true;
+                    continue;
+                }
                 PipelineEvent::Connected { room_sid } => state.room_id = room_sid,
                 PipelineEvent::TrackPublished { info } => {
                     // A rejoin publishes the track anew: keep only the current one.
@@ -429,6 +464,36 @@ impl Sessions {
             if let Some(thread) = live.thread.take() {
                 let _ = thread.join();
             }
+        }
+    }
+
+    /// Ends an ingress's stream wherever it runs: here at once, on another
+    /// node by a stop request, repeated until the claim is given back (or the
+    /// wait is over: a node that cannot be reached loses its claim by itself).
+    pub fn stop_everywhere(&self, ingress_id: &str) {
+        self.stop(ingress_id);
+        let deadline = Instant::now() + STOP_WAIT;
+        let mut asked: Option<Instant> = None;
+        loop {
+            match self.store.is_claimed(ingress_id) {
+                Ok(false) => return,
+                Ok(true) => {}
+                Err(e) => {
+                    tracing::warn!(ingress = %ingress_id, "cannot tell whether the stream stopped: {e}");
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(ingress = %ingress_id, "the node running the stream did not stop it within {STOP_WAIT:?}");
+                return;
+            }
+            if asked.is_none_or(|at| at.elapsed() >= STOP_RETRY) {
+                if let Err(e) = self.store.request_stop(ingress_id) {
+                    tracing::warn!(ingress = %ingress_id, "stop request not sent: {e}");
+                }
+                asked = Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

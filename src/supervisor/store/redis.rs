@@ -1,16 +1,24 @@
-//! The shared store for several nodes: ingresses, their claims and stop
-//! requests in one Redis.
+//! The shared store for several nodes: ingresses, their states, claims and
+//! stop requests in one Redis.
 //!
 //! Keys (under a prefix, `livekit-ingress` by default):
-//! - `{p}:ingress`, a hash of ingress id -> IngressInfo protobuf;
-//! - `{p}:stream_key`, a hash of stream key -> ingress id;
-//! - `{p}:room:{room}`, the set of a room's ingress ids;
-//! - `{p}:lease:{id}`, the claim: a token unique to one session, set with
-//!   `NX PX` and renewed by that session only (checked in a script), so a
-//!   node that dies lets the claim lapse after [`LEASE`];
-//! - channel `{p}:stop`, ingress ids whose session should end wherever it runs.
+//! - `{p}:ingress:{id}`, a hash: `info` (IngressInfo protobuf, no state),
+//!   `stream_key` and `room`, so that moving or deleting it can clean the indexes;
+//! - `{p}:ingresses`, the set of every id; `{p}:room:{room}`, a room's ids;
+//!   `{p}:stream_key`, a hash of stream key -> id;
+//! - `{p}:state:{id}`, a hash: `state` (IngressState protobuf) and `order`
+//!   (`started_at` and `updated_at`, zero-padded so strings compare as times);
+//! - `{p}:lease:{id}`, the claim: `{node}:{token}`, unique to one session,
+//!   set with `NX PX` and renewed by that session only, so a node that dies
+//!   lets the claim lapse after [`LEASE`];
+//! - `{p}:stops:{node}`, the list of ingresses a node is asked to stop.
+//!
+//! Every write is one Lua script, atomic on the server and depending only on
+//! the keys it reads, so no write watches anything or is retried. Claims and
+//! state writes have their own connection, so an API call or a metrics scrape
+//! on a slow Redis never holds up a session's renewals.
 
-use super::{store_error as io, StopHandler, Store, LEASE};
+use super::{state_order, store_error as io, StopHandler, Store, LEASE};
 use crate::supervisor::config::RedisConfig;
 use crate::sync::lock;
 use livekit_protocol as proto;
@@ -21,21 +29,127 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a stop request waits in a node's queue: beyond a lease, the
+/// session it was meant for has ended one way or another.
+const STOP_TTL: Duration = Duration::from_secs(30);
+
+/// ARGV: prefix, id, info, stream key, room, initial state, its order.
+const PUT: &str = r#"
+local p, id = ARGV[1], ARGV[2]
+local key = p .. ':ingress:' .. id
+local old = redis.call('HMGET', key, 'stream_key', 'room')
+if old[1] and old[1] ~= ARGV[4] and redis.call('HGET', p .. ':stream_key', old[1]) == id then
+  redis.call('HDEL', p .. ':stream_key', old[1])
+end
+if old[2] and old[2] ~= ARGV[5] then redis.call('SREM', p .. ':room:' .. old[2], id) end
+redis.call('HSET', key, 'info', ARGV[3], 'stream_key', ARGV[4], 'room', ARGV[5])
+redis.call('HSET', p .. ':stream_key', ARGV[4], id)
+redis.call('SADD', p .. ':room:' .. ARGV[5], id)
+redis.call('SADD', p .. ':ingresses', id)
+if redis.call('HSETNX', p .. ':state:' .. id, 'state', ARGV[6]) == 1 then
+  redis.call('HSET', p .. ':state:' .. id, 'order', ARGV[7])
+end
+return 1
+"#;
+
+/// ARGV: prefix, id.
+const DELETE: &str = r#"
+local p, id = ARGV[1], ARGV[2]
+local key = p .. ':ingress:' .. id
+local old = redis.call('HMGET', key, 'stream_key', 'room')
+if old[1] and redis.call('HGET', p .. ':stream_key', old[1]) == id then
+  redis.call('HDEL', p .. ':stream_key', old[1])
+end
+if old[2] then redis.call('SREM', p .. ':room:' .. old[2], id) end
+redis.call('SREM', p .. ':ingresses', id)
+return redis.call('DEL', key, p .. ':state:' .. id)
+"#;
+
+/// KEYS: lease, ingress, state. ARGV: lease value, state, order.
+const PUT_STATE: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+local order = redis.call('HGET', KEYS[3], 'order')
+if order and order > ARGV[3] then return 0 end
+redis.call('HSET', KEYS[3], 'state', ARGV[2], 'order', ARGV[3])
+return 1
+"#;
+
+/// KEYS: state. ARGV: expected state, new state, its order.
+const SWAP_STATE: &str = r#"
+if redis.call('HGET', KEYS[1], 'state') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'order', ARGV[3])
+return 1
+"#;
 
 const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
      return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
      return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// A connection made on first use and again after an error.
+struct Lane {
+    client: redis::Client,
+    connection: Mutex<Option<Connection>>,
+}
+
+impl Lane {
+    fn new(client: &redis::Client) -> Lane {
+        Lane {
+            client: client.clone(),
+            connection: Mutex::default(),
+        }
+    }
+
+    fn run<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        let mut slot = lock(&self.connection);
+        if slot.is_none() {
+            *slot = Some(open_connection(&self.client).map_err(io)?);
+        }
+        let Some(connection) = slot.as_mut() else {
+            return Err(io("no connection"));
+        };
+        let result = f(connection);
+        if let Err(e) = &result {
+            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                *slot = None;
+            }
+        }
+        result.map_err(io)
+    }
+}
+
+fn open_connection(client: &redis::Client) -> redis::RedisResult<Connection> {
+    let c = client.get_connection_with_timeout(TIMEOUT)?;
+    c.set_read_timeout(Some(TIMEOUT))?;
+    c.set_write_timeout(Some(TIMEOUT))?;
+    Ok(c)
+}
+
+struct Scripts {
+    put: redis::Script,
+    delete: redis::Script,
+    put_state: redis::Script,
+    swap_state: redis::Script,
+    renew: redis::Script,
+    release: redis::Script,
+}
+
 pub struct RedisStore {
     client: redis::Client,
     prefix: String,
-    /// One connection for commands, made again after an error.
-    connection: Mutex<Option<Connection>>,
-    /// This node's claims: ingress id -> the token stored in its lease.
+    /// This process's name in lease values, where stop requests find it.
+    node: String,
+    /// API calls, lookups and scrapes.
+    commands: Lane,
+    /// Claims and the state writes made under them.
+    leases: Lane,
+    /// This node's claims: ingress id -> the value stored in its lease.
     tokens: Mutex<HashMap<String, String>>,
-    renew: redis::Script,
-    release: redis::Script,
+    scripts: Scripts,
 }
 
 fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo, String> {
@@ -60,71 +174,102 @@ fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo, String
         .set_redis_settings(settings))
 }
 
+/// `started_at` and `updated_at` as one string that compares as the pair does.
+fn order_string(state: &proto::IngressState) -> String {
+    let (started, updated) = state_order(state);
+    // Offset so that negative times (never written, but representable) sort first.
+    let shift = |t: i64| (t as i128 - i64::MIN as i128) as u128;
+    format!("{:020}{:020}", shift(started), shift(updated))
+}
+
 impl RedisStore {
     /// Connects (and checks the connection works) to the configured Redis.
     pub fn connect(config: &RedisConfig) -> Result<RedisStore, String> {
         let client = redis::Client::open(connection_info(config)?).map_err(io)?;
         let store = RedisStore {
-            client,
             prefix: config.prefix.clone(),
-            connection: Mutex::default(),
+            node: format!("{:016x}", rand::random::<u64>()),
+            commands: Lane::new(&client),
+            leases: Lane::new(&client),
+            client,
             tokens: Mutex::default(),
-            renew: redis::Script::new(RENEW),
-            release: redis::Script::new(RELEASE),
+            scripts: Scripts {
+                put: redis::Script::new(PUT),
+                delete: redis::Script::new(DELETE),
+                put_state: redis::Script::new(PUT_STATE),
+                swap_state: redis::Script::new(SWAP_STATE),
+                renew: redis::Script::new(RENEW),
+                release: redis::Script::new(RELEASE),
+            },
         };
         store
-            .with(|c| redis::cmd("PING").query::<String>(c))
+            .ping()
             .map_err(|e| format!("cannot reach Redis at {}: {e}", config.address))?;
+        store.move_from_single_hash()?;
         Ok(store)
-    }
-
-    fn open_connection(&self) -> redis::RedisResult<Connection> {
-        let c = self.client.get_connection_with_timeout(TIMEOUT)?;
-        c.set_read_timeout(Some(TIMEOUT))?;
-        c.set_write_timeout(Some(TIMEOUT))?;
-        Ok(c)
-    }
-
-    /// Runs `f` on the command connection, connecting first if there is none;
-    /// a connection that failed is dropped so the next call makes a new one.
-    fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, String> {
-        let mut slot = lock(&self.connection);
-        if slot.is_none() {
-            *slot = Some(self.open_connection().map_err(io)?);
-        }
-        let Some(connection) = slot.as_mut() else {
-            return Err(io("no connection"));
-        };
-        let result = f(connection);
-        if let Err(e) = &result {
-            if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                *slot = None;
-            }
-        }
-        result.map_err(io)
     }
 
     fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.prefix)
     }
 
-    fn room_key(&self, room: &str) -> String {
-        format!("{}:room:{room}", self.prefix)
+    fn ingress_key(&self, id: &str) -> String {
+        format!("{}:ingress:{id}", self.prefix)
     }
 
-    fn lease_key(&self, ingress_id: &str) -> String {
-        format!("{}:lease:{ingress_id}", self.prefix)
+    fn state_key(&self, id: &str) -> String {
+        format!("{}:state:{id}", self.prefix)
     }
 
-    fn decode_all(blobs: Vec<Option<Vec<u8>>>) -> Result<Vec<proto::IngressInfo>, String> {
-        let mut items = blobs
-            .into_iter()
-            .flatten()
-            .map(|b| proto::IngressInfo::decode(b.as_slice()).map_err(io))
-            .collect::<Result<Vec<_>, _>>()?;
+    fn lease_key(&self, id: &str) -> String {
+        format!("{}:lease:{id}", self.prefix)
+    }
+
+    fn stops_key(&self, node: &str) -> String {
+        format!("{}:stops:{node}", self.prefix)
+    }
+
+    /// Earlier versions kept every ingress, state inside, in one hash
+    /// `{p}:ingress`: move each into its own records, once.
+    fn move_from_single_hash(&self) -> Result<(), String> {
+        let old = self.key("ingress");
+        let kind: String = self
+            .commands
+            .run(|c| redis::cmd("TYPE").arg(&old).query(c))?;
+        if kind != "hash" {
+            return Ok(());
+        }
+        let blobs: HashMap<String, Vec<u8>> = self.commands.run(|c| c.hgetall(&old))?;
+        for (id, blob) in blobs {
+            let info = proto::IngressInfo::decode(blob.as_slice()).map_err(io)?;
+            self.put(&info)?;
+            self.commands.run(|c| c.hdel::<_, _, ()>(&old, &id))?;
+        }
+        tracing::info!("Redis store moved to one record per ingress");
+        Ok(())
+    }
+
+    /// Ingresses with their states, in id order.
+    fn load(&self, ids: Vec<String>) -> Result<Vec<proto::IngressInfo>, String> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(self.ingress_key(id), "info");
+            pipe.hget(self.state_key(id), "state");
+        }
+        let blobs: Vec<Option<Vec<u8>>> = self.commands.run(|c| pipe.query(c))?;
+        let mut items = Vec::with_capacity(ids.len());
+        for pair in blobs.chunks(2) {
+            let [Some(info), state] = pair else { continue };
+            let mut info = proto::IngressInfo::decode(info.as_slice()).map_err(io)?;
+            info.state = state
+                .as_ref()
+                .map(|s| proto::IngressState::decode(s.as_slice()).map_err(io))
+                .transpose()?;
+            items.push(info);
+        }
         items.sort_by(|a, b| a.ingress_id.cmp(&b.ingress_id));
         Ok(items)
     }
@@ -132,34 +277,34 @@ impl RedisStore {
 
 impl Store for RedisStore {
     fn put(&self, info: &proto::IngressInfo) -> Result<(), String> {
-        let previous = self.get(&info.ingress_id)?;
-        let (ingresses, keys) = (self.key("ingress"), self.key("stream_key"));
-        self.with(|c| {
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .hset(&ingresses, &info.ingress_id, info.encode_to_vec())
-                .hset(&keys, &info.stream_key, &info.ingress_id)
-                .sadd(self.room_key(&info.room_name), &info.ingress_id);
-            if let Some(old) = &previous {
-                if old.stream_key != info.stream_key {
-                    pipe.hdel(&keys, &old.stream_key);
-                }
-                if old.room_name != info.room_name {
-                    pipe.srem(self.room_key(&old.room_name), &info.ingress_id);
-                }
-            }
-            pipe.exec(c)
-        })
+        let stripped = proto::IngressInfo {
+            state: None,
+            ..info.clone()
+        };
+        let state = info.state.clone().unwrap_or_default();
+        self.commands.run(|c| {
+            self.scripts
+                .put
+                .arg(&self.prefix)
+                .arg(&info.ingress_id)
+                .arg(stripped.encode_to_vec())
+                .arg(&info.stream_key)
+                .arg(&info.room_name)
+                .arg(state.encode_to_vec())
+                .arg(order_string(&state))
+                .invoke::<i64>(c)
+        })?;
+        Ok(())
     }
 
     fn get(&self, ingress_id: &str) -> Result<Option<proto::IngressInfo>, String> {
-        let blob: Option<Vec<u8>> = self.with(|c| c.hget(self.key("ingress"), ingress_id))?;
-        blob.map(|b| proto::IngressInfo::decode(b.as_slice()).map_err(io))
-            .transpose()
+        Ok(self.load(vec![ingress_id.to_string()])?.pop())
     }
 
     fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, String> {
-        let id: Option<String> = self.with(|c| c.hget(self.key("stream_key"), stream_key))?;
+        let id: Option<String> = self
+            .commands
+            .run(|c| c.hget(self.key("stream_key"), stream_key))?;
         match id {
             Some(id) => self.get(&id),
             None => Ok(None),
@@ -167,107 +312,73 @@ impl Store for RedisStore {
     }
 
     fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, String> {
-        let items = if !ingress_id.is_empty() {
-            self.get(ingress_id)?.into_iter().collect()
+        let ids: Vec<String> = if !ingress_id.is_empty() {
+            vec![ingress_id.to_string()]
         } else if !room.is_empty() {
-            let ids: Vec<String> = self.with(|c| c.smembers(self.room_key(room)))?;
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            Self::decode_all(self.with(|c| c.hmget(self.key("ingress"), &ids))?)?
+            self.commands
+                .run(|c| c.smembers(self.key(&format!("room:{room}"))))?
         } else {
-            let blobs: Vec<Vec<u8>> = self.with(|c| c.hvals(self.key("ingress")))?;
-            Self::decode_all(blobs.into_iter().map(Some).collect())?
+            self.commands.run(|c| c.smembers(self.key("ingresses")))?
         };
-        Ok(items
+        Ok(self
+            .load(ids)?
             .into_iter()
             .filter(|i| room.is_empty() || i.room_name == room)
             .collect())
     }
 
     fn delete(&self, ingress_id: &str) -> Result<(), String> {
-        let Some(info) = self.get(ingress_id)? else {
-            return Ok(());
-        };
-        self.with(|c| {
-            redis::pipe()
-                .atomic()
-                .hdel(self.key("ingress"), ingress_id)
-                .hdel(self.key("stream_key"), &info.stream_key)
-                .srem(self.room_key(&info.room_name), ingress_id)
-                .exec(c)
-        })
+        self.commands.run(|c| {
+            self.scripts
+                .delete
+                .arg(&self.prefix)
+                .arg(ingress_id)
+                .invoke::<i64>(c)
+        })?;
+        Ok(())
     }
 
     fn claim(&self, ingress_id: &str) -> Result<bool, String> {
-        let token = format!("{:032x}", rand::random::<u128>());
-        let set: Option<String> = self.with(|c| {
+        let value = format!("{}:{:032x}", self.node, rand::random::<u128>());
+        let set: Option<String> = self.leases.run(|c| {
             redis::cmd("SET")
                 .arg(self.lease_key(ingress_id))
-                .arg(&token)
+                .arg(&value)
                 .arg("NX")
                 .arg("PX")
                 .arg(LEASE.as_millis() as u64)
                 .query(c)
         })?;
         if set.is_some() {
-            lock(&self.tokens).insert(ingress_id.to_string(), token);
+            lock(&self.tokens).insert(ingress_id.to_string(), value);
         }
         Ok(set.is_some())
     }
 
     fn renew(&self, ingress_id: &str) -> Result<bool, String> {
-        let Some(token) = lock(&self.tokens).get(ingress_id).cloned() else {
+        let Some(value) = lock(&self.tokens).get(ingress_id).cloned() else {
             return Ok(false);
         };
-        let renewed: i64 = self.with(|c| {
-            self.renew
+        let renewed: i64 = self.leases.run(|c| {
+            self.scripts
+                .renew
                 .key(self.lease_key(ingress_id))
-                .arg(&token)
+                .arg(&value)
                 .arg(LEASE.as_millis() as u64)
                 .invoke(c)
         })?;
         Ok(renewed == 1)
     }
 
-    fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, String> {
-        let Some(token) = lock(&self.tokens).get(ingress_id).cloned() else {
-            return Ok(false);
-        };
-        let (lease, ingresses) = (self.lease_key(ingress_id), self.key("ingress"));
-        // Optimistic transaction: retried if the claim or any ingress changes
-        // between the reads and the write (an API update, another node).
-        self.with(|c| {
-            redis::transaction(c, &[&lease, &ingresses], |c, pipe| {
-                let holder: Option<String> = c.get(&lease)?;
-                let blob: Option<Vec<u8>> = c.hget(&ingresses, ingress_id)?;
-                let (Some(holder), Some(blob)) = (holder, blob) else {
-                    return Ok(Some(false));
-                };
-                if holder != token {
-                    return Ok(Some(false));
-                }
-                let Ok(mut info) = proto::IngressInfo::decode(blob.as_slice()) else {
-                    return Ok(Some(false));
-                };
-                info.state = Some(state.clone());
-                let written: Option<()> = pipe
-                    .hset(&ingresses, ingress_id, info.encode_to_vec())
-                    .ignore()
-                    .query(c)?;
-                Ok(written.map(|()| true))
-            })
-        })
-    }
-
     fn release(&self, ingress_id: &str) {
-        let Some(token) = lock(&self.tokens).remove(ingress_id) else {
+        let Some(value) = lock(&self.tokens).remove(ingress_id) else {
             return;
         };
-        let released = self.with(|c| {
-            self.release
+        let released = self.leases.run(|c| {
+            self.scripts
+                .release
                 .key(self.lease_key(ingress_id))
-                .arg(&token)
+                .arg(&value)
                 .invoke::<i64>(c)
         });
         if let Err(e) = released {
@@ -276,11 +387,59 @@ impl Store for RedisStore {
     }
 
     fn is_claimed(&self, ingress_id: &str) -> Result<bool, String> {
-        self.with(|c| c.exists(self.lease_key(ingress_id)))
+        self.leases.run(|c| c.exists(self.lease_key(ingress_id)))
     }
 
-    fn broadcast_stop(&self, ingress_id: &str) -> Result<(), String> {
-        self.with(|c| c.publish(self.key("stop"), ingress_id))
+    fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, String> {
+        let Some(value) = lock(&self.tokens).get(ingress_id).cloned() else {
+            return Ok(false);
+        };
+        let written: i64 = self.leases.run(|c| {
+            self.scripts
+                .put_state
+                .key(self.lease_key(ingress_id))
+                .key(self.ingress_key(ingress_id))
+                .key(self.state_key(ingress_id))
+                .arg(&value)
+                .arg(state.encode_to_vec())
+                .arg(order_string(state))
+                .invoke(c)
+        })?;
+        Ok(written == 1)
+    }
+
+    fn swap_state(
+        &self,
+        ingress_id: &str,
+        expected: &proto::IngressState,
+        state: &proto::IngressState,
+    ) -> Result<bool, String> {
+        let swapped: i64 = self.commands.run(|c| {
+            self.scripts
+                .swap_state
+                .key(self.state_key(ingress_id))
+                .arg(expected.encode_to_vec())
+                .arg(state.encode_to_vec())
+                .arg(order_string(state))
+                .invoke(c)
+        })?;
+        Ok(swapped == 1)
+    }
+
+    fn request_stop(&self, ingress_id: &str) -> Result<(), String> {
+        let holder: Option<String> = self.commands.run(|c| c.get(self.lease_key(ingress_id)))?;
+        let Some((node, _)) = holder.as_deref().and_then(|h| h.split_once(':')) else {
+            return Ok(());
+        };
+        let queue = self.stops_key(node);
+        self.commands.run(|c| {
+            redis::pipe()
+                .rpush(&queue, ingress_id)
+                .ignore()
+                .pexpire(&queue, STOP_TTL.as_millis() as i64)
+                .ignore()
+                .exec(c)
+        })
     }
 
     fn watch_stops(
@@ -289,13 +448,13 @@ impl Store for RedisStore {
         alive: Box<dyn Fn() -> bool + Send>,
     ) -> Result<(), String> {
         let client = self.client.clone();
-        let channel = self.key("stop");
+        let queue = self.stops_key(&self.node);
         std::thread::Builder::new()
             .name("redis-stops".into())
             .spawn(move || {
                 while alive() {
-                    if let Err(e) = follow_stops(&client, &channel, &handler, &alive) {
-                        tracing::warn!("Redis stop channel lost, reconnecting: {e}");
+                    if let Err(e) = take_stops(&client, &queue, &handler, &alive) {
+                        tracing::warn!("Redis stop queue lost, reconnecting: {e}");
                         std::thread::sleep(Duration::from_secs(1));
                     }
                 }
@@ -303,29 +462,32 @@ impl Store for RedisStore {
             .map(|_| ())
             .map_err(|e| format!("cannot watch stop requests: {e}"))
     }
+
+    fn ping(&self) -> Result<(), String> {
+        self.commands
+            .run(|c| redis::cmd("PING").query::<String>(c))
+            .map(|_| ())
+    }
 }
 
-/// Subscribes to the stop channel and hands each id to `handler` until the
-/// connection fails or the owner is gone.
-fn follow_stops(
+/// Takes this node's stop requests off its queue and hands each id to
+/// `handler`, until the connection fails or the owner is gone. Requests
+/// pushed while the connection is down wait in the queue.
+fn take_stops(
     client: &redis::Client,
-    channel: &str,
+    queue: &str,
     handler: &StopHandler,
     alive: &dyn Fn() -> bool,
 ) -> redis::RedisResult<()> {
-    let mut connection = client.get_connection_with_timeout(TIMEOUT)?;
-    let mut pubsub = connection.as_pubsub();
-    pubsub.subscribe(channel)?;
-    // A short read timeout lets the loop notice when the service is gone.
-    pubsub.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut connection = open_connection(client)?;
     while alive() {
-        match pubsub.get_message() {
-            Ok(message) => match message.get_payload::<String>() {
-                Ok(ingress_id) => handler(&ingress_id),
-                Err(e) => tracing::warn!("malformed stop request: {e}"),
-            },
-            Err(e) if e.is_timeout() => continue,
-            Err(e) => return Err(e),
+        // A one-second wait lets the loop notice when the service is gone.
+        let taken: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(queue)
+            .arg(1)
+            .query(&mut connection)?;
+        if let Some((_, ingress_id)) = taken {
+            handler(&ingress_id);
         }
     }
     Ok(())

@@ -1,8 +1,11 @@
-//! The embedded store: one SQLite file, IngressInfo kept as protobuf with the
-//! columns lookups need. Calls are short and serialized by a mutex. One node
-//! uses it, so claims live in memory and stop requests have no one else to reach.
+//! The embedded store: one SQLite file, with an ingress's info and its state
+//! in two tables (the API writes the first, sessions the second), both kept as
+//! protobuf beside the columns lookups need. Calls are short and serialized by
+//! a mutex. One node uses it, so claims live in memory and stop requests have
+//! no one else to reach. The file holds every stream key: it is created
+//! readable by its owner only.
 
-use super::{store_error as io, StopHandler, Store};
+use super::{state_order, store_error as io, StopHandler, Store};
 use crate::sync::lock;
 use livekit_protocol as proto;
 use prost::Message;
@@ -16,90 +19,194 @@ pub struct SqliteStore {
     claims: Mutex<HashSet<String>>,
 }
 
+const SCHEMA: &str = "PRAGMA journal_mode = WAL;
+     CREATE TABLE IF NOT EXISTS ingress (
+         ingress_id TEXT PRIMARY KEY,
+         stream_key TEXT NOT NULL UNIQUE,
+         room_name TEXT NOT NULL,
+         info BLOB NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS ingress_room ON ingress (room_name);
+     CREATE TABLE IF NOT EXISTS ingress_state (
+         ingress_id TEXT PRIMARY KEY,
+         started_at INTEGER NOT NULL,
+         updated_at INTEGER NOT NULL,
+         state BLOB NOT NULL
+     );";
+
+/// Creates the file (and its directory) for its owner only, before SQLite
+/// opens it; SQLite gives its WAL and shared-memory files the same mode.
+fn create_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map(|_| ())
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+}
+
+fn decode_state(blob: Option<Vec<u8>>) -> Result<Option<proto::IngressState>, String> {
+    blob.map(|b| proto::IngressState::decode(b.as_slice()).map_err(io))
+        .transpose()
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the SQLite store at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, String> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
+        create_private(path)?;
         let db =
             Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        db.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             CREATE TABLE IF NOT EXISTS ingress (
-                 ingress_id TEXT PRIMARY KEY,
-                 stream_key TEXT NOT NULL UNIQUE,
-                 room_name TEXT NOT NULL,
-                 info BLOB NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS ingress_room ON ingress (room_name);",
-        )
-        .map_err(io)?;
-        Ok(SqliteStore {
+        db.execute_batch(SCHEMA).map_err(io)?;
+        let store = SqliteStore {
             db: Mutex::new(db),
             claims: Mutex::default(),
-        })
+        };
+        store.move_states_out_of_info()?;
+        Ok(store)
+    }
+
+    /// Files written before states had their own table kept the state inside
+    /// the info: move it out once.
+    fn move_states_out_of_info(&self) -> Result<(), String> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare(
+                "SELECT ingress_id, info FROM ingress
+                 WHERE ingress_id NOT IN (SELECT ingress_id FROM ingress_state)",
+            )
+            .map_err(io)?;
+        let rows: Vec<(String, Vec<u8>)> = stmt
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .map_err(io)?
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        drop(stmt);
+        for (id, blob) in rows {
+            let mut info = proto::IngressInfo::decode(blob.as_slice()).map_err(io)?;
+            let state = info.state.take().unwrap_or_default();
+            insert_state(&db, &id, &state)?;
+            db.execute(
+                "UPDATE ingress SET info = ?2 WHERE ingress_id = ?1",
+                params![id, info.encode_to_vec()],
+            )
+            .map_err(io)?;
+        }
+        Ok(())
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
         lock(&self.db)
     }
 
-    fn one(&self, sql: &str, value: &str) -> Result<Option<proto::IngressInfo>, String> {
-        let blob: Option<Vec<u8>> = self
-            .db()
-            .query_row(sql, [value], |row| row.get(0))
-            .optional()
-            .map_err(io)?;
-        blob.map(|b| proto::IngressInfo::decode(b.as_slice()).map_err(io))
-            .transpose()
-    }
-}
-
-impl Store for SqliteStore {
-    fn put(&self, info: &proto::IngressInfo) -> Result<(), String> {
-        self.db()
-            .execute(
-                "INSERT INTO ingress (ingress_id, stream_key, room_name, info) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(ingress_id) DO UPDATE SET stream_key = ?2, room_name = ?3, info = ?4",
-                params![info.ingress_id, info.stream_key, info.room_name, info.encode_to_vec()],
-            )
-            .map(|_| ())
-            .map_err(io)
-    }
-
-    fn get(&self, ingress_id: &str) -> Result<Option<proto::IngressInfo>, String> {
-        self.one("SELECT info FROM ingress WHERE ingress_id = ?1", ingress_id)
-    }
-
-    fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, String> {
-        self.one("SELECT info FROM ingress WHERE stream_key = ?1", stream_key)
-    }
-
-    fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, String> {
+    /// Ingresses with their states, selected by `filter` (a WHERE clause on
+    /// table `i`).
+    fn select(&self, filter: &str, values: &[&str]) -> Result<Vec<proto::IngressInfo>, String> {
         let db = self.db();
         let mut stmt = db
-            .prepare(
-                "SELECT info FROM ingress WHERE (?1 = '' OR room_name = ?1) AND (?2 = '' OR ingress_id = ?2)
-                 ORDER BY rowid",
-            )
+            .prepare(&format!(
+                "SELECT i.info, s.state FROM ingress i
+                 LEFT JOIN ingress_state s ON s.ingress_id = i.ingress_id
+                 WHERE {filter} ORDER BY i.rowid"
+            ))
             .map_err(io)?;
         let rows = stmt
-            .query_map([room, ingress_id], |row| row.get::<_, Vec<u8>>(0))
+            .query_map(rusqlite::params_from_iter(values), |row| {
+                Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Option<Vec<u8>>>(1)?))
+            })
             .map_err(io)?;
-        rows.map(|blob| {
-            let blob = blob.map_err(io)?;
-            proto::IngressInfo::decode(blob.as_slice()).map_err(io)
+        rows.map(|row| {
+            let (info, state) = row.map_err(io)?;
+            let mut info = proto::IngressInfo::decode(info.as_slice()).map_err(io)?;
+            info.state = decode_state(state)?;
+            Ok(info)
         })
         .collect()
     }
 
+    fn one(&self, filter: &str, value: &str) -> Result<Option<proto::IngressInfo>, String> {
+        Ok(self.select(filter, &[value])?.into_iter().next())
+    }
+}
+
+fn insert_state(db: &Connection, id: &str, state: &proto::IngressState) -> Result<(), String> {
+    db.execute(
+        "INSERT INTO ingress_state (ingress_id, started_at, updated_at, state) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(ingress_id) DO UPDATE SET started_at = ?2, updated_at = ?3, state = ?4",
+        params![id, state.started_at, state.updated_at, state.encode_to_vec()],
+    )
+    .map(|_| ())
+    .map_err(io)
+}
+
+impl Store for SqliteStore {
+    fn put(&self, info: &proto::IngressInfo) -> Result<(), String> {
+        let stripped = proto::IngressInfo {
+            state: None,
+            ..info.clone()
+        };
+        let mut db = self.db();
+        let tx = db.transaction().map_err(io)?;
+        tx.execute(
+            "INSERT INTO ingress (ingress_id, stream_key, room_name, info) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(ingress_id) DO UPDATE SET stream_key = ?2, room_name = ?3, info = ?4",
+            params![
+                info.ingress_id,
+                info.stream_key,
+                info.room_name,
+                stripped.encode_to_vec()
+            ],
+        )
+        .map_err(io)?;
+        let state = info.state.clone().unwrap_or_default();
+        tx.execute(
+            "INSERT OR IGNORE INTO ingress_state (ingress_id, started_at, updated_at, state)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                info.ingress_id,
+                state.started_at,
+                state.updated_at,
+                state.encode_to_vec()
+            ],
+        )
+        .map_err(io)?;
+        tx.commit().map_err(io)
+    }
+
+    fn get(&self, ingress_id: &str) -> Result<Option<proto::IngressInfo>, String> {
+        self.one("i.ingress_id = ?1", ingress_id)
+    }
+
+    fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, String> {
+        self.one("i.stream_key = ?1", stream_key)
+    }
+
+    fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, String> {
+        self.select(
+            "(?1 = '' OR i.room_name = ?1) AND (?2 = '' OR i.ingress_id = ?2)",
+            &[room, ingress_id],
+        )
+    }
+
     fn delete(&self, ingress_id: &str) -> Result<(), String> {
-        self.db()
-            .execute("DELETE FROM ingress WHERE ingress_id = ?1", [ingress_id])
-            .map(|_| ())
-            .map_err(io)
+        let mut db = self.db();
+        let tx = db.transaction().map_err(io)?;
+        for table in ["ingress", "ingress_state"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE ingress_id = ?1"),
+                [ingress_id],
+            )
+            .map_err(io)?;
+        }
+        tx.commit().map_err(io)
     }
 
     fn claim(&self, ingress_id: &str) -> Result<bool, String> {
@@ -114,38 +221,64 @@ impl Store for SqliteStore {
         lock(&self.claims).remove(ingress_id);
     }
 
+    fn is_claimed(&self, ingress_id: &str) -> Result<bool, String> {
+        Ok(lock(&self.claims).contains(ingress_id))
+    }
+
     fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, String> {
         if !lock(&self.claims).contains(ingress_id) {
             return Ok(false);
         }
-        // One connection behind a lock: the read and the write are one step.
+        // One connection behind a lock: the checks and the write are one step.
         let db = self.db();
-        let blob: Option<Vec<u8>> = db
+        let stored: Option<(i64, i64)> = db
             .query_row(
-                "SELECT info FROM ingress WHERE ingress_id = ?1",
+                "SELECT s.started_at, s.updated_at FROM ingress i
+                 LEFT JOIN ingress_state s ON s.ingress_id = i.ingress_id
+                 WHERE i.ingress_id = ?1",
+                [ingress_id],
+                |row| {
+                    Ok((
+                        row.get::<_, Option<i64>>(0)?.unwrap_or(0),
+                        row.get::<_, Option<i64>>(1)?.unwrap_or(0),
+                    ))
+                },
+            )
+            .optional()
+            .map_err(io)?;
+        match stored {
+            Some(order) if order <= state_order(state) => {
+                insert_state(&db, ingress_id, state)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn swap_state(
+        &self,
+        ingress_id: &str,
+        expected: &proto::IngressState,
+        state: &proto::IngressState,
+    ) -> Result<bool, String> {
+        let db = self.db();
+        let stored: Option<Vec<u8>> = db
+            .query_row(
+                "SELECT state FROM ingress_state WHERE ingress_id = ?1",
                 [ingress_id],
                 |row| row.get(0),
             )
             .optional()
             .map_err(io)?;
-        let Some(blob) = blob else {
+        if decode_state(stored)?.as_ref() != Some(expected) {
             return Ok(false);
-        };
-        let mut info = proto::IngressInfo::decode(blob.as_slice()).map_err(io)?;
-        info.state = Some(state.clone());
-        db.execute(
-            "UPDATE ingress SET info = ?2 WHERE ingress_id = ?1",
-            params![ingress_id, info.encode_to_vec()],
-        )
-        .map_err(io)?;
+        }
+        insert_state(&db, ingress_id, state)?;
         Ok(true)
     }
 
-    fn is_claimed(&self, ingress_id: &str) -> Result<bool, String> {
-        Ok(lock(&self.claims).contains(ingress_id))
-    }
-
-    fn broadcast_stop(&self, _ingress_id: &str) -> Result<(), String> {
+    fn request_stop(&self, _ingress_id: &str) -> Result<(), String> {
+        // One node: its own sessions were stopped by the caller.
         Ok(())
     }
 
@@ -155,5 +288,14 @@ impl Store for SqliteStore {
         _alive: Box<dyn Fn() -> bool + Send>,
     ) -> Result<(), String> {
         Ok(())
+    }
+
+    fn ping(&self) -> Result<(), String> {
+        self.db()
+            .query_row("SELECT count(*) FROM ingress", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|_| ())
+            .map_err(io)
     }
 }
