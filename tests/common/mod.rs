@@ -6,6 +6,9 @@
 
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod rtmp_client;
+pub mod service;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -142,8 +145,18 @@ impl LiveKitServer {
     /// Kills the server and starts it again on the same ports (rooms are lost,
     /// as in a real restart).
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Kills the server (its ports stay this server's for [`Self::start_again`]).
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts a stopped server again on its ports.
+    pub fn start_again(&mut self) {
         self.child = spawn_server(&self.config_path, &self.log_path);
         if let Err(log) = self.wait_ready(Duration::from_secs(30)) {
             panic!("livekit-server did not restart:\n{log}");
