@@ -446,3 +446,35 @@ fn a_lapsed_claim_leaves_the_state_to_the_node_that_took_the_key_over() {
     assert_eq!(state.room_id, "RM_other_node", "{state:?}");
     assert_eq!(state.status, Status::EndpointBuffering as i32, "{state:?}");
 }
+
+/// `/health` says whether the store answers: a node that cannot reach Redis
+/// can neither authorize a publish nor serve the API, so a load balancer
+/// should stop sending to it; it is ready again once Redis answers.
+#[test]
+fn health_follows_the_store() {
+    let redis = RedisServer::start();
+    let store = format!("  redis:\n    address: {}\n", redis.address());
+    let h = Harness::start_with_store(ScratchDir::new("health"), store);
+    let port = h.service.as_ref().expect("running").http_addr.port();
+    let health = || {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        std::io::Write::write_all(&mut stream, b"GET /health HTTP/1.0\r\n\r\n").expect("send");
+        let mut response = String::new();
+        let _ = std::io::Read::read_to_string(&mut stream, &mut response);
+        response
+    };
+    assert!(health().starts_with("HTTP/1.0 200"), "{}", health());
+
+    redis.freeze();
+    let frozen = health();
+    redis.thaw();
+    assert!(frozen.starts_with("HTTP/1.0 503"), "{frozen}");
+    assert!(frozen.contains("store unreachable"), "{frozen}");
+    let back = common::wait_for(Duration::from_secs(10), || {
+        health().starts_with("HTTP/1.0 200").then_some(())
+    });
+    assert!(back.is_some(), "ready again: {}", health());
+}

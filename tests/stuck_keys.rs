@@ -57,7 +57,10 @@ fn real_publish_succeeds(h: &Harness, info: &proto::IngressInfo, after: &str) {
     let live = common::wait_for(Duration::from_secs(20), || {
         let now = h.info(&info.ingress_id);
         if let Ok(Some(exit)) = ffmpeg.try_wait() {
-            panic!("after {after}: the publish was refused ({exit}); state {:?}", now.state);
+            panic!(
+                "after {after}: the publish was refused ({exit}); state {:?}",
+                now.state
+            );
         }
         (status(&now) == Status::EndpointPublishing).then_some(now)
     });
@@ -94,7 +97,9 @@ fn reset_after_publish(h: &Harness, info: &proto::IngressInfo, accepted: bool) {
     let after = if accepted { "the accept" } else { "publish" };
     // The service took the attempt up (or this way tests nothing).
     assert!(
-        common::wait_for(Duration::from_secs(5), || (started(h) > before).then_some(())).is_some(),
+        common::wait_for(Duration::from_secs(5), || (started(h) > before)
+            .then_some(()))
+        .is_some(),
         "the publish before the reset after {after} was never started"
     );
     settled(h, &info.ingress_id, &format!("a reset after {after}"));
@@ -195,7 +200,10 @@ fn a_killed_node_frees_its_keys_for_the_others() {
     let killed = Instant::now();
     let _ = streaming.wait();
     // Nothing cleaned up: the store still says publishing.
-    assert_eq!(status(&h.info(&info.ingress_id)), Status::EndpointPublishing);
+    assert_eq!(
+        status(&h.info(&info.ingress_id)),
+        Status::EndpointPublishing
+    );
 
     // The other node refuses the key while the dead node's claim lives, and
     // takes it within 15 s of the kill.

@@ -257,6 +257,23 @@ impl RedisServer {
     pub fn address(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers,
+    /// as with a Redis host that hangs or a network that drops everything.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        // SAFETY: a signal to our own child process.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "signal to redis-server");
+    }
 }
 
 impl Drop for RedisServer {

@@ -4,13 +4,12 @@
 //! rml_rtmp's client session speaks the protocol; the test decides when to
 //! stop, and how (a reset, as a network glitch would, or a close).
 
-use rml_rtmp::rml_amf0::Amf0Value;
 use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::RtmpMessage;
+use rml_rtmp::rml_amf0::Amf0Value;
 use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult,
-    PublishRequestType,
+    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
 };
 use rml_rtmp::time::RtmpTimestamp;
 use std::io::{Read, Write};

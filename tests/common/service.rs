@@ -283,7 +283,6 @@ pub fn twirp_code(err: ServiceError) -> String {
     }
 }
 
-
 /// Another node as its own `livekit-ingress` process, over the harness's
 /// store and LiveKit server: what a test can kill as a machine dies.
 pub struct NodeProcess {
