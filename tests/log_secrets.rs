@@ -1,0 +1,197 @@
+//! Secrets stay out of the logs: the service, run as its own process with
+//! every log at its most verbose (RUST_LOG=trace, GST_DEBUG=*:6), serves the
+//! API, takes a real publish into a room, refuses wrong, oversized and
+//! unauthenticated attempts; its log must hold none of the API secret, the
+//! access tokens used, or the stream keys (valid or not).
+
+mod common;
+
+use common::{LiveKitServer, ScratchDir};
+use livekit_api::access_token::{AccessToken, VideoGrants};
+use livekit_api::services::ingress::{CreateIngressOptions, IngressClient, IngressListFilter};
+use livekit_protocol as proto;
+use proto::ingress_state::Status;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const KEY: &str = "APIlogcheck";
+
+fn random_text(len: usize) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+        .collect()
+}
+
+#[test]
+fn no_secret_reaches_the_log() {
+    let secret = random_text(40);
+    let livekit = LiveKitServer::start_with(&format!("keys:\n  {KEY}: {secret}\n"));
+    let dir = ScratchDir::new("log-secrets");
+    let (rtmp_port, http_port) = (common::free_tcp_port(), common::free_tcp_port());
+    let config = format!(
+        "api_key: {KEY}\napi_secret: {secret}\nws_url: {}\nrtmp_port: {rtmp_port}\n\
+         bind_address: 127.0.0.1\nhttp_port: {http_port}\nstore:\n  sqlite: {}\n",
+        livekit.ws_url(),
+        dir.path().join("ingress.db").display()
+    );
+    let config_path = dir.path().join("service.yaml");
+    std::fs::write(&config_path, config).expect("config");
+    let log_path = dir.path().join("service.log");
+    let log = std::fs::File::create(&log_path).expect("log");
+    let mut service = Command::new(env!("CARGO_BIN_EXE_livekit-ingress"))
+        .arg("--config")
+        .arg(&config_path)
+        .env("RUST_LOG", "trace")
+        .env("GST_DEBUG", "*:6")
+        .env("GST_DEBUG_NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("livekit-ingress");
+    let ready = common::wait_for(Duration::from_secs(20), || {
+        common::http_get_ok(http_port, "/health").then_some(())
+    });
+    assert!(ready.is_some(), "the service did not start");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let api = format!("http://127.0.0.1:{http_port}");
+    let client = IngressClient::with_api_key(&api, KEY, &secret).with_failover(false);
+    let info = rt
+        .block_on(client.create_ingress(
+            proto::IngressInput::RtmpInput,
+            CreateIngressOptions {
+                name: "logged".into(),
+                room_name: "log-room".into(),
+                participant_identity: "logger".into(),
+                ..Default::default()
+            },
+        ))
+        .expect("create");
+    let status = |client: &IngressClient| {
+        rt.block_on(client.list_ingress(IngressListFilter::IngressId(info.ingress_id.clone())))
+            .expect("list")
+            .into_iter()
+            .next()
+            .and_then(|i| i.state)
+            .map(|s| s.status)
+    };
+
+    // A real publish reaches the room, then ends.
+    let mut ffmpeg = publish(rtmp_port, &info.stream_key, 30);
+    let live = common::wait_for(Duration::from_secs(20), || {
+        (status(&client) == Some(Status::EndpointPublishing as i32)).then_some(())
+    });
+    assert!(live.is_some(), "the publish never reached the room");
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+    let rest = common::wait_for(Duration::from_secs(15), || {
+        (status(&client) == Some(Status::EndpointInactive as i32)).then_some(())
+    });
+    assert!(rest.is_some(), "the stream did not end");
+
+    // Refused publishes: an unknown key, an oversized one.
+    let wrong = random_text(16);
+    let oversized = random_text(64 * 1024);
+    for key in [&wrong, &oversized] {
+        let mut refused = publish(rtmp_port, key, 3);
+        assert!(!refused.wait().expect("ffmpeg").success(), "refused");
+    }
+
+    // API calls with a token signed by another secret and one that expired.
+    let forged = IngressClient::with_api_key(&api, KEY, &random_text(40)).with_failover(false);
+    assert!(rt
+        .block_on(forged.list_ingress(IngressListFilter::All))
+        .is_err());
+    let expired = AccessToken::with_api_key(KEY, &secret)
+        .with_grants(VideoGrants {
+            ingress_admin: true,
+            ..Default::default()
+        })
+        .with_ttl(Duration::from_secs(0))
+        .to_jwt()
+        .expect("token");
+    let valid = AccessToken::with_api_key(KEY, &secret)
+        .with_grants(VideoGrants {
+            ingress_admin: true,
+            ..Default::default()
+        })
+        .to_jwt()
+        .expect("token");
+    std::thread::sleep(Duration::from_millis(1100));
+    for token in [&expired, &valid] {
+        let out = Command::new("curl")
+            .args(["-s", "-X", "POST", "-H", "Content-Type: application/json"])
+            .args(["-H", &format!("Authorization: Bearer {token}")])
+            .args(["-d", "{}"])
+            .arg(format!("{api}/twirp/livekit.Ingress/ListIngress"))
+            .output()
+            .expect("curl");
+        assert!(out.status.success());
+    }
+    rt.block_on(client.delete_ingress(&info.ingress_id))
+        .expect("delete");
+
+    // SIGTERM: the service ends cleanly and flushes its log.
+    // SAFETY: a signal to our own child process.
+    unsafe { libc::kill(service.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = service.wait();
+
+    let log = std::fs::read(&log_path).expect("read log");
+    let log = String::from_utf8_lossy(&log);
+    assert!(
+        log.contains(&info.ingress_id),
+        "the log names the ingress (it is the log of this run)"
+    );
+    for (what, needle) in [
+        ("the API secret", secret.as_str()),
+        ("the stream key", info.stream_key.as_str()),
+        ("an unknown stream key", wrong.as_str()),
+        ("an oversized stream key", &oversized[..64]),
+        ("an expired token", expired.as_str()),
+        ("a valid token", valid.as_str()),
+    ] {
+        if let Some(at) = log.find(needle) {
+            let line_start = log[..at].rfind('\n').map_or(0, |i| i + 1);
+            let line_end = log[at..].find('\n').map_or(log.len(), |i| at + i);
+            panic!(
+                "{what} is in the log ({} bytes):\n{}",
+                log.len(),
+                &log[line_start..line_end.min(line_start + 600)]
+            );
+        }
+    }
+    // Tokens the service mints itself (to join the room) are secrets too:
+    // no JWT at all may be logged.
+    assert!(
+        !log.contains("eyJhbGciOi"),
+        "a JWT is in the log: {}",
+        log.lines()
+            .find(|l| l.contains("eyJhbGciOi"))
+            .unwrap_or_default()
+            .chars()
+            .take(600)
+            .collect::<String>()
+    );
+}
+
+fn publish(rtmp_port: u16, key: &str, seconds: u32) -> std::process::Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "30"])
+        .args(["-c:a", "aac", "-ac", "2", "-f", "flv"])
+        .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg")
+}
