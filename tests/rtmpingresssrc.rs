@@ -16,6 +16,13 @@ fn init() {
     ONCE.call_once(|| {
         gst::init().expect("gstreamer");
         gstlivekitingress::plugin_register_static().expect("register plugin");
+        // The listener logs with tracing: RUST_LOG=debug shows it.
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
     });
 }
 
@@ -127,6 +134,31 @@ impl Receiver {
             }
         }
         self.decoded.lock().expect("lock").clone()
+    }
+}
+
+impl Receiver {
+    /// Waits for an element message named `name`; true when it came.
+    fn wait_message(&self, name: &str, timeout: Duration) -> bool {
+        let bus = self.pipeline.bus().expect("bus");
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(left.as_nanos() as u64))
+            else {
+                break;
+            };
+            if let Some(s) = msg.structure() {
+                self.decoded
+                    .lock()
+                    .expect("lock")
+                    .messages
+                    .push(s.to_string());
+                if s.name() == name {
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 
@@ -418,6 +450,240 @@ fn rtmps_with_a_configured_certificate() {
     assert!(
         out.status.success(),
         "ffmpeg over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = rx.wait_end(Duration::from_secs(10));
+    assert_video(&d, 50);
+}
+
+// ---------------------------------------------------------------------------
+// Hardening: scripted clients that break the protocol at chosen points. They
+// speak RTMP with rml_rtmp's client-side handshake and chunk serializer.
+
+use rml_rtmp::chunk_io::ChunkSerializer;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::RtmpMessage;
+use rml_rtmp::rml_amf0::Amf0Value;
+use rml_rtmp::time::RtmpTimestamp;
+use std::collections::HashMap;
+
+/// A raw RTMP client driven step by step.
+struct RawClient {
+    stream: TcpStream,
+    serializer: ChunkSerializer,
+    received: Vec<u8>,
+}
+
+impl RawClient {
+    fn connect(port: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        RawClient {
+            stream,
+            serializer: ChunkSerializer::new(),
+            received: Vec::new(),
+        }
+    }
+
+    fn handshake(&mut self) {
+        let mut handshake = Handshake::new(PeerType::Client);
+        let c0c1 = handshake.generate_outbound_p0_and_p1().expect("c0c1");
+        self.stream.write_all(&c0c1).expect("send c0c1");
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.stream.read(&mut buf).expect("read handshake");
+            assert!(n > 0, "server closed during the handshake");
+            match handshake.process_bytes(&buf[..n]).expect("handshake") {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    self.stream.write_all(&response_bytes).expect("send");
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    self.stream.write_all(&response_bytes).expect("send c2");
+                    self.received.extend(remaining_bytes);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send(
+        &mut self,
+        message: RtmpMessage,
+        timestamp: u32,
+        stream_id: u32,
+    ) -> std::io::Result<()> {
+        let payload = message
+            .into_message_payload(RtmpTimestamp::new(timestamp), stream_id)
+            .expect("payload");
+        let packet = self
+            .serializer
+            .serialize(&payload, false, false)
+            .expect("serialize");
+        self.stream.write_all(&packet.bytes)
+    }
+
+    fn command(
+        &mut self,
+        name: &str,
+        txn: f64,
+        object: Amf0Value,
+        args: Vec<Amf0Value>,
+        stream_id: u32,
+    ) -> std::io::Result<()> {
+        self.send(
+            RtmpMessage::Amf0Command {
+                command_name: name.into(),
+                transaction_id: txn,
+                command_object: object,
+                additional_arguments: args,
+            },
+            0,
+            stream_id,
+        )
+    }
+
+    fn connect_app(&mut self, app: &str) -> std::io::Result<()> {
+        let mut props = HashMap::new();
+        props.insert("app".to_string(), Amf0Value::Utf8String(app.into()));
+        props.insert(
+            "type".to_string(),
+            Amf0Value::Utf8String("nonprivate".into()),
+        );
+        props.insert(
+            "tcUrl".to_string(),
+            Amf0Value::Utf8String(format!("rtmp://127.0.0.1/{app}")),
+        );
+        self.command("connect", 1.0, Amf0Value::Object(props), vec![], 0)
+    }
+
+    fn create_stream(&mut self) -> std::io::Result<()> {
+        self.command("createStream", 2.0, Amf0Value::Null, vec![], 0)
+    }
+
+    fn publish(&mut self, key: &str, stream_id: u32) -> std::io::Result<()> {
+        self.command(
+            "publish",
+            3.0,
+            Amf0Value::Null,
+            vec![
+                Amf0Value::Utf8String(key.into()),
+                Amf0Value::Utf8String("live".into()),
+            ],
+            stream_id,
+        )
+    }
+
+    /// connect, createStream (stream 1) and publish `key`. The server
+    /// answers `connect` after reading it, so the client waits for that (as
+    /// real publishers do) before going on.
+    fn start_publish(&mut self, key: &str) {
+        self.handshake();
+        self.connect_app("live").expect("connect");
+        assert!(self.wait_for(b"NetConnection.Connect.Success"), "connected");
+        self.create_stream().expect("createStream");
+        self.publish(key, 1).expect("publish");
+    }
+
+    /// Reads until what the server sent contains `needle` (true) or the
+    /// connection ends or times out (false).
+    fn wait_for(&mut self, needle: &[u8]) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            if self.received.windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// Closes with a TCP reset (SO_LINGER 0) instead of a FIN.
+    fn reset(self) {
+        socket2::SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(self.stream);
+    }
+}
+
+/// An AAC-LC 44.1 kHz stereo sequence header as an FLV audio tag body.
+const AAC_CONFIG: [u8; 4] = [0xaf, 0x00, 0x12, 0x10];
+
+#[test]
+fn broken_publishes_never_leave_the_key_stuck() {
+    init();
+    let port = common::free_tcp_port();
+    let mut rx = Receiver::start(port, "sticky", "");
+
+    // Reset in the middle of the handshake: nothing reaches the element.
+    let mut c = RawClient::connect(port);
+    c.stream.write_all(&[3u8; 700]).expect("half a c0c1");
+    std::thread::sleep(Duration::from_millis(100));
+    c.reset();
+
+    type Step = fn(&mut RawClient) -> bool;
+    let scenarios: [(&str, Step); 4] = [
+        ("publish without createStream", |c| {
+            c.handshake();
+            c.connect_app("live").expect("connect");
+            assert!(c.wait_for(b"NetConnection.Connect.Success"));
+            c.publish("sticky", 0).expect("publish");
+            c.wait_for(b"NetStream.Publish");
+            true
+        }),
+        ("reset right after publish was accepted", |c| {
+            c.start_publish("sticky");
+            assert!(c.wait_for(b"NetStream.Publish.Start"), "accepted");
+            true
+        }),
+        ("reset after the first media message", |c| {
+            c.start_publish("sticky");
+            assert!(c.wait_for(b"NetStream.Publish.Start"), "accepted");
+            c.send(
+                RtmpMessage::AudioData {
+                    data: AAC_CONFIG.to_vec().into(),
+                },
+                0,
+                1,
+            )
+            .expect("audio");
+            std::thread::sleep(Duration::from_millis(300));
+            true
+        }),
+        // Without waiting for the answer: the reset may beat the reply.
+        ("reset right after sending publish", |c| {
+            c.start_publish("sticky");
+            false
+        }),
+    ];
+    for (name, step) in scenarios {
+        let mut c = RawClient::connect(port);
+        let must_end = step(&mut c);
+        c.reset();
+        // The element learns that the publish it was handed is over.
+        let stopped = rx.wait_message(
+            "rtmp-publish-stopped",
+            Duration::from_secs(if must_end { 10 } else { 3 }),
+        );
+        assert!(stopped || !must_end, "{name}: no rtmp-publish-stopped");
+        if stopped {
+            drop(rx);
+            rx = Receiver::start(port, "sticky", "");
+        }
+    }
+
+    // The key is free: a real publisher gets in and is decoded.
+    let out = test_pattern(2, "", &format!("rtmp://127.0.0.1:{port}/live/sticky"));
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let d = rx.wait_end(Duration::from_secs(10));
