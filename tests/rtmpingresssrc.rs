@@ -472,6 +472,8 @@ struct RawClient {
     stream: TcpStream,
     serializer: ChunkSerializer,
     received: Vec<u8>,
+    /// RTMP messages' bytes written so far (after the handshake).
+    sent: usize,
 }
 
 impl RawClient {
@@ -484,6 +486,7 @@ impl RawClient {
             stream,
             serializer: ChunkSerializer::new(),
             received: Vec::new(),
+            sent: 0,
         }
     }
 
@@ -524,7 +527,9 @@ impl RawClient {
             .serializer
             .serialize(&payload, false, false)
             .expect("serialize");
-        self.stream.write_all(&packet.bytes)
+        self.stream.write_all(&packet.bytes)?;
+        self.sent += packet.bytes.len();
+        Ok(())
     }
 
     fn command(
@@ -681,6 +686,137 @@ fn broken_publishes_never_leave_the_key_stuck() {
 
     // The key is free: a real publisher gets in and is decoded.
     let out = test_pattern(2, "", &format!("rtmp://127.0.0.1:{port}/live/sticky"));
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = rx.wait_end(Duration::from_secs(10));
+    assert_video(&d, 50);
+}
+
+/// Sends one byte of a handshake every 500 ms until the server hangs up; the
+/// time that took.
+fn trickle_until_closed(port: u16, give_up: Duration) -> Option<Duration> {
+    let mut c = RawClient::connect(port);
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 8192];
+    let mut first = true;
+    while started.elapsed() < give_up {
+        let byte = if first { 3 } else { 0 };
+        first = false;
+        if c.stream.write_all(&[byte]).is_err() {
+            return Some(started.elapsed());
+        }
+        match c.stream.read(&mut buf[..]) {
+            Ok(0) => return Some(started.elapsed()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            // The server's part of the handshake: read and ignored.
+            Ok(_) => std::thread::sleep(Duration::from_millis(500)),
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+/// Completes the handshake, then sends `connect` after `connect` without
+/// ever reading the answers, until the server hangs up: (bytes sent, time).
+fn deaf_until_closed(port: u16, give_up: Duration) -> Option<(usize, Duration)> {
+    let mut c = RawClient::connect(port);
+    c.handshake();
+    let started = Instant::now();
+    while started.elapsed() < give_up {
+        if c.connect_app("live").is_err() {
+            return Some((c.sent, started.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+#[test]
+fn trickling_and_deaf_clients_are_closed_in_bounded_time_while_a_stream_flows() {
+    init();
+    let port = common::free_tcp_port();
+    let rx = Receiver::start(port, "live", "handshake-timeout=3");
+    let url = format!("rtmp://127.0.0.1:{port}/live/live");
+    let live = std::thread::spawn(move || test_pattern(10, "", &url));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // A byte every 500 ms never lets a per-read timeout expire; the deadline
+    // for everything before publishing (3 s here) does.
+    let trickle = trickle_until_closed(port, Duration::from_secs(15));
+    eprintln!("trickling client closed after {trickle:?}");
+    let trickle = trickle.expect("the trickling client was never closed");
+    assert!(
+        trickle >= Duration::from_millis(2500) && trickle < Duration::from_millis(4500),
+        "closed after {trickle:?}, deadline 3 s"
+    );
+
+    // A client that never reads what it is sent is cut off at the write
+    // budget (64 KiB of replies), well before the deadline and before the
+    // 256 KiB it may send.
+    let deaf = deaf_until_closed(port, Duration::from_secs(15));
+    eprintln!("deaf client closed after (bytes sent, time) {deaf:?}");
+    let (sent, took) = deaf.expect("the deaf client was never closed");
+    assert!(took < Duration::from_millis(2500), "closed after {took:?}");
+    assert!(sent < 128 * 1024, "it could send {sent} bytes");
+
+    let live = live.join().expect("publisher thread");
+    assert!(
+        live.status.success(),
+        "the live stream is untouched: {}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    let d = rx.wait_end(Duration::from_secs(10));
+    assert_video(&d, 260);
+}
+
+#[test]
+fn waiting_connections_are_bounded_per_address() {
+    init();
+    let port = common::free_tcp_port();
+    let rx = Receiver::start(port, "bounded", "");
+    let mut idle: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let waits = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let n = s.read(&mut [0u8; 1]);
+        matches!(&n, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    };
+    assert!(waits(&mut idle[15]), "the first 16 from one address wait");
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let started = Instant::now();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let n = extra.read(&mut [0u8; 1]);
+    assert!(
+        matches!(n, Ok(0)) && started.elapsed() < Duration::from_secs(1),
+        "the 17th is closed at once: {n:?} after {:?}",
+        started.elapsed()
+    );
+    // Another address is not affected.
+    let other =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    other
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .expect("bind 127.0.0.2");
+    other
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("connect");
+    let mut other: TcpStream = other.into();
+    assert!(waits(&mut other), "127.0.0.2 waits like any client");
+    idle.clear();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = test_pattern(2, "", &format!("rtmp://127.0.0.1:{port}/live/bounded"));
     assert!(
         out.status.success(),
         "ffmpeg: {}",
