@@ -825,3 +825,251 @@ fn waiting_connections_are_bounded_per_address() {
     let d = rx.wait_end(Duration::from_secs(10));
     assert_video(&d, 50);
 }
+
+// ---------------------------------------------------------------------------
+// A separate process with rtmpingresssrc: this test binary started again to
+// run only `probe_child`, which (with RTMP_PROBE_PORT and RTMP_PROBE_KEYS set)
+// receives on one rtmpingresssrc per key and prints the video buffers each has
+// pushed, every 200 ms: `frames <key>=<n> ...`. Its resource limits, CPU time
+// and logs are then its own.
+
+#[test]
+fn probe_child() {
+    let (Ok(port), Ok(keys)) = (
+        std::env::var("RTMP_PROBE_PORT"),
+        std::env::var("RTMP_PROBE_KEYS"),
+    ) else {
+        return;
+    };
+    init();
+    let port: u32 = port.parse().expect("port");
+    let pipeline = gst::Pipeline::new();
+    let keys: Vec<String> = keys.split(',').map(str::to_string).collect();
+    let counts: Arc<Vec<std::sync::atomic::AtomicU64>> =
+        Arc::new(keys.iter().map(|_| Default::default()).collect());
+    for (i, key) in keys.iter().enumerate() {
+        let src = gst::ElementFactory::make("rtmpingresssrc")
+            .property("address", "127.0.0.1")
+            .property("port", port)
+            .property("stream-key", key.as_str())
+            .build()
+            .expect("rtmpingresssrc");
+        pipeline.add(&src).expect("add");
+        let weak = pipeline.downgrade();
+        let counts = counts.clone();
+        src.connect_pad_added(move |_, pad| {
+            let Some(pipeline) = weak.upgrade() else {
+                return;
+            };
+            let sink = gst::ElementFactory::make("fakesink")
+                .property("sync", false)
+                .property("async", false)
+                .build()
+                .expect("fakesink");
+            pipeline.add(&sink).expect("add sink");
+            sink.sync_state_with_parent().expect("sync");
+            pad.link(&sink.static_pad("sink").expect("pad"))
+                .expect("link");
+            if pad.name() == "video" {
+                let counts = counts.clone();
+                pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                });
+            }
+        });
+    }
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let bus = pipeline.bus().expect("bus");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        while let Some(msg) = bus.pop() {
+            if let gst::MessageView::Error(e) = msg.view() {
+                println!("error {}", e.error());
+            }
+        }
+        let line: Vec<String> = keys
+            .iter()
+            .zip(counts.iter())
+            .map(|(k, n)| format!("{k}={}", n.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect();
+        println!("frames {}", line.join(" "));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+}
+
+struct Probe {
+    child: std::process::Child,
+    frames: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Probe {
+    /// The probe on `port` for `keys`, under `prlimit --nofile=N:N` when
+    /// `nofile` is given, with `env` added; stderr goes to `stderr`.
+    fn spawn(
+        port: u16,
+        keys: &str,
+        nofile: Option<u32>,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Probe {
+        let exe = std::env::current_exe().expect("test binary");
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        cmd.args(["probe_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env("RTMP_PROBE_PORT", port.to_string())
+            .env("RTMP_PROBE_KEYS", keys)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        let mut child = cmd.spawn().expect("probe process");
+        let stdout = child.stdout.take().expect("stdout");
+        let frames: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let f = frames.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(counts) = line.strip_prefix("frames ") {
+                    let mut f = f.lock().expect("lock");
+                    for kv in counts.split(' ') {
+                        if let Some((k, v)) = kv.split_once('=') {
+                            f.insert(k.to_string(), v.parse().unwrap_or(0));
+                        }
+                    }
+                } else if line.starts_with("error") {
+                    eprintln!("probe: {line}");
+                }
+            }
+        });
+        Probe { child, frames }
+    }
+
+    fn frames(&self, key: &str) -> u64 {
+        self.frames
+            .lock()
+            .expect("lock")
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU seconds the process has used.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("/proc/PID/stat");
+        // Fields after the parenthesised command name; utime and stime are
+        // fields 14 and 15 of the whole line.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / hz
+    }
+
+    fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP connection to loopback `port` from source address `from`, or none
+/// within 200 ms (the listen backlog may be full).
+fn connect_from(from: [u8; 4], port: u16) -> Option<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    s.bind(&std::net::SocketAddr::from((from, 0)).into()).ok()?;
+    s.connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
+        Duration::from_millis(200),
+    )
+    .ok()?;
+    Some(s.into())
+}
+
+#[test]
+fn out_of_file_descriptors_the_listener_waits_instead_of_spinning() {
+    let port = common::free_tcp_port();
+    const NOFILE: u32 = 128;
+    let probe = Probe::spawn(port, "live,late", Some(NOFILE), &[], Stdio::inherit());
+    let url = format!("rtmp://127.0.0.1:{port}/live/live");
+    let live = std::thread::spawn(move || test_pattern(14, "", &url));
+    assert!(
+        common::wait_for(Duration::from_secs(10), || (probe.frames("live") > 30)
+            .then_some(()))
+        .is_some(),
+        "the live stream started"
+    );
+    eprintln!("probe uses {} descriptors of {NOFILE}", probe.open_fds());
+
+    // More idle connections than the process may have descriptors, from
+    // many addresses (16 may wait per address).
+    let mut flood = Vec::new();
+    for i in 0..(2 * NOFILE as usize) {
+        let from = [127, 0, 1, 2 + (i / 12) as u8];
+        if let Some(s) = connect_from(from, port) {
+            flood.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    eprintln!(
+        "{} flood connections made; probe holds {} descriptors",
+        flood.len(),
+        probe.open_fds()
+    );
+    let (cpu_before, frames_before, t) =
+        (probe.cpu_seconds(), probe.frames("live"), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = (probe.cpu_seconds() - cpu_before) / t.elapsed().as_secs_f64();
+    let frames = probe.frames("live") - frames_before;
+    eprintln!(
+        "under the flood: CPU {:.0}% of a core, {frames} live frames in 2 s",
+        cpu * 100.0
+    );
+    assert!(cpu < 0.4, "the process spins: {:.0}% CPU", cpu * 100.0);
+    assert!(
+        frames >= 40,
+        "the live stream stalled: {frames} frames in 2 s"
+    );
+
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = test_pattern(2, "", &format!("rtmp://127.0.0.1:{port}/live/late"));
+    assert!(
+        out.status.success(),
+        "a new publish after the flood: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        probe.frames("late") >= 50,
+        "late frames {}",
+        probe.frames("late")
+    );
+    let live = live.join().expect("publisher thread");
+    assert!(
+        live.status.success(),
+        "the live stream was not cut: {}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+}
