@@ -1073,3 +1073,116 @@ fn out_of_file_descriptors_the_listener_waits_instead_of_spinning() {
         String::from_utf8_lossy(&live.stderr)
     );
 }
+
+/// Publishes `key` with a raw client and returns what the server answered
+/// (up to the publish status).
+fn raw_publish_answer(port: u16, key: &str) -> Vec<u8> {
+    let mut c = RawClient::connect(port);
+    c.start_publish(key);
+    c.wait_for(b"NetStream.Publish");
+    // The rest of the status (description) follows in the same chunk.
+    std::thread::sleep(Duration::from_millis(100));
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = c.stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        c.received.extend_from_slice(&buf[..n]);
+    }
+    if c.received
+        .windows(24)
+        .any(|w| w == b"NetStream.Publish.Start\0")
+    {
+        let _ = c.send(
+            RtmpMessage::AudioData {
+                data: AAC_CONFIG.to_vec().into(),
+            },
+            0,
+            1,
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    c.received
+}
+
+#[test]
+fn stream_keys_stay_out_of_logs_and_oversized_keys_are_refused() {
+    let port = common::free_tcp_port();
+    let dir = common::ScratchDir::new("key-logs");
+    let log_path = dir.path().join("probe.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let valid = "valid-key-5150";
+    let probe = Probe::spawn(
+        port,
+        valid,
+        None,
+        &[
+            ("GST_DEBUG", "*:9"),
+            ("GST_DEBUG_NO_COLOR", "1"),
+            ("RUST_LOG", "trace"),
+            ("NO_COLOR", "1"),
+        ],
+        Stdio::from(log),
+    );
+    assert!(
+        common::wait_for(Duration::from_secs(20), || TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .ok())
+        .is_some(),
+        "probe listening"
+    );
+
+    let oversized: String = "overlong-".repeat(60_000 / 9);
+    let answer = raw_publish_answer(port, &oversized);
+    let answer_text = String::from_utf8_lossy(&answer);
+    assert!(
+        answer_text.contains("NetStream.Publish.BadName"),
+        "{answer_text}"
+    );
+    assert!(answer_text.contains("stream key too long"), "{answer_text}");
+    assert!(
+        !answer_text.contains("overlong-overlong"),
+        "the refusal echoes the key"
+    );
+
+    let wrong = "wrong-key-8a7b";
+    let answer = String::from_utf8_lossy(&raw_publish_answer(port, wrong)).to_string();
+    assert!(answer.contains("NetStream.Publish.BadName"), "{answer}");
+    assert!(
+        !answer.contains(wrong),
+        "the refusal echoes the key: {answer}"
+    );
+
+    let answer = String::from_utf8_lossy(&raw_publish_answer(port, valid)).to_string();
+    assert!(answer.contains("NetStream.Publish.Start"), "{answer}");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(probe);
+
+    let logs = std::fs::read(&log_path).expect("read logs");
+    let logs = String::from_utf8_lossy(&logs);
+    eprintln!("{} bytes of logs", logs.len());
+    assert!(logs.contains("key#"), "redactions are logged");
+    assert!(
+        !logs.contains("overlong-overlong"),
+        "the oversized key is in the logs"
+    );
+    assert!(!logs.contains(wrong), "a refused key is in the logs");
+    // The accepted key is in the rtmp-publish-started/stopped messages, which
+    // are for the application; GStreamer's own bus logging (GST_BUS, DEBUG)
+    // prints every message it posts. Every other line must be free of it.
+    let leaks: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(valid) && !l.contains(" GST_BUS "))
+        .take(10)
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "stream keys in the logs:\n{}",
+        leaks.join("\n")
+    );
+}
