@@ -1186,3 +1186,98 @@ fn stream_keys_stay_out_of_logs_and_oversized_keys_are_refused() {
         leaks.join("\n")
     );
 }
+
+#[test]
+fn crafted_timestamps_end_the_publish_with_an_error_not_a_panic() {
+    init();
+    // Panics on the element's streaming threads are recorded (the default
+    // hook prints them, but a panicking thread fails no test by itself).
+    static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        if thread
+            .name()
+            .is_some_and(|n| n.starts_with("rtmpingresssrc"))
+        {
+            PANICS.lock().expect("lock").push(info.to_string());
+        }
+        default_hook(info);
+    }));
+
+    let port = common::free_tcp_port();
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("rtmpingresssrc")
+        .property("address", "127.0.0.1")
+        .property("port", u32::from(port))
+        .property("stream-key", "clock")
+        .build()
+        .expect("rtmpingresssrc");
+    pipeline.add(&src).expect("add");
+    let weak = pipeline.downgrade();
+    src.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak.upgrade() else {
+            return;
+        };
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .build()
+            .expect("fakesink");
+        pipeline.add(&sink).expect("add sink");
+        sink.sync_state_with_parent().expect("sync");
+        pad.link(&sink.static_pad("sink").expect("pad"))
+            .expect("link");
+    });
+    pipeline.set_state(gst::State::Playing).expect("playing");
+
+    let mut c = RawClient::connect(port);
+    c.start_publish("clock");
+    assert!(c.wait_for(b"NetStream.Publish.Start"), "accepted");
+    let audio = |data: &[u8]| RtmpMessage::AudioData {
+        data: data.to_vec().into(),
+    };
+    c.send(audio(&AAC_CONFIG), 0, 1).expect("config");
+    // Every frame ~24.8 days after the one before: the old mapping overflowed
+    // its nanosecond offset after ~4300 of them.
+    let mut ts = 0u32;
+    let mut closed_after = None;
+    for i in 0..20_000 {
+        if c.send(audio(&[0xaf, 0x01, 0x21, 0x10, 0x04]), ts, 1)
+            .is_err()
+        {
+            closed_after = Some(i);
+            break;
+        }
+        ts = ts.wrapping_add(i32::MAX as u32);
+    }
+    // The publisher sees the connection end.
+    if closed_after.is_none() {
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = c.stream.read(&mut buf) {
+            if n == 0 {
+                closed_after = Some(20_000);
+                break;
+            }
+        }
+    }
+    let bus = pipeline.bus().expect("bus");
+    let error = bus.timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error]);
+    let _ = pipeline.set_state(gst::State::Null);
+    let panics = PANICS.lock().expect("lock").clone();
+    assert!(
+        panics.is_empty(),
+        "the streaming thread panicked: {panics:?}"
+    );
+    let error = match error.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Error(e)) => e.error().to_string(),
+        other => panic!("no error message: {other:?}"),
+    };
+    assert!(error.contains("timestamps"), "{error}");
+    assert!(
+        closed_after.is_some(),
+        "the publisher's connection was not closed"
+    );
+}
