@@ -8,7 +8,10 @@
 //! creates at that moment to claim its key.
 //!
 //! Refusals are RTMP error statuses the publisher sees (`NetStream.Publish.BadName`)
-//! followed by a closed socket; nothing else is disturbed.
+//! followed by a closed socket; nothing else is disturbed. A connection that
+//! has not started publishing is bounded in time (one deadline), in replies it
+//! leaves unread (a write budget) and in number (per listener and per remote
+//! address, see [`Limits`]); beyond a bound it is closed.
 
 use super::admission::{AcceptBackoff, Admission, Limits, Slot};
 use super::redact::{redact_key, MAX_STREAM_KEY_LEN};

@@ -620,7 +620,7 @@ impl ObjectImpl for RtmpIngressSrc {
                     .build(),
                 glib::ParamSpecUInt::builder("handshake-timeout")
                     .nick("Handshake timeout")
-                    .blurb("Seconds a connection may take to start publishing")
+                    .blurb("Seconds a connection may take from connecting to an accepted publish (one deadline, not per read)")
                     .minimum(1)
                     .default_value(10)
                     .mutable_ready()
