@@ -5,6 +5,7 @@
 //! carry no GStreamer types so they can be tested and fuzzed on their own.
 
 pub mod decode;
+pub mod fdlimit;
 pub mod livekit;
 pub mod livekitsink;
 pub mod pipeline;

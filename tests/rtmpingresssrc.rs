@@ -16,6 +16,13 @@ fn init() {
     ONCE.call_once(|| {
         gst::init().expect("gstreamer");
         gstlivekitingress::plugin_register_static().expect("register plugin");
+        // The listener logs with tracing: RUST_LOG=debug shows it.
+        if let Ok(filter) = std::env::var("RUST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
     });
 }
 
@@ -127,6 +134,31 @@ impl Receiver {
             }
         }
         self.decoded.lock().expect("lock").clone()
+    }
+}
+
+impl Receiver {
+    /// Waits for an element message named `name`; true when it came.
+    fn wait_message(&self, name: &str, timeout: Duration) -> bool {
+        let bus = self.pipeline.bus().expect("bus");
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_nseconds(left.as_nanos() as u64))
+            else {
+                break;
+            };
+            if let Some(s) = msg.structure() {
+                self.decoded
+                    .lock()
+                    .expect("lock")
+                    .messages
+                    .push(s.to_string());
+                if s.name() == name {
+                    return true;
+                }
+            }
+        }
+        false
     }
 }
 
@@ -422,4 +454,830 @@ fn rtmps_with_a_configured_certificate() {
     );
     let d = rx.wait_end(Duration::from_secs(10));
     assert_video(&d, 50);
+}
+
+// ---------------------------------------------------------------------------
+// Hardening: scripted clients that break the protocol at chosen points. They
+// speak RTMP with rml_rtmp's client-side handshake and chunk serializer.
+
+use rml_rtmp::chunk_io::ChunkSerializer;
+use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+use rml_rtmp::messages::RtmpMessage;
+use rml_rtmp::rml_amf0::Amf0Value;
+use rml_rtmp::time::RtmpTimestamp;
+use std::collections::HashMap;
+
+/// A raw RTMP client driven step by step.
+struct RawClient {
+    stream: TcpStream,
+    serializer: ChunkSerializer,
+    received: Vec<u8>,
+    /// RTMP messages' bytes written so far (after the handshake).
+    sent: usize,
+}
+
+impl RawClient {
+    fn connect(port: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        RawClient {
+            stream,
+            serializer: ChunkSerializer::new(),
+            received: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    fn handshake(&mut self) {
+        let mut handshake = Handshake::new(PeerType::Client);
+        let c0c1 = handshake.generate_outbound_p0_and_p1().expect("c0c1");
+        self.stream.write_all(&c0c1).expect("send c0c1");
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.stream.read(&mut buf).expect("read handshake");
+            assert!(n > 0, "server closed during the handshake");
+            match handshake.process_bytes(&buf[..n]).expect("handshake") {
+                HandshakeProcessResult::InProgress { response_bytes } => {
+                    self.stream.write_all(&response_bytes).expect("send");
+                }
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
+                    self.stream.write_all(&response_bytes).expect("send c2");
+                    self.received.extend(remaining_bytes);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn send(
+        &mut self,
+        message: RtmpMessage,
+        timestamp: u32,
+        stream_id: u32,
+    ) -> std::io::Result<()> {
+        let payload = message
+            .into_message_payload(RtmpTimestamp::new(timestamp), stream_id)
+            .expect("payload");
+        let packet = self
+            .serializer
+            .serialize(&payload, false, false)
+            .expect("serialize");
+        self.stream.write_all(&packet.bytes)?;
+        self.sent += packet.bytes.len();
+        Ok(())
+    }
+
+    fn command(
+        &mut self,
+        name: &str,
+        txn: f64,
+        object: Amf0Value,
+        args: Vec<Amf0Value>,
+        stream_id: u32,
+    ) -> std::io::Result<()> {
+        self.send(
+            RtmpMessage::Amf0Command {
+                command_name: name.into(),
+                transaction_id: txn,
+                command_object: object,
+                additional_arguments: args,
+            },
+            0,
+            stream_id,
+        )
+    }
+
+    fn connect_app(&mut self, app: &str) -> std::io::Result<()> {
+        let mut props = HashMap::new();
+        props.insert("app".to_string(), Amf0Value::Utf8String(app.into()));
+        props.insert(
+            "type".to_string(),
+            Amf0Value::Utf8String("nonprivate".into()),
+        );
+        props.insert(
+            "tcUrl".to_string(),
+            Amf0Value::Utf8String(format!("rtmp://127.0.0.1/{app}")),
+        );
+        self.command("connect", 1.0, Amf0Value::Object(props), vec![], 0)
+    }
+
+    fn create_stream(&mut self) -> std::io::Result<()> {
+        self.command("createStream", 2.0, Amf0Value::Null, vec![], 0)
+    }
+
+    fn publish(&mut self, key: &str, stream_id: u32) -> std::io::Result<()> {
+        self.command(
+            "publish",
+            3.0,
+            Amf0Value::Null,
+            vec![
+                Amf0Value::Utf8String(key.into()),
+                Amf0Value::Utf8String("live".into()),
+            ],
+            stream_id,
+        )
+    }
+
+    /// connect, createStream (stream 1) and publish `key`. The server
+    /// answers `connect` after reading it, so the client waits for that (as
+    /// real publishers do) before going on.
+    fn start_publish(&mut self, key: &str) {
+        self.handshake();
+        self.connect_app("live").expect("connect");
+        assert!(self.wait_for(b"NetConnection.Connect.Success"), "connected");
+        self.create_stream().expect("createStream");
+        self.publish(key, 1).expect("publish");
+    }
+
+    /// Reads until what the server sent contains `needle` (true) or the
+    /// connection ends or times out (false).
+    fn wait_for(&mut self, needle: &[u8]) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            if self.received.windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// Closes with a TCP reset (SO_LINGER 0) instead of a FIN.
+    fn reset(self) {
+        socket2::SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(self.stream);
+    }
+}
+
+/// An AAC-LC 44.1 kHz stereo sequence header as an FLV audio tag body.
+const AAC_CONFIG: [u8; 4] = [0xaf, 0x00, 0x12, 0x10];
+
+#[test]
+fn broken_publishes_never_leave_the_key_stuck() {
+    init();
+    let port = common::free_tcp_port();
+    let mut rx = Receiver::start(port, "sticky", "");
+
+    // Reset in the middle of the handshake: nothing reaches the element.
+    let mut c = RawClient::connect(port);
+    c.stream.write_all(&[3u8; 700]).expect("half a c0c1");
+    std::thread::sleep(Duration::from_millis(100));
+    c.reset();
+
+    type Step = fn(&mut RawClient) -> bool;
+    let scenarios: [(&str, Step); 4] = [
+        ("publish without createStream", |c| {
+            c.handshake();
+            c.connect_app("live").expect("connect");
+            assert!(c.wait_for(b"NetConnection.Connect.Success"));
+            c.publish("sticky", 0).expect("publish");
+            c.wait_for(b"NetStream.Publish");
+            true
+        }),
+        ("reset right after publish was accepted", |c| {
+            c.start_publish("sticky");
+            assert!(c.wait_for(b"NetStream.Publish.Start"), "accepted");
+            true
+        }),
+        ("reset after the first media message", |c| {
+            c.start_publish("sticky");
+            assert!(c.wait_for(b"NetStream.Publish.Start"), "accepted");
+            c.send(
+                RtmpMessage::AudioData {
+                    data: AAC_CONFIG.to_vec().into(),
+                },
+                0,
+                1,
+            )
+            .expect("audio");
+            std::thread::sleep(Duration::from_millis(300));
+            true
+        }),
+        // Without waiting for the answer: the reset may beat the reply.
+        ("reset right after sending publish", |c| {
+            c.start_publish("sticky");
+            false
+        }),
+    ];
+    for (name, step) in scenarios {
+        let mut c = RawClient::connect(port);
+        let must_end = step(&mut c);
+        c.reset();
+        // The element learns that the publish it was handed is over.
+        let stopped = rx.wait_message(
+            "rtmp-publish-stopped",
+            Duration::from_secs(if must_end { 10 } else { 3 }),
+        );
+        assert!(stopped || !must_end, "{name}: no rtmp-publish-stopped");
+        if stopped {
+            drop(rx);
+            rx = Receiver::start(port, "sticky", "");
+        }
+    }
+
+    // The key is free: a real publisher gets in and is decoded.
+    let out = test_pattern(2, "", &format!("rtmp://127.0.0.1:{port}/live/sticky"));
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = rx.wait_end(Duration::from_secs(10));
+    assert_video(&d, 50);
+}
+
+/// Sends one byte of a handshake every 500 ms until the server hangs up; the
+/// time that took.
+fn trickle_until_closed(port: u16, give_up: Duration) -> Option<Duration> {
+    let mut c = RawClient::connect(port);
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 8192];
+    let mut first = true;
+    while started.elapsed() < give_up {
+        let byte = if first { 3 } else { 0 };
+        first = false;
+        if c.stream.write_all(&[byte]).is_err() {
+            return Some(started.elapsed());
+        }
+        match c.stream.read(&mut buf[..]) {
+            Ok(0) => return Some(started.elapsed()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            // The server's part of the handshake: read and ignored.
+            Ok(_) => std::thread::sleep(Duration::from_millis(500)),
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+/// Completes the handshake, then sends `connect` after `connect` without
+/// ever reading the answers, until the server hangs up: (bytes sent, time).
+fn deaf_until_closed(port: u16, give_up: Duration) -> Option<(usize, Duration)> {
+    let mut c = RawClient::connect(port);
+    c.handshake();
+    let started = Instant::now();
+    while started.elapsed() < give_up {
+        if c.connect_app("live").is_err() {
+            return Some((c.sent, started.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
+#[test]
+fn trickling_and_deaf_clients_are_closed_in_bounded_time_while_a_stream_flows() {
+    init();
+    let port = common::free_tcp_port();
+    let rx = Receiver::start(port, "live", "handshake-timeout=3");
+    let url = format!("rtmp://127.0.0.1:{port}/live/live");
+    let live = std::thread::spawn(move || test_pattern(10, "", &url));
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // A byte every 500 ms never lets a per-read timeout expire; the deadline
+    // for everything before publishing (3 s here) does.
+    let trickle = trickle_until_closed(port, Duration::from_secs(15));
+    eprintln!("trickling client closed after {trickle:?}");
+    let trickle = trickle.expect("the trickling client was never closed");
+    assert!(
+        trickle >= Duration::from_millis(2500) && trickle < Duration::from_millis(4500),
+        "closed after {trickle:?}, deadline 3 s"
+    );
+
+    // A client that never reads what it is sent is cut off at the write
+    // budget (64 KiB of replies), well before the deadline and before the
+    // 256 KiB it may send.
+    let deaf = deaf_until_closed(port, Duration::from_secs(15));
+    eprintln!("deaf client closed after (bytes sent, time) {deaf:?}");
+    let (sent, took) = deaf.expect("the deaf client was never closed");
+    assert!(took < Duration::from_millis(2500), "closed after {took:?}");
+    assert!(sent < 128 * 1024, "it could send {sent} bytes");
+
+    let live = live.join().expect("publisher thread");
+    assert!(
+        live.status.success(),
+        "the live stream is untouched: {}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    let d = rx.wait_end(Duration::from_secs(10));
+    assert_video(&d, 260);
+}
+
+#[test]
+fn waiting_connections_are_bounded_per_address() {
+    init();
+    let port = common::free_tcp_port();
+    let rx = Receiver::start(port, "bounded", "");
+    let mut idle: Vec<TcpStream> = (0..16)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let waits = |s: &mut TcpStream| {
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        let n = s.read(&mut [0u8; 1]);
+        matches!(&n, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    };
+    assert!(waits(&mut idle[15]), "the first 16 from one address wait");
+    let mut extra = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let started = Instant::now();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let n = extra.read(&mut [0u8; 1]);
+    assert!(
+        matches!(n, Ok(0)) && started.elapsed() < Duration::from_secs(1),
+        "the 17th is closed at once: {n:?} after {:?}",
+        started.elapsed()
+    );
+    // Another address is not affected.
+    let other =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    other
+        .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
+        .expect("bind 127.0.0.2");
+    other
+        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .expect("connect");
+    let mut other: TcpStream = other.into();
+    assert!(waits(&mut other), "127.0.0.2 waits like any client");
+    idle.clear();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = test_pattern(2, "", &format!("rtmp://127.0.0.1:{port}/live/bounded"));
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = rx.wait_end(Duration::from_secs(10));
+    assert_video(&d, 50);
+}
+
+// ---------------------------------------------------------------------------
+// A separate process with rtmpingresssrc: this test binary started again to
+// run only `probe_child`, which (with RTMP_PROBE_PORT and RTMP_PROBE_KEYS set)
+// receives on one rtmpingresssrc per key and prints the video buffers each has
+// pushed, every 200 ms: `frames <key>=<n> ...`. Its resource limits, CPU time
+// and logs are then its own.
+
+#[test]
+fn probe_child() {
+    let (Ok(port), Ok(keys)) = (
+        std::env::var("RTMP_PROBE_PORT"),
+        std::env::var("RTMP_PROBE_KEYS"),
+    ) else {
+        return;
+    };
+    init();
+    let port: u32 = port.parse().expect("port");
+    let pipeline = gst::Pipeline::new();
+    let keys: Vec<String> = keys.split(',').map(str::to_string).collect();
+    let counts: Arc<Vec<std::sync::atomic::AtomicU64>> =
+        Arc::new(keys.iter().map(|_| Default::default()).collect());
+    for (i, key) in keys.iter().enumerate() {
+        let src = gst::ElementFactory::make("rtmpingresssrc")
+            .property("address", "127.0.0.1")
+            .property("port", port)
+            .property("stream-key", key.as_str())
+            .build()
+            .expect("rtmpingresssrc");
+        pipeline.add(&src).expect("add");
+        let weak = pipeline.downgrade();
+        let counts = counts.clone();
+        src.connect_pad_added(move |_, pad| {
+            let Some(pipeline) = weak.upgrade() else {
+                return;
+            };
+            let sink = gst::ElementFactory::make("fakesink")
+                .property("sync", false)
+                .property("async", false)
+                .build()
+                .expect("fakesink");
+            pipeline.add(&sink).expect("add sink");
+            sink.sync_state_with_parent().expect("sync");
+            pad.link(&sink.static_pad("sink").expect("pad"))
+                .expect("link");
+            if pad.name() == "video" {
+                let counts = counts.clone();
+                pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    gst::PadProbeReturn::Ok
+                });
+            }
+        });
+    }
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let bus = pipeline.bus().expect("bus");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        while let Some(msg) = bus.pop() {
+            if let gst::MessageView::Error(e) = msg.view() {
+                println!("error {}", e.error());
+            }
+        }
+        let line: Vec<String> = keys
+            .iter()
+            .zip(counts.iter())
+            .map(|(k, n)| format!("{k}={}", n.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect();
+        println!("frames {}", line.join(" "));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = pipeline.set_state(gst::State::Null);
+}
+
+struct Probe {
+    child: std::process::Child,
+    frames: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Probe {
+    /// The probe on `port` for `keys`, under `prlimit --nofile=N:N` when
+    /// `nofile` is given, with `env` added; stderr goes to `stderr`.
+    fn spawn(
+        port: u16,
+        keys: &str,
+        nofile: Option<u32>,
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Probe {
+        let exe = std::env::current_exe().expect("test binary");
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        cmd.args(["probe_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env("RTMP_PROBE_PORT", port.to_string())
+            .env("RTMP_PROBE_KEYS", keys)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        let mut child = cmd.spawn().expect("probe process");
+        let stdout = child.stdout.take().expect("stdout");
+        let frames: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let f = frames.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(counts) = line.strip_prefix("frames ") {
+                    let mut f = f.lock().expect("lock");
+                    for kv in counts.split(' ') {
+                        if let Some((k, v)) = kv.split_once('=') {
+                            f.insert(k.to_string(), v.parse().unwrap_or(0));
+                        }
+                    }
+                } else if line.starts_with("error") {
+                    eprintln!("probe: {line}");
+                }
+            }
+        });
+        Probe { child, frames }
+    }
+
+    fn frames(&self, key: &str) -> u64 {
+        self.frames
+            .lock()
+            .expect("lock")
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU seconds the process has used.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("/proc/PID/stat");
+        // Fields after the parenthesised command name; utime and stime are
+        // fields 14 and 15 of the whole line.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (ticks(11) + ticks(12)) / hz
+    }
+
+    fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP connection to loopback `port` from source address `from`, or none
+/// within 200 ms (the listen backlog may be full).
+fn connect_from(from: [u8; 4], port: u16) -> Option<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    s.bind(&std::net::SocketAddr::from((from, 0)).into()).ok()?;
+    s.connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
+        Duration::from_millis(200),
+    )
+    .ok()?;
+    Some(s.into())
+}
+
+#[test]
+fn out_of_file_descriptors_the_listener_waits_instead_of_spinning() {
+    let port = common::free_tcp_port();
+    const NOFILE: u32 = 128;
+    let probe = Probe::spawn(port, "live,late", Some(NOFILE), &[], Stdio::inherit());
+    let url = format!("rtmp://127.0.0.1:{port}/live/live");
+    let live = std::thread::spawn(move || test_pattern(14, "", &url));
+    assert!(
+        common::wait_for(Duration::from_secs(10), || (probe.frames("live") > 30)
+            .then_some(()))
+        .is_some(),
+        "the live stream started"
+    );
+    eprintln!("probe uses {} descriptors of {NOFILE}", probe.open_fds());
+
+    // More idle connections than the process may have descriptors, from
+    // many addresses (16 may wait per address).
+    let mut flood = Vec::new();
+    for i in 0..(2 * NOFILE as usize) {
+        let from = [127, 0, 1, 2 + (i / 12) as u8];
+        if let Some(s) = connect_from(from, port) {
+            flood.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    eprintln!(
+        "{} flood connections made; probe holds {} descriptors",
+        flood.len(),
+        probe.open_fds()
+    );
+    let (cpu_before, frames_before, t) =
+        (probe.cpu_seconds(), probe.frames("live"), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu = (probe.cpu_seconds() - cpu_before) / t.elapsed().as_secs_f64();
+    let frames = probe.frames("live") - frames_before;
+    eprintln!(
+        "under the flood: CPU {:.0}% of a core, {frames} live frames in 2 s",
+        cpu * 100.0
+    );
+    assert!(cpu < 0.4, "the process spins: {:.0}% CPU", cpu * 100.0);
+    assert!(
+        frames >= 40,
+        "the live stream stalled: {frames} frames in 2 s"
+    );
+
+    drop(flood);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = test_pattern(2, "", &format!("rtmp://127.0.0.1:{port}/live/late"));
+    assert!(
+        out.status.success(),
+        "a new publish after the flood: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        probe.frames("late") >= 50,
+        "late frames {}",
+        probe.frames("late")
+    );
+    let live = live.join().expect("publisher thread");
+    assert!(
+        live.status.success(),
+        "the live stream was not cut: {}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+}
+
+/// Publishes `key` with a raw client and returns what the server answered
+/// (up to the publish status).
+fn raw_publish_answer(port: u16, key: &str) -> Vec<u8> {
+    let mut c = RawClient::connect(port);
+    c.start_publish(key);
+    c.wait_for(b"NetStream.Publish");
+    // The rest of the status (description) follows in the same chunk.
+    std::thread::sleep(Duration::from_millis(100));
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = c.stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        c.received.extend_from_slice(&buf[..n]);
+    }
+    if c.received
+        .windows(24)
+        .any(|w| w == b"NetStream.Publish.Start\0")
+    {
+        let _ = c.send(
+            RtmpMessage::AudioData {
+                data: AAC_CONFIG.to_vec().into(),
+            },
+            0,
+            1,
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    c.received
+}
+
+#[test]
+fn stream_keys_stay_out_of_logs_and_oversized_keys_are_refused() {
+    let port = common::free_tcp_port();
+    let dir = common::ScratchDir::new("key-logs");
+    let log_path = dir.path().join("probe.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let valid = "valid-key-5150";
+    let probe = Probe::spawn(
+        port,
+        valid,
+        None,
+        &[
+            ("GST_DEBUG", "*:9"),
+            ("GST_DEBUG_NO_COLOR", "1"),
+            ("RUST_LOG", "trace"),
+            ("NO_COLOR", "1"),
+        ],
+        Stdio::from(log),
+    );
+    assert!(
+        common::wait_for(Duration::from_secs(20), || TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .ok())
+        .is_some(),
+        "probe listening"
+    );
+
+    let oversized: String = "overlong-".repeat(60_000 / 9);
+    let answer = raw_publish_answer(port, &oversized);
+    let answer_text = String::from_utf8_lossy(&answer);
+    assert!(
+        answer_text.contains("NetStream.Publish.BadName"),
+        "{answer_text}"
+    );
+    assert!(answer_text.contains("stream key too long"), "{answer_text}");
+    assert!(
+        !answer_text.contains("overlong-overlong"),
+        "the refusal echoes the key"
+    );
+
+    let wrong = "wrong-key-8a7b";
+    let answer = String::from_utf8_lossy(&raw_publish_answer(port, wrong)).to_string();
+    assert!(answer.contains("NetStream.Publish.BadName"), "{answer}");
+    assert!(
+        !answer.contains(wrong),
+        "the refusal echoes the key: {answer}"
+    );
+
+    let answer = String::from_utf8_lossy(&raw_publish_answer(port, valid)).to_string();
+    assert!(answer.contains("NetStream.Publish.Start"), "{answer}");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(probe);
+
+    let logs = std::fs::read(&log_path).expect("read logs");
+    let logs = String::from_utf8_lossy(&logs);
+    eprintln!("{} bytes of logs", logs.len());
+    assert!(logs.contains("key#"), "redactions are logged");
+    assert!(
+        !logs.contains("overlong-overlong"),
+        "the oversized key is in the logs"
+    );
+    assert!(!logs.contains(wrong), "a refused key is in the logs");
+    // The accepted key is in the rtmp-publish-started/stopped messages, which
+    // are for the application; GStreamer's own bus logging (GST_BUS, DEBUG)
+    // prints every message it posts. Every other line must be free of it.
+    let leaks: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains(valid) && !l.contains(" GST_BUS "))
+        .take(10)
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "stream keys in the logs:\n{}",
+        leaks.join("\n")
+    );
+}
+
+#[test]
+fn crafted_timestamps_end_the_publish_with_an_error_not_a_panic() {
+    init();
+    // Panics on the element's streaming threads are recorded (the default
+    // hook prints them, but a panicking thread fails no test by itself).
+    static PANICS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let thread = std::thread::current();
+        if thread
+            .name()
+            .is_some_and(|n| n.starts_with("rtmpingresssrc"))
+        {
+            PANICS.lock().expect("lock").push(info.to_string());
+        }
+        default_hook(info);
+    }));
+
+    let port = common::free_tcp_port();
+    let pipeline = gst::Pipeline::new();
+    let src = gst::ElementFactory::make("rtmpingresssrc")
+        .property("address", "127.0.0.1")
+        .property("port", u32::from(port))
+        .property("stream-key", "clock")
+        .build()
+        .expect("rtmpingresssrc");
+    pipeline.add(&src).expect("add");
+    let weak = pipeline.downgrade();
+    src.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak.upgrade() else {
+            return;
+        };
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .build()
+            .expect("fakesink");
+        pipeline.add(&sink).expect("add sink");
+        sink.sync_state_with_parent().expect("sync");
+        pad.link(&sink.static_pad("sink").expect("pad"))
+            .expect("link");
+    });
+    pipeline.set_state(gst::State::Playing).expect("playing");
+
+    let mut c = RawClient::connect(port);
+    c.start_publish("clock");
+    assert!(c.wait_for(b"NetStream.Publish.Start"), "accepted");
+    let audio = |data: &[u8]| RtmpMessage::AudioData {
+        data: data.to_vec().into(),
+    };
+    c.send(audio(&AAC_CONFIG), 0, 1).expect("config");
+    // Every frame ~24.8 days after the one before: the old mapping overflowed
+    // its nanosecond offset after ~4300 of them.
+    let mut ts = 0u32;
+    let mut closed_after = None;
+    for i in 0..20_000 {
+        if c.send(audio(&[0xaf, 0x01, 0x21, 0x10, 0x04]), ts, 1)
+            .is_err()
+        {
+            closed_after = Some(i);
+            break;
+        }
+        ts = ts.wrapping_add(i32::MAX as u32);
+    }
+    // The publisher sees the connection end.
+    if closed_after.is_none() {
+        c.stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = c.stream.read(&mut buf) {
+            if n == 0 {
+                closed_after = Some(20_000);
+                break;
+            }
+        }
+    }
+    let bus = pipeline.bus().expect("bus");
+    let error = bus.timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error]);
+    let _ = pipeline.set_state(gst::State::Null);
+    let panics = PANICS.lock().expect("lock").clone();
+    assert!(
+        panics.is_empty(),
+        "the streaming thread panicked: {panics:?}"
+    );
+    let error = match error.as_ref().map(|m| m.view()) {
+        Some(gst::MessageView::Error(e)) => e.error().to_string(),
+        other => panic!("no error message: {other:?}"),
+    };
+    assert!(error.contains("timestamps"), "{error}");
+    assert!(
+        closed_after.is_some(),
+        "the publisher's connection was not closed"
+    );
 }

@@ -8,8 +8,13 @@
 //! creates at that moment to claim its key.
 //!
 //! Refusals are RTMP error statuses the publisher sees (`NetStream.Publish.BadName`)
-//! followed by a closed socket; nothing else is disturbed.
+//! followed by a closed socket; nothing else is disturbed. A connection that
+//! has not started publishing is bounded in time (one deadline), in replies it
+//! leaves unread (a write budget) and in number (per listener and per remote
+//! address, see [`Limits`]); beyond a bound it is closed.
 
+use super::admission::{AcceptBackoff, Admission, Limits, Slot};
+use super::redact::{redact_key, MAX_STREAM_KEY_LEN};
 use super::session::{Output, Session};
 use crate::sync::lock;
 use bytes::Bytes;
@@ -23,6 +28,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 /// Status code of a refused publish.
 pub const BAD_NAME: &str = "NetStream.Publish.BadName";
@@ -86,7 +92,10 @@ pub struct ListenerConfig {
     pub address: String,
     pub port: u16,
     pub tls: Option<TlsFiles>,
+    /// Deadline for everything before an accepted publish, counted from the
+    /// accepted connection: TLS and RTMP handshakes, commands, the decision.
     pub handshake_timeout: Duration,
+    /// Longest silence from a publisher once its publish is accepted.
     pub idle_timeout: Duration,
 }
 
@@ -106,6 +115,7 @@ pub struct Listener {
     claims: Mutex<Claims>,
     claimed: Notify,
     authorizer: Mutex<Option<Authorizer>>,
+    admission: Arc<Admission>,
     config: ListenerConfig,
 }
 
@@ -138,6 +148,7 @@ pub fn listener(config: &ListenerConfig) -> Result<Arc<Listener>, String> {
         claims: Mutex::default(),
         claimed: Notify::new(),
         authorizer: Mutex::default(),
+        admission: Arc::default(),
         config: config.clone(),
     });
     let weak = Arc::downgrade(&listener);
@@ -196,24 +207,51 @@ async fn accept_loop(
     listener: Weak<Listener>,
     tls: Option<tokio_native_tls::TlsAcceptor>,
 ) {
+    let mut backoff = AcceptBackoff::default();
     loop {
-        let Ok((stream, peer)) = socket.accept().await else {
-            continue;
+        let (stream, peer) = match socket.accept().await {
+            Ok(accepted) => {
+                if let Some(failures) = backoff.succeeded() {
+                    tracing::warn!("accepting RTMP connections again after {failures} failures");
+                }
+                accepted
+            }
+            Err(e) => {
+                // Out of file descriptors (or any other failure): the next
+                // accept fails the same way until something closes, so wait.
+                let (delay, first) = backoff.failed();
+                if first {
+                    tracing::warn!("cannot accept RTMP connections: {e}; retrying with backoff");
+                }
+                tokio::time::sleep(delay).await;
+                continue;
+            }
         };
         // The listener closes once no element or application holds it.
         let Some(l) = listener.upgrade() else { return };
+        let slot = match l.admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::debug!("closed a new connection from {peer}: {why}");
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let tls = tls.clone();
+        // One deadline for everything before an accepted publish (TLS, RTMP
+        // handshake, commands, the decision): a client trickling a byte now
+        // and then never gets under a per-read timeout, but gets under this.
+        let deadline = Instant::now() + l.config.handshake_timeout;
         tokio::spawn(async move {
-            let handshake_timeout = l.config.handshake_timeout;
             match tls {
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => l.serve(stream, peer).await,
+                    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => l.serve(stream, peer, slot, deadline).await,
                         _ => tracing::debug!("RTMPS handshake with {peer} failed"),
                     }
                 }
-                None => l.serve(stream, peer).await,
+                None => l.serve(stream, peer, slot, deadline).await,
             }
         });
     }
@@ -244,6 +282,21 @@ impl Listener {
         self.local_addr
     }
 
+    /// Bounds on connections that have not started publishing (defaults:
+    /// [`Limits::default`]); they apply to connections accepted from now on.
+    pub fn set_limits(&self, limits: Limits) {
+        self.admission.set_limits(limits);
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.admission.limits()
+    }
+
+    /// Connections that have not started publishing, now.
+    pub fn pending_connections(&self) -> usize {
+        self.admission.pending()
+    }
+
     /// Lets an application decide on every publish on this port.
     pub fn set_authorizer(&self, authorizer: Option<Authorizer>) {
         *lock(&self.authorizer) = authorizer;
@@ -255,7 +308,8 @@ impl Listener {
         let mut claims = lock(&self.claims);
         if claims.by_key.contains_key(key) {
             return Err(format!(
-                "stream key {key:?} is already claimed on port {}",
+                "stream key {} is already claimed on port {}",
+                redact_key(key),
                 self.local_addr.port()
             ));
         }
@@ -301,7 +355,7 @@ impl Listener {
         }
     }
 
-    async fn decide(&self, request: &PublishRequest) -> Result<mpsc::Sender<StreamEvent>, String> {
+    async fn decide(&self, request: &PublishRequest) -> Result<Publish<'_>, String> {
         if lock(&self.claims).active.contains(&request.key) {
             return Err("this stream key is already publishing".into());
         }
@@ -316,113 +370,254 @@ impl Listener {
             .take_claim(request, waits)
             .await
             .ok_or_else(|| "unknown stream key".to_string())?;
-        let mut claims = lock(&self.claims);
-        if !claims.active.insert(request.key.clone()) {
-            return Err("this stream key is already publishing".into());
-        }
-        Ok(sender)
+        let active = ActiveKey::take(self, &request.key)
+            .ok_or_else(|| "this stream key is already publishing".to_string())?;
+        Ok(Publish {
+            _active: active,
+            sender,
+        })
     }
 
-    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, mut stream: S, peer: SocketAddr) {
-        let mut session = Session::new();
-        let mut publish: Option<(String, mpsc::Sender<StreamEvent>)> = None;
-        let mut buf = vec![0u8; 64 * 1024];
-        let reason = loop {
-            let timeout = if session.is_publishing() {
-                self.config.idle_timeout
-            } else {
-                self.config.handshake_timeout
-            };
-            let n = match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
-                Err(_) => break format!("no data from {peer} for {timeout:?}"),
-                Ok(Err(e)) => break format!("connection from {peer} failed: {e}"),
-                Ok(Ok(0)) => break "the publisher closed the connection".to_string(),
-                Ok(Ok(n)) => n,
-            };
-            let outputs = match session.feed(buf.get(..n).unwrap_or_default()) {
-                Ok(outputs) => outputs,
-                Err(e) => break format!("{e} (from {peer})"),
-            };
-            match self
-                .handle_outputs(&mut stream, &mut session, outputs, peer, &mut publish)
-                .await
-            {
-                Ok(None) => {}
-                Ok(Some(reason)) | Err(reason) => break reason,
-            }
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        mut stream: S,
+        peer: SocketAddr,
+        slot: Slot,
+        deadline: Instant,
+    ) {
+        let mut conn = Connection {
+            listener: self,
+            peer,
+            session: Session::new(),
+            publish: None,
+            slot: Some(slot),
+            deadline,
+            written_before_publish: 0,
+            write_budget: self.admission.limits().write_budget,
+        };
+        let reason = match conn.run(&mut stream).await {
+            Ok(never) => match never {},
+            Err(reason) => reason,
         };
         tracing::info!("RTMP connection from {peer} ended: {reason}");
-        if let Some((key, sender)) = publish {
-            lock(&self.claims).active.remove(&key);
-            let _ = sender.send(StreamEvent::Ended { reason }).await;
+        if let Some(publish) = conn.publish.take() {
+            // Every publish handed to an element ends with Ended, also one that
+            // failed before its Started (peer gone while being accepted): the
+            // element must not wait for media that will never come. Bounded,
+            // as the element may be stuck downstream.
+            let ended = publish.sender.send(StreamEvent::Ended { reason });
+            let _ = tokio::time::timeout(self.config.idle_timeout, ended).await;
+            // Dropping `publish` here frees the key for the next publisher.
         }
-        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
     }
+}
 
-    /// Acts on what the session reported; `Some(reason)` ends the connection.
-    async fn handle_outputs<S: AsyncRead + AsyncWrite + Unpin>(
-        &self,
+/// A stream key marked as publishing; unmarked when dropped, whichever way the
+/// connection ends (also when accepting the publish fails half-way).
+struct ActiveKey<'a> {
+    listener: &'a Listener,
+    key: String,
+}
+
+impl<'a> ActiveKey<'a> {
+    fn take(listener: &'a Listener, key: &str) -> Option<Self> {
+        lock(&listener.claims)
+            .active
+            .insert(key.to_string())
+            .then(|| ActiveKey {
+                listener,
+                key: key.to_string(),
+            })
+    }
+}
+
+impl Drop for ActiveKey<'_> {
+    fn drop(&mut self) {
+        lock(&self.listener.claims).active.remove(&self.key);
+    }
+}
+
+/// An accepted publish: its key held active, its element's channel.
+struct Publish<'a> {
+    _active: ActiveKey<'a>,
+    sender: mpsc::Sender<StreamEvent>,
+}
+
+/// Why a connection ended (the `Err` of every step; a connection never ends
+/// with success, only with a reason).
+type Ended = String;
+
+/// One connection's IO around its sans-IO [`Session`].
+struct Connection<'a> {
+    listener: &'a Listener,
+    peer: SocketAddr,
+    session: Session,
+    publish: Option<Publish<'a>>,
+    /// Held until the publish is accepted (see [`Admission`]).
+    slot: Option<Slot>,
+    /// When everything before an accepted publish must be done.
+    deadline: Instant,
+    written_before_publish: usize,
+    write_budget: usize,
+}
+
+enum Never {}
+
+impl Connection<'_> {
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
         stream: &mut S,
-        session: &mut Session,
-        outputs: Vec<Output>,
-        peer: SocketAddr,
-        publish: &mut Option<(String, mpsc::Sender<StreamEvent>)>,
-    ) -> Result<Option<String>, String> {
-        for output in outputs {
-            let event = match output {
-                Output::Send(bytes) => {
-                    stream
-                        .write_all(&bytes)
-                        .await
-                        .map_err(|e| format!("cannot write to {peer}: {e}"))?;
-                    continue;
-                }
-                Output::PublishRequested { app, key } => {
-                    let request = PublishRequest {
-                        app: app.clone(),
-                        key: key.clone(),
-                        peer,
-                    };
-                    match self.decide(&request).await {
-                        Ok(sender) => {
-                            for o in session.accept_publish().map_err(|e| e.to_string())? {
-                                if let Output::Send(bytes) = o {
-                                    stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
-                                }
-                            }
-                            *publish = Some((key.clone(), sender));
-                            StreamEvent::Started { app, key, peer }
-                        }
-                        Err(reason) => {
-                            tracing::info!("refused publish of {key:?} from {peer}: {reason}");
-                            for o in session
-                                .reject_publish(BAD_NAME, &reason)
-                                .map_err(|e| e.to_string())?
-                            {
-                                if let Output::Send(bytes) = o {
-                                    let _ = stream.write_all(&bytes).await;
-                                }
-                            }
-                            let _ = stream.flush().await;
-                            return Ok(Some(format!("publish refused: {reason}")));
-                        }
-                    }
-                }
-                Output::Metadata(m) => StreamEvent::Metadata(m),
-                Output::Video { timestamp, data } => StreamEvent::Video { timestamp, data },
-                Output::Audio { timestamp, data } => StreamEvent::Audio { timestamp, data },
-                Output::PublishFinished => {
-                    return Ok(Some("the publisher stopped publishing".into()))
-                }
-            };
-            let Some((_, sender)) = publish.as_ref() else {
-                continue;
-            };
-            // Waiting here slows reading the socket: TCP pushes back on the publisher.
-            if sender.send(event).await.is_err() {
-                return Ok(Some("the pipeline stopped".into()));
+    ) -> Result<Never, Ended> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = self.read(stream, &mut buf).await?;
+            let outputs = self
+                .session
+                .feed(buf.get(..n).unwrap_or_default())
+                .map_err(|e| format!("{e} (from {})", self.peer))?;
+            for output in outputs {
+                self.handle(stream, output).await?;
             }
         }
-        Ok(None)
+    }
+
+    /// The read deadline: the overall one until a publish is accepted, then
+    /// the idle timeout per read.
+    fn limit(&self) -> Instant {
+        if self.session.is_publishing() {
+            Instant::now() + self.listener.config.idle_timeout
+        } else {
+            self.deadline
+        }
+    }
+
+    async fn read<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        buf: &mut [u8],
+    ) -> Result<usize, Ended> {
+        let peer = self.peer;
+        match tokio::time::timeout_at(self.limit(), stream.read(buf)).await {
+            Err(_) if self.session.is_publishing() => Err(format!(
+                "no data from {peer} for {:?}",
+                self.listener.config.idle_timeout
+            )),
+            Err(_) => Err(format!(
+                "{peer} did not start publishing within {:?}",
+                self.listener.config.handshake_timeout
+            )),
+            Ok(Err(e)) => Err(format!("connection from {peer} failed: {e}")),
+            Ok(Ok(0)) => Err("the publisher closed the connection".to_string()),
+            Ok(Ok(n)) => Ok(n),
+        }
+    }
+
+    /// Writes `bytes` within the read deadline, counting them against the
+    /// write budget until the publish is accepted.
+    async fn write<S: AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        bytes: &[u8],
+    ) -> Result<(), Ended> {
+        let peer = self.peer;
+        if !self.session.is_publishing() {
+            self.written_before_publish += bytes.len();
+            if self.written_before_publish > self.write_budget {
+                return Err(format!(
+                    "{peer} left more than {} bytes of replies unread before publishing",
+                    self.write_budget
+                ));
+            }
+        }
+        match tokio::time::timeout_at(self.limit(), stream.write_all(bytes)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot write to {peer}: {e}")),
+            Err(_) => Err(format!("{peer} does not read what the server sends")),
+        }
+    }
+
+    /// Acts on one thing the session reported.
+    async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        output: Output,
+    ) -> Result<(), Ended> {
+        let event = match output {
+            Output::Send(bytes) => return self.write(stream, &bytes).await,
+            Output::PublishRequested { app, key } => return self.publish(stream, app, key).await,
+            Output::Metadata(m) => StreamEvent::Metadata(m),
+            Output::Video { timestamp, data } => StreamEvent::Video { timestamp, data },
+            Output::Audio { timestamp, data } => StreamEvent::Audio { timestamp, data },
+            Output::PublishFinished => return Err("the publisher stopped publishing".into()),
+        };
+        let Some(publish) = self.publish.as_ref() else {
+            return Ok(());
+        };
+        // Waiting here slows reading the socket: TCP pushes back on the publisher.
+        if publish.sender.send(event).await.is_err() {
+            return Err("the pipeline stopped".into());
+        }
+        Ok(())
+    }
+
+    async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        app: String,
+        key: String,
+    ) -> Result<(), Ended> {
+        let peer = self.peer;
+        let decision = if key.len() > MAX_STREAM_KEY_LEN {
+            Err("stream key too long".to_string())
+        } else {
+            let request = PublishRequest {
+                app: app.clone(),
+                key: key.clone(),
+                peer,
+            };
+            tokio::time::timeout_at(self.deadline, self.listener.decide(&request))
+                .await
+                .unwrap_or_else(|_| Err("no decision on the publish in time".to_string()))
+        };
+        let publish = match decision {
+            Ok(publish) => publish,
+            Err(reason) => {
+                tracing::info!(
+                    "refused publish of {} from {peer}: {reason}",
+                    redact_key(&key)
+                );
+                // The reason goes to the publisher; it never contains the key.
+                let reply = self
+                    .session
+                    .reject_publish(BAD_NAME, &reason)
+                    .map_err(|e| e.to_string())?;
+                for o in reply {
+                    if let Output::Send(bytes) = o {
+                        let write = stream.write_all(&bytes);
+                        let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+                    }
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.flush()).await;
+                return Err(format!("publish refused: {reason}"));
+            }
+        };
+        // From here on the element is told how this publish ends (see serve).
+        self.publish = Some(publish);
+        for o in self.session.accept_publish().map_err(|e| e.to_string())? {
+            if let Output::Send(bytes) = o {
+                self.write(stream, &bytes).await?;
+            }
+        }
+        // A publisher no longer counts against the bounds on waiting clients.
+        self.slot = None;
+        tracing::info!("publish of {} from {peer} accepted", redact_key(&key));
+        let started = StreamEvent::Started { app, key, peer };
+        if let Some(publish) = self.publish.as_ref() {
+            if publish.sender.send(started).await.is_err() {
+                return Err("the pipeline stopped".into());
+            }
+        }
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
-use crate::rtmp::clock::Unwrapper;
 use crate::rtmp::flv::{self, AudioTag, VideoCodec, VideoTag};
 use crate::rtmp::listener::{self, Claim, ListenerConfig, StreamEvent, TlsFiles};
+use crate::rtmp::redact::redact_key;
+use crate::rtmp::timestamps::{TimestampError, TimestampMapper};
 use crate::sync::lock;
 use gst::glib;
 use gst::prelude::*;
@@ -23,6 +24,11 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// With no metadata to say which tracks come, pads are final after this much media.
 const TRACKS_KNOWN_AFTER: Duration = Duration::from_secs(2);
+/// An accepted publish that brings no sequence header (so no pad, nothing
+/// for the pipeline) within this long is ended with an error: a publisher
+/// that only pings or sends unusable tags must not hold the pipeline forever.
+/// The listener's idle timeout cannot catch it, as bytes do arrive.
+const FIRST_MEDIA_DEADLINE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -51,6 +57,13 @@ impl Default for Settings {
     }
 }
 
+/// What woke the streaming thread.
+enum Next {
+    Event(Option<StreamEvent>),
+    Stop,
+    NoMedia,
+}
+
 /// The streaming thread and how to stop it.
 struct State {
     stop: Arc<Notify>,
@@ -77,10 +90,10 @@ struct Stream {
     no_more_pads: bool,
     expect_video: Option<bool>,
     expect_audio: Option<bool>,
-    clock: Unwrapper,
-    /// (first extended RTMP time, running time it maps to).
-    base: Option<(i64, gst::ClockTime)>,
+    timestamps: TimestampMapper,
     first_media: Option<Instant>,
+    /// When the publish was accepted (Started), until a pad exists.
+    waiting_since: Option<Instant>,
     key: String,
     video_bytes: u64,
     audio_bytes: u64,
@@ -129,9 +142,9 @@ impl RtmpIngressSrc {
         gst::info!(
             CAT,
             imp = self,
-            "waiting for a publish on {} key {:?}",
+            "waiting for a publish on {} key {}",
             claim.local_addr(),
-            settings.stream_key
+            redact_key(&settings.stream_key)
         );
 
         let stop = Arc::new(Notify::new());
@@ -172,9 +185,9 @@ impl RtmpIngressSrc {
             no_more_pads: false,
             expect_video: None,
             expect_audio: None,
-            clock: Unwrapper::default(),
-            base: None,
+            timestamps: TimestampMapper::default(),
             first_media: None,
+            waiting_since: None,
             key: String::new(),
             video_bytes: 0,
             audio_bytes: 0,
@@ -182,13 +195,44 @@ impl RtmpIngressSrc {
             stats_bytes: (0, 0),
         };
         loop {
-            let event = runtime.block_on(async {
+            let media_deadline = stream
+                .waiting_since
+                .filter(|_| stream.video.is_none() && stream.audio.is_none())
+                .map(|since| tokio::time::Instant::from_std(since + FIRST_MEDIA_DEADLINE));
+            let next = runtime.block_on(async {
+                let no_media = async {
+                    match media_deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
-                    event = claim.events.recv() => event,
-                    _ = stop.notified() => None,
+                    event = claim.events.recv() => Next::Event(event),
+                    _ = stop.notified() => Next::Stop,
+                    _ = no_media => Next::NoMedia,
                 }
             });
-            let Some(event) = event else { return };
+            let event = match next {
+                Next::Stop => return,
+                Next::Event(Some(event)) => event,
+                // The listener let go of the channel without saying why:
+                // still an end, or the pipeline would wait forever.
+                Next::Event(None) => StreamEvent::Ended {
+                    reason: "the listener closed".into(),
+                },
+                Next::NoMedia => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Demux,
+                        (
+                            "the publisher sent no audio or video sequence header within {:?}",
+                            FIRST_MEDIA_DEADLINE
+                        )
+                    );
+                    // Returning drops the claim: the listener closes the connection.
+                    return;
+                }
+            };
             match self.handle_event(&mut stream, event) {
                 Ok(true) => {}
                 Ok(false) => return,
@@ -213,7 +257,13 @@ impl RtmpIngressSrc {
     ) -> Result<bool, gst::FlowError> {
         match event {
             StreamEvent::Started { app, key, peer } => {
-                gst::info!(CAT, imp = self, "publish of {key:?} on {app:?} from {peer}");
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "publish of {} on {app:?} from {peer}",
+                    redact_key(&key)
+                );
+                stream.waiting_since = Some(Instant::now());
                 stream.key = key.clone();
                 self.post(
                     gst::Structure::builder("rtmp-publish-started")
@@ -237,7 +287,7 @@ impl RtmpIngressSrc {
                         ..
                     }) => {
                         if let Some(pad) = stream.video.clone() {
-                            let (pts, dts) = self.timestamps(stream, timestamp, cts);
+                            let (pts, dts) = self.timestamps(stream, timestamp, cts)?;
                             let mut buffer = gst::Buffer::from_slice(data);
                             if let Some(b) = buffer.get_mut() {
                                 b.set_pts(pts);
@@ -267,7 +317,7 @@ impl RtmpIngressSrc {
                     Ok(AudioTag::AacConfig(config)) => self.ensure_audio_pad(stream, &config)?,
                     Ok(AudioTag::AacFrame(data)) => {
                         if let Some(pad) = stream.audio.clone() {
-                            let (pts, _) = self.timestamps(stream, timestamp, 0);
+                            let (pts, _) = self.timestamps(stream, timestamp, 0)?;
                             let mut buffer = gst::Buffer::from_slice(data);
                             if let Some(b) = buffer.get_mut() {
                                 b.set_pts(pts);
@@ -365,27 +415,30 @@ impl RtmpIngressSrc {
     }
 
     /// PTS and DTS of a message: the publisher's clock, extended past its 32-bit
-    /// wrap and mapped to the running time of the first frame.
+    /// wrap and mapped to the running time of the first frame. Timestamps that
+    /// leave the representable range end the publish with an error.
     fn timestamps(
         &self,
         stream: &mut Stream,
         timestamp: u32,
         cts: i32,
-    ) -> (gst::ClockTime, gst::ClockTime) {
-        let dts_ms = stream.clock.extend(timestamp);
-        let (first_ms, base) = *stream.base.get_or_insert_with(|| {
-            (
-                dts_ms,
-                self.obj()
-                    .current_running_time()
-                    .unwrap_or(gst::ClockTime::ZERO),
-            )
-        });
-        let at = |ms: i64| {
-            let ns = base.nseconds() as i64 + (ms - first_ms) * 1_000_000;
-            gst::ClockTime::from_nseconds(ns.max(0) as u64)
+    ) -> Result<(gst::ClockTime, gst::ClockTime), gst::FlowError> {
+        let obj = self.obj();
+        let base = || {
+            obj.current_running_time()
+                .unwrap_or(gst::ClockTime::ZERO)
+                .nseconds()
         };
-        (at(dts_ms + i64::from(cts)), at(dts_ms))
+        match stream.timestamps.map(timestamp, cts, base) {
+            Ok((pts, dts)) => Ok((
+                gst::ClockTime::from_nseconds(pts),
+                gst::ClockTime::from_nseconds(dts),
+            )),
+            Err(e @ TimestampError::OutOfRange { .. }) => {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("{}", e));
+                Err(gst::FlowError::Error)
+            }
+        }
     }
 
     fn push(&self, pad: &gst::Pad, buffer: gst::Buffer) -> Result<(), gst::FlowError> {
@@ -567,7 +620,7 @@ impl ObjectImpl for RtmpIngressSrc {
                     .build(),
                 glib::ParamSpecUInt::builder("handshake-timeout")
                     .nick("Handshake timeout")
-                    .blurb("Seconds a connection may take to start publishing")
+                    .blurb("Seconds a connection may take from connecting to an accepted publish (one deadline, not per read)")
                     .minimum(1)
                     .default_value(10)
                     .mutable_ready()

@@ -12,6 +12,12 @@
 //! gets `NetStream.Publish.BadName` and a closed socket. When the publisher
 //! leaves, every pad gets EOS.
 //!
+//! Bounds: `handshake-timeout` is one deadline for everything before an
+//! accepted publish (a client trickling bytes is closed at it); an accepted
+//! publish that brings no audio or video sequence header within 15 s ends with
+//! an error; timestamps that leave the representable range end the publish
+//! with an error. Logs name stream keys only as `key#<8 hex of SHA-256>/<len>`.
+//!
 //! Bus messages (element messages): `rtmp-publish-started` (key, app, peer),
 //! `rtmp-metadata` (onMetaData fields), `rtmp-stats` (bytes, video-bitrate,
 //! audio-bitrate in bit/s), `rtmp-publish-stopped` (key, reason).
