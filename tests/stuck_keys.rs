@@ -8,12 +8,13 @@
 
 mod common;
 
-use common::rtmp_client::RtmpClient;
+use common::rtmp_client::RawClient;
 use common::service::Harness;
 use common::{RedisServer, ScratchDir};
 use gstlivekitingress::rtmp::listener::{self, ListenerConfig};
 use livekit_protocol as proto;
 use proto::ingress_state::Status;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// How long a failed attempt may keep its ingress from going back to rest.
@@ -26,14 +27,21 @@ fn status(info: &proto::IngressInfo) -> Status {
         .unwrap_or(Status::EndpointInactive)
 }
 
-/// Waits until the ingress is at rest (inactive or in error) and returns it.
-fn settled(h: &Harness, id: &str, why: &str) -> proto::IngressInfo {
+fn now() -> i64 {
+    gstlivekitingress::supervisor::ingress::now_nanos()
+}
+
+/// Waits until the ingress is at rest (inactive or in error) after a stream
+/// started since `since` (nanoseconds), and returns it.
+fn settled(h: &Harness, id: &str, since: i64, why: &str) -> proto::IngressInfo {
     common::wait_for(SETTLE, || {
         let info = h.info(id);
-        matches!(
-            status(&info),
-            Status::EndpointInactive | Status::EndpointError
-        )
+        let started = info.state.as_ref().map_or(0, |s| s.started_at);
+        (started >= since
+            && matches!(
+                status(&info),
+                Status::EndpointInactive | Status::EndpointError
+            ))
         .then_some(info)
     })
     .unwrap_or_else(|| panic!("{why}: still {:?} after {SETTLE:?}", h.info(id).state))
@@ -53,6 +61,7 @@ fn started(h: &Harness) -> u64 {
 /// The last step of every way: a real publish on the key reaches the room,
 /// then ends and leaves the ingress inactive.
 fn real_publish_succeeds(h: &Harness, info: &proto::IngressInfo, after: &str) {
+    let since = now();
     let mut ffmpeg = h.publish(&info.stream_key, 30);
     let live = common::wait_for(Duration::from_secs(20), || {
         let now = h.info(&info.ingress_id);
@@ -76,19 +85,18 @@ fn real_publish_succeeds(h: &Harness, info: &proto::IngressInfo, after: &str) {
     );
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
-    let rest = settled(h, &info.ingress_id, "a real publish that stopped");
+    let rest = settled(h, &info.ingress_id, since, "a real publish that stopped");
     assert_eq!(status(&rest), Status::EndpointInactive, "{:?}", rest.state);
 }
 
 /// A publish that reached the service, then a reset at `when`.
 fn reset_after_publish(h: &Harness, info: &proto::IngressInfo, accepted: bool) {
-    let before = started(h);
-    let mut client = RtmpClient::handshake(h.rtmp_port);
-    client.connect("live");
+    let (before, since) = (started(h), now());
+    let mut client = RawClient::connect(h.rtmp_port);
+    client.start_publish(&info.stream_key);
     if accepted {
-        client.publish(&info.stream_key).expect("publish accepted");
+        assert!(client.wait_for(b"NetStream.Publish.Start"), "accepted");
     } else {
-        client.send_publish(&info.stream_key);
         // Long enough for the service to take the publish up, too short for
         // it to have answered (it builds the pipeline first).
         std::thread::sleep(Duration::from_millis(5));
@@ -102,7 +110,12 @@ fn reset_after_publish(h: &Harness, info: &proto::IngressInfo, accepted: bool) {
         .is_some(),
         "the publish before the reset after {after} was never started"
     );
-    settled(h, &info.ingress_id, &format!("a reset after {after}"));
+    settled(
+        h,
+        &info.ingress_id,
+        since,
+        &format!("a reset after {after}"),
+    );
     real_publish_succeeds(h, info, &format!("a reset after {after}"));
 }
 
@@ -112,17 +125,20 @@ fn no_attempt_locks_its_key(h: &mut Harness) {
     reset_after_publish(h, &info, false);
     reset_after_publish(h, &info, true);
 
-    let mut client = RtmpClient::handshake(h.rtmp_port);
-    client.connect("live");
-    client.publish_without_create_stream(&info.stream_key);
+    let mut client = RawClient::connect(h.rtmp_port);
+    client.handshake();
+    client.connect_app("live").expect("connect");
+    assert!(client.wait_for(b"NetConnection.Connect.Success"));
+    client.publish(&info.stream_key, 0).expect("publish");
     assert!(
         client.closed_within(Duration::from_secs(10)),
         "a publish without createStream is answered by a close"
     );
-    settled(h, &info.ingress_id, "publish without createStream");
     real_publish_succeeds(h, &info, "publish without createStream");
 
-    drop(RtmpClient::half_handshake(h.rtmp_port));
+    let mut half = RawClient::connect(h.rtmp_port);
+    half.stream.write_all(&[3u8; 700]).expect("half a C0+C1");
+    drop(half);
     real_publish_succeeds(h, &info, "a close during the handshake");
 
     // A pipeline that cannot start: its source cannot claim the key, which
@@ -136,12 +152,18 @@ fn no_attempt_locks_its_key(h: &mut Harness) {
     })
     .expect("the service's listener");
     let squatter = rtmp.claim(&info.stream_key, None).expect("claim the key");
+    let since = now();
     let mut refused = h.publish(&info.stream_key, 5);
     assert!(
         !refused.wait().expect("ffmpeg").success(),
         "a publish whose pipeline cannot start is refused"
     );
-    let failed = settled(h, &info.ingress_id, "a pipeline that could not start");
+    let failed = settled(
+        h,
+        &info.ingress_id,
+        since,
+        "a pipeline that could not start",
+    );
     let state = failed.state.expect("state");
     assert_eq!(state.status, Status::EndpointError as i32, "{state:?}");
     assert!(!state.error.is_empty(), "the error says why");
@@ -151,8 +173,9 @@ fn no_attempt_locks_its_key(h: &mut Harness) {
 
     // A LiveKit server that cannot be joined.
     h.livekit.stop();
+    let since = now();
     let mut cut = h.publish(&info.stream_key, 30);
-    let failed = settled(h, &info.ingress_id, "a LiveKit join that failed");
+    let failed = settled(h, &info.ingress_id, since, "a LiveKit join that failed");
     let state = failed.state.expect("state");
     assert_eq!(state.status, Status::EndpointError as i32, "{state:?}");
     assert!(!state.error.is_empty(), "the error says why");
@@ -238,7 +261,7 @@ fn a_killed_node_frees_its_keys_for_the_others() {
         .is_some());
     let _ = publisher.kill();
     let _ = publisher.wait();
-    settled(&h, &info.ingress_id, "the survivor's stream stopped");
+    settled(&h, &info.ingress_id, 0, "the survivor's stream stopped");
 }
 
 /// A dead node's stale state, with no one publishing again, is repaired by
@@ -259,7 +282,7 @@ fn a_killed_nodes_stale_state_is_repaired_by_the_next_reader() {
     doomed.kill();
     let _ = streaming.wait();
     // Within the lease and a renewal of listing, the state is repaired.
-    let rest = settled(&h, &info.ingress_id, "a node killed mid-stream");
+    let rest = settled(&h, &info.ingress_id, 0, "a node killed mid-stream");
     let state = rest.state.expect("state");
     assert_eq!(state.status, Status::EndpointInactive as i32);
     assert!(state.ended_at >= state.started_at && state.ended_at > 0);

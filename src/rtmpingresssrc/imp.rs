@@ -264,14 +264,19 @@ impl RtmpIngressSrc {
                     redact_key(&key)
                 );
                 stream.waiting_since = Some(Instant::now());
-                stream.key = key.clone();
-                self.post(
-                    gst::Structure::builder("rtmp-publish-started")
-                        .field("key", key)
-                        .field("app", app)
-                        .field("peer", peer.to_string())
-                        .build(),
-                );
+                // The key goes on the bus only to an application that lets
+                // any key in (it needs to know which one came); one that set
+                // the key knows it, and GStreamer's debug log prints every
+                // message posted.
+                let any_key = lock(&self.settings).stream_key.is_empty();
+                stream.key = if any_key { key } else { String::new() };
+                let mut started = gst::Structure::builder("rtmp-publish-started")
+                    .field("app", app)
+                    .field("peer", peer.to_string());
+                if any_key {
+                    started = started.field("key", stream.key.as_str());
+                }
+                self.post(started.build());
             }
             StreamEvent::Metadata(metadata) => self.on_metadata(stream, &metadata),
             StreamEvent::Video { timestamp, data } => {
@@ -339,12 +344,12 @@ impl RtmpIngressSrc {
             }
             StreamEvent::Ended { reason } => {
                 gst::info!(CAT, imp = self, "publish ended: {reason}");
-                self.post(
-                    gst::Structure::builder("rtmp-publish-stopped")
-                        .field("key", stream.key.as_str())
-                        .field("reason", reason)
-                        .build(),
-                );
+                let mut stopped =
+                    gst::Structure::builder("rtmp-publish-stopped").field("reason", reason);
+                if !stream.key.is_empty() {
+                    stopped = stopped.field("key", stream.key.as_str());
+                }
+                self.post(stopped.build());
                 if !stream.no_more_pads {
                     self.obj().no_more_pads();
                 }

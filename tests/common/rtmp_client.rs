@@ -1,180 +1,172 @@
-//! A scripted RTMP publisher for the ways a publish can go wrong that real
-//! encoders only meet by accident: a connection reset right after `publish`,
-//! a `publish` without `createStream`, a close in the middle of the handshake.
-//! rml_rtmp's client session speaks the protocol; the test decides when to
-//! stop, and how (a reset, as a network glitch would, or a close).
+//! A raw RTMP publisher driven step by step, for the ways a publish can go
+//! wrong that real encoders only meet by accident: a connection reset right
+//! after `publish` or after the accept, a `publish` without `createStream`,
+//! a close in the middle of the handshake, a client that trickles or never
+//! reads. rml_rtmp builds the handshake and the messages; the test decides
+//! what to send, when, and how to leave (a reset, as a network glitch does).
 
 use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::RtmpMessage;
 use rml_rtmp::rml_amf0::Amf0Value;
-use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
-};
 use rml_rtmp::time::RtmpTimestamp;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-pub struct RtmpClient {
-    stream: TcpStream,
-    session: ClientSession,
+/// A raw RTMP client driven step by step.
+pub struct RawClient {
+    pub stream: TcpStream,
+    serializer: ChunkSerializer,
+    pub received: Vec<u8>,
+    /// RTMP messages' bytes written so far (after the handshake).
+    pub sent: usize,
 }
 
-impl RtmpClient {
-    /// Connects to `port` on loopback and completes the handshake.
-    pub fn handshake(port: u16) -> RtmpClient {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+impl RawClient {
+    pub fn connect(port: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
+            .set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
+        RawClient {
+            stream,
+            serializer: ChunkSerializer::new(),
+            received: Vec::new(),
+            sent: 0,
+        }
+    }
+
+    pub fn handshake(&mut self) {
         let mut handshake = Handshake::new(PeerType::Client);
         let c0c1 = handshake.generate_outbound_p0_and_p1().expect("c0c1");
-        stream.write_all(&c0c1).expect("send c0c1");
+        self.stream.write_all(&c0c1).expect("send c0c1");
         let mut buf = [0u8; 4096];
-        let leftover = loop {
-            let n = stream.read(&mut buf).expect("read handshake");
-            assert!(n > 0, "the server closed during the handshake");
+        loop {
+            let n = self.stream.read(&mut buf).expect("read handshake");
+            assert!(n > 0, "server closed during the handshake");
             match handshake.process_bytes(&buf[..n]).expect("handshake") {
                 HandshakeProcessResult::InProgress { response_bytes } => {
-                    stream.write_all(&response_bytes).expect("send");
+                    self.stream.write_all(&response_bytes).expect("send");
                 }
                 HandshakeProcessResult::Completed {
                     response_bytes,
                     remaining_bytes,
                 } => {
-                    stream.write_all(&response_bytes).expect("send");
-                    break remaining_bytes;
-                }
-            }
-        };
-        let (session, _) = ClientSession::new(ClientSessionConfig::new()).expect("session");
-        let mut client = RtmpClient { stream, session };
-        if !leftover.is_empty() {
-            let _ = client.handle(&leftover);
-        }
-        client
-    }
-
-    /// Sends the first half of the handshake (C0 and part of C1) and stops.
-    pub fn half_handshake(port: u16) -> TcpStream {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        let c0c1 = Handshake::new(PeerType::Client)
-            .generate_outbound_p0_and_p1()
-            .expect("c0c1");
-        stream.write_all(&c0c1[..c0c1.len() / 2]).expect("send");
-        stream
-    }
-
-    fn send(&mut self, result: ClientSessionResult) {
-        if let ClientSessionResult::OutboundResponse(packet) = result {
-            self.stream.write_all(&packet.bytes).expect("send");
-        }
-    }
-
-    /// Feeds bytes to the session, sends what it answers, returns its events
-    /// and how many packets it sent.
-    fn handle(&mut self, bytes: &[u8]) -> (Vec<ClientSessionEvent>, usize) {
-        let (mut events, mut sent) = (Vec::new(), 0);
-        for result in self.session.handle_input(bytes).expect("rtmp input") {
-            match result {
-                ClientSessionResult::RaisedEvent(e) => events.push(e),
-                other => {
-                    self.send(other);
-                    sent += 1;
+                    self.stream.write_all(&response_bytes).expect("send c2");
+                    self.received.extend(remaining_bytes);
+                    return;
                 }
             }
         }
-        (events, sent)
     }
 
-    fn read(&mut self, buf: &mut [u8]) -> usize {
-        let n = self.stream.read(buf).expect("read");
-        assert!(n > 0, "the server closed the connection");
-        n
+    pub fn send(
+        &mut self,
+        message: RtmpMessage,
+        timestamp: u32,
+        stream_id: u32,
+    ) -> std::io::Result<()> {
+        let payload = message
+            .into_message_payload(RtmpTimestamp::new(timestamp), stream_id)
+            .expect("payload");
+        let packet = self
+            .serializer
+            .serialize(&payload, false, false)
+            .expect("serialize");
+        self.stream.write_all(&packet.bytes)?;
+        self.sent += packet.bytes.len();
+        Ok(())
     }
 
-    /// Reads until an event `done` picks something from arrives.
-    fn until<T>(&mut self, mut done: impl FnMut(&ClientSessionEvent) -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut buf = [0u8; 64 * 1024];
-        while Instant::now() < deadline {
-            let n = self.read(&mut buf);
-            for event in self.handle(&buf[..n]).0 {
-                if let Some(found) = done(&event) {
-                    return found;
-                }
-            }
-        }
-        panic!("no answer from the RTMP server");
+    pub fn command(
+        &mut self,
+        name: &str,
+        txn: f64,
+        object: Amf0Value,
+        args: Vec<Amf0Value>,
+        stream_id: u32,
+    ) -> std::io::Result<()> {
+        self.send(
+            RtmpMessage::Amf0Command {
+                command_name: name.into(),
+                transaction_id: txn,
+                command_object: object,
+                additional_arguments: args,
+            },
+            0,
+            stream_id,
+        )
     }
 
-    /// `connect` to the application.
-    pub fn connect(&mut self, app: &str) {
-        let request = self
-            .session
-            .request_connection(app.to_string())
-            .expect("connect");
-        self.send(request);
-        self.until(|e| matches!(e, ClientSessionEvent::ConnectionRequestAccepted).then_some(()));
+    pub fn connect_app(&mut self, app: &str) -> std::io::Result<()> {
+        let mut props = HashMap::new();
+        props.insert("app".to_string(), Amf0Value::Utf8String(app.into()));
+        props.insert(
+            "type".to_string(),
+            Amf0Value::Utf8String("nonprivate".into()),
+        );
+        props.insert(
+            "tcUrl".to_string(),
+            Amf0Value::Utf8String(format!("rtmp://127.0.0.1/{app}")),
+        );
+        self.command("connect", 1.0, Amf0Value::Object(props), vec![], 0)
     }
 
-    /// `createStream` then `publish`; returns once the publish command is
-    /// written, without waiting for the answer.
-    pub fn send_publish(&mut self, key: &str) {
-        let request = self
-            .session
-            .request_publishing(key.to_string(), PublishRequestType::Live)
-            .expect("publish");
-        self.send(request);
-        // The session writes `publish` (its first packet since) as it reads
-        // createStream's result.
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = self.read(&mut buf);
-            if self.handle(&buf[..n]).1 > 0 {
-                return;
-            }
-        }
+    pub fn create_stream(&mut self) -> std::io::Result<()> {
+        self.command("createStream", 2.0, Amf0Value::Null, vec![], 0)
     }
 
-    /// `publish` and wait for the server's answer: Ok when accepted, the
-    /// status code otherwise.
-    pub fn publish(&mut self, key: &str) -> Result<(), String> {
-        self.send_publish(key);
-        self.until(|e| match e {
-            ClientSessionEvent::PublishRequestAccepted => Some(Ok(())),
-            ClientSessionEvent::UnhandleableOnStatusCode { code } => Some(Err(code.clone())),
-            _ => None,
-        })
-    }
-
-    /// A `publish` command on a stream that was never created.
-    pub fn publish_without_create_stream(&mut self, key: &str) {
-        let message = RtmpMessage::Amf0Command {
-            command_name: "publish".into(),
-            transaction_id: 0.0,
-            command_object: Amf0Value::Null,
-            additional_arguments: vec![
+    pub fn publish(&mut self, key: &str, stream_id: u32) -> std::io::Result<()> {
+        self.command(
+            "publish",
+            3.0,
+            Amf0Value::Null,
+            vec![
                 Amf0Value::Utf8String(key.into()),
                 Amf0Value::Utf8String("live".into()),
             ],
-        };
-        let payload = message
-            .into_message_payload(RtmpTimestamp::new(0), 1)
-            .expect("payload");
-        let packet = ChunkSerializer::new()
-            .serialize(&payload, true, false)
-            .expect("chunk");
-        self.stream.write_all(&packet.bytes).expect("send");
+            stream_id,
+        )
     }
 
-    /// Ends the connection with a reset (SO_LINGER 0), as a network glitch does.
+    /// connect, createStream (stream 1) and publish `key`. The server
+    /// answers `connect` after reading it, so the client waits for that (as
+    /// real publishers do) before going on.
+    pub fn start_publish(&mut self, key: &str) {
+        self.handshake();
+        self.connect_app("live").expect("connect");
+        assert!(self.wait_for(b"NetConnection.Connect.Success"), "connected");
+        self.create_stream().expect("createStream");
+        self.publish(key, 1).expect("publish");
+    }
+
+    /// Reads until what the server sent contains `needle` (true) or the
+    /// connection ends or times out (false).
+    pub fn wait_for(&mut self, needle: &[u8]) -> bool {
+        let mut buf = [0u8; 4096];
+        loop {
+            if self.received.windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// Closes with a TCP reset (SO_LINGER 0) instead of a FIN.
     pub fn reset(self) {
-        reset(self.stream);
+        socket2::SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("linger");
+        drop(self.stream);
     }
+}
 
+impl RawClient {
     /// Waits until the server closes the connection; false if it did not
     /// within `timeout`.
     pub fn closed_within(mut self, timeout: Duration) -> bool {
@@ -187,31 +179,14 @@ impl RtmpClient {
             match self.stream.read(&mut buf) {
                 Ok(0) => return true,
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
                 Err(_) => return true,
             }
         }
         false
     }
-}
-
-/// Closes `stream` with a TCP reset instead of a FIN.
-pub fn reset(stream: TcpStream) {
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    // SAFETY: a valid socket and a correctly sized option value.
-    let rc = unsafe {
-        libc::setsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&linger as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_LINGER");
-    drop(stream);
 }
