@@ -377,6 +377,8 @@ async fn twirp(
         Err(e) => return error_response(&e),
     };
     if let Err(e) = api.authorize(&headers) {
+        // The reason only: it never holds the token (see token_refusal).
+        tracing::debug!(%method, "API call refused: {e}");
         return error_response(&e);
     }
     let call = match Call::decode(&method, encoding, &body) {
