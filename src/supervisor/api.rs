@@ -133,17 +133,25 @@ fn decode<T: Message + Default + DeserializeOwned>(
     }
 }
 
-fn encode<T: Message + Serialize>(encoding: Encoding, value: &T) -> Response {
+/// An answer's body in the request's encoding.
+pub fn encode_body<T: Message + Serialize>(
+    encoding: Encoding,
+    value: &T,
+) -> Result<Vec<u8>, ApiError> {
     match encoding {
-        Encoding::Protobuf => (
-            [(header::CONTENT_TYPE, "application/protobuf")],
-            value.encode_to_vec(),
-        )
-            .into_response(),
-        Encoding::Json => match serde_json::to_vec(value) {
-            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-            Err(e) => error_response(&ApiError::Internal(e.to_string())),
-        },
+        Encoding::Protobuf => Ok(value.encode_to_vec()),
+        Encoding::Json => serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string())),
+    }
+}
+
+fn encode<T: Message + Serialize>(encoding: Encoding, value: &T) -> Response {
+    let content_type = match encoding {
+        Encoding::Protobuf => "application/protobuf",
+        Encoding::Json => "application/json",
+    };
+    match encode_body(encoding, value) {
+        Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(e) => error_response(&e),
     }
 }
 
@@ -171,6 +179,29 @@ impl Call {
                 )))
             }
         })
+    }
+}
+
+/// What the API checks of a request before it touches the store, and the
+/// answer body it would then encode; `current` stands for the stored ingress
+/// an update applies to. Pure: the fuzz target's whole path after [`Call::decode`].
+pub fn check(
+    call: Call,
+    encoding: Encoding,
+    current: &proto::IngressInfo,
+    rtmp_base_url: &str,
+) -> Result<Vec<u8>, ApiError> {
+    match call {
+        Call::Create(req) => encode_body(encoding, &ingress::create(req, rtmp_base_url)?),
+        Call::Update(req) => {
+            required_id(&req.ingress_id)?;
+            encode_body(encoding, &ingress::update(current.clone(), req)?)
+        }
+        Call::List(_) => encode_body(encoding, &proto::ListIngressResponse::default()),
+        Call::Delete(req) => {
+            required_id(&req.ingress_id)?;
+            encode_body(encoding, current)
+        }
     }
 }
 
