@@ -857,6 +857,44 @@ fn secrets_stay_out_of_the_logs() {
     );
     rt.block_on(client.delete_ingress(&created.ingress_id))
         .expect("delete");
+    // LiveKit's Python client too, and with a wrong secret.
+    let script = r#"
+import asyncio, sys
+from livekit import api
+async def main():
+    url, key, secret = sys.argv[1:4]
+    lk = api.LiveKitAPI(url, key, secret)
+    info = await lk.ingress.create_ingress(api.CreateIngressRequest(
+        input_type=api.IngressInput.RTMP_INPUT, room_name="py", participant_identity="py"))
+    await lk.ingress.list_ingress(api.ListIngressRequest(room_name="py"))
+    await lk.ingress.update_ingress(api.UpdateIngressRequest(ingress_id=info.ingress_id, name="n"))
+    await lk.ingress.delete_ingress(api.DeleteIngressRequest(ingress_id=info.ingress_id))
+    await lk.aclose()
+    bad = api.LiveKitAPI(url, key, "a-wrong-secret-of-sufficient-length-000000")
+    try:
+        await bad.ingress.list_ingress(api.ListIngressRequest())
+        raise SystemExit("a wrong secret was accepted")
+    except api.TwirpError as e:
+        assert e.code == "unauthenticated", e
+    await bad.aclose()
+    print("stream key", info.stream_key)
+asyncio.run(main())
+"#;
+    let out = Command::new(common::python())
+        .args(["-c", script, &url, key, secret])
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let py_key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stream key "))
+        .unwrap_or_else(|| {
+            panic!(
+                "python client: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    secrets.push(py_key.trim().to_string());
     // SIGTERM: the shutdown path logs too.
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let _ = child.0.wait();
