@@ -7,9 +7,12 @@ const USAGE: &str = "usage: livekit-ingress [--config FILE]
 
 Serves the LiveKit Ingress API and accepts RTMP streams for the ingresses it
 manages. With no configuration it runs next to a LiveKit server in dev mode on
-this machine (ws://127.0.0.1:7880, devkey/secret), RTMP on :1935, API on :7888.
+this machine (ws://127.0.0.1:7880, devkey/secret), RTMP on :1935, API on :7888,
+listening on loopback only: with the dev credentials it refuses any other
+bind_address. Set a real API key and secret to serve other hosts.
 Environment: LIVEKIT_API_KEY, LIVEKIT_API_SECRET, LIVEKIT_WS_URL,
-LIVEKIT_INGRESS_RTMP_PORT, LIVEKIT_INGRESS_HTTP_PORT, LIVEKIT_INGRESS_RTMP_BASE_URL,
+LIVEKIT_INGRESS_BIND_ADDRESS, LIVEKIT_INGRESS_RTMP_PORT, LIVEKIT_INGRESS_HTTP_PORT,
+LIVEKIT_INGRESS_PROMETHEUS_PORT, LIVEKIT_INGRESS_RTMP_BASE_URL,
 LIVEKIT_INGRESS_SQLITE, LIVEKIT_INGRESS_REDIS_ADDRESS, LIVEKIT_INGRESS_REDIS_PASSWORD,
 LIVEKIT_INGRESS_CONFIG (a YAML body).";
 
@@ -50,6 +53,13 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if config.dev_credentials() {
+        eprintln!(
+            "livekit-ingress: dev credentials (api_secret is LiveKit's dev secret): \
+             listening on {} only; set api_key/api_secret to serve other hosts",
+            config.bind_address
+        );
+    }
     let service = match Service::start(config).await {
         Ok(service) => service,
         Err(e) => {
@@ -61,6 +71,9 @@ async fn main() {
         "livekit-ingress: API on http://{}, RTMP on {}",
         service.http_addr, service.rtmp_addr
     );
+    if let Some(addr) = service.metrics_addr {
+        println!("livekit-ingress: metrics on http://{addr}/metrics");
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {

@@ -6,16 +6,19 @@
 //! authenticate with a LiveKit access token whose video grant has `ingressAdmin`.
 
 use super::ingress::{self, ApiError};
+use super::serve::{BODY_TIMEOUT, MAX_BODY};
 use super::sessions::Sessions;
 use super::store::{self, Store};
+use super::webhooks;
 use crate::livekit::stats::{SendStats, StreamStats};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use livekit_api::access_token::TokenVerifier;
+use http_body_util::BodyExt;
+use livekit_api::access_token::{AccessTokenError, TokenVerifier};
 use livekit_protocol as proto;
 use prost::Message;
 use proto::ingress_state::Status;
@@ -26,34 +29,95 @@ use std::sync::Arc;
 pub struct Api {
     pub store: Arc<dyn Store>,
     pub sessions: Arc<Sessions>,
+    /// The API key a caller's token must be issued by (its `iss`).
+    pub api_key: String,
     pub verifier: TokenVerifier,
     pub rtmp_base_url: String,
 }
 
-pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
+impl Api {
+    pub fn new(
+        store: Arc<dyn Store>,
+        sessions: Arc<Sessions>,
+        config: &super::config::Config,
+    ) -> Api {
+        Api {
+            store,
+            sessions,
+            api_key: config.api_key.clone(),
+            verifier: TokenVerifier::with_api_key(&config.api_key, &config.api_secret),
+            rtmp_base_url: config.rtmp_base_url.clone(),
+        }
+    }
+}
+
+/// Twirp and health; `/metrics` too unless it has a port of its own
+/// ([`metrics_router`]).
+pub fn router(api: Arc<Api>, with_metrics: bool) -> Router {
+    let router = Router::new()
         .route("/twirp/livekit.Ingress/{method}", post(twirp))
-        .route("/health", get(health))
+        .route("/health", get(health));
+    let router = if with_metrics {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router.with_state(api)
+}
+
+/// `/metrics` alone, for its own port (`prometheus_port`).
+pub fn metrics_router(api: Arc<Api>) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .with_state(api)
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Encoding {
+/// How a request's body (and so its answer) is encoded.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Encoding {
     Protobuf,
     Json,
+}
+
+impl Encoding {
+    pub fn from_content_type(content_type: &str) -> Result<Encoding, ApiError> {
+        if content_type.starts_with("application/json") {
+            Ok(Encoding::Json)
+        } else if content_type.starts_with("application/protobuf")
+            || content_type.starts_with("application/x-protobuf")
+        {
+            Ok(Encoding::Protobuf)
+        } else {
+            Err(ApiError::InvalidArgument(format!(
+                "unsupported content type {content_type:?} (use application/protobuf or application/json)"
+            )))
+        }
+    }
+}
+
+/// A Twirp error body with `status`; `close` ends the connection after it
+/// (the request's body was not read to its end).
+fn twirp_error(status: StatusCode, code: &str, msg: &str, close: bool) -> Response {
+    let body = serde_json::json!({ "code": code, "msg": msg });
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response();
+    if close {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 fn error_response(err: &ApiError) -> Response {
     let status =
         StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = serde_json::json!({ "code": err.code(), "msg": err.to_string() });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    twirp_error(status, err.code(), &err.to_string(), false)
 }
 
 fn decode<T: Message + Default + DeserializeOwned>(
@@ -69,21 +133,106 @@ fn decode<T: Message + Default + DeserializeOwned>(
     }
 }
 
-fn encode<T: Message + Serialize>(encoding: Encoding, value: &T) -> Response {
+/// An answer's body in the request's encoding.
+pub fn encode_body<T: Message + Serialize>(
+    encoding: Encoding,
+    value: &T,
+) -> Result<Vec<u8>, ApiError> {
     match encoding {
-        Encoding::Protobuf => (
-            [(header::CONTENT_TYPE, "application/protobuf")],
-            value.encode_to_vec(),
-        )
-            .into_response(),
-        Encoding::Json => match serde_json::to_vec(value) {
-            Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-            Err(e) => error_response(&ApiError::Internal(e.to_string())),
+        Encoding::Protobuf => Ok(value.encode_to_vec()),
+        Encoding::Json => serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string())),
+    }
+}
+
+fn encode<T: Message + Serialize>(encoding: Encoding, value: &T) -> Response {
+    let content_type = match encoding {
+        Encoding::Protobuf => "application/protobuf",
+        Encoding::Json => "application/json",
+    };
+    match encode_body(encoding, value) {
+        Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// A request of one of the API's methods, decoded from its body.
+#[derive(Debug)]
+pub enum Call {
+    Create(proto::CreateIngressRequest),
+    Update(proto::UpdateIngressRequest),
+    List(proto::ListIngressRequest),
+    Delete(proto::DeleteIngressRequest),
+}
+
+impl Call {
+    /// Decodes `body` as `method`'s request. Pure, so the fuzz target
+    /// (`fuzz/fuzz_targets/api_requests.rs`) runs exactly what the API runs.
+    pub fn decode(method: &str, encoding: Encoding, body: &[u8]) -> Result<Call, ApiError> {
+        Ok(match method {
+            "CreateIngress" => Call::Create(decode(encoding, body)?),
+            "UpdateIngress" => Call::Update(decode(encoding, body)?),
+            "ListIngress" => Call::List(decode(encoding, body)?),
+            "DeleteIngress" => Call::Delete(decode(encoding, body)?),
+            other => {
+                return Err(ApiError::NotFound(format!(
+                    "no method livekit.Ingress/{other}"
+                )))
+            }
+        })
+    }
+}
+
+/// What the API checks of a request before it touches the store, and the
+/// answer body it would then encode; `current` stands for the stored ingress
+/// an update applies to. Pure: the fuzz target's whole path after [`Call::decode`].
+pub fn check(
+    call: Call,
+    encoding: Encoding,
+    current: &proto::IngressInfo,
+    rtmp_base_url: &str,
+) -> Result<Vec<u8>, ApiError> {
+    match call {
+        Call::Create(req) => encode_body(encoding, &ingress::create(req, rtmp_base_url)?),
+        Call::Update(req) => {
+            required_id(&req.ingress_id)?;
+            encode_body(encoding, &ingress::update(current.clone(), req)?)
+        }
+        Call::List(_) => encode_body(encoding, &proto::ListIngressResponse::default()),
+        Call::Delete(req) => {
+            required_id(&req.ingress_id)?;
+            encode_body(encoding, current)
+        }
+    }
+}
+
+/// The ingress a request names: it must name one.
+pub fn required_id(ingress_id: &str) -> Result<&str, ApiError> {
+    if ingress_id.is_empty() {
+        return Err(ApiError::InvalidArgument("ingress_id is required".into()));
+    }
+    Ok(ingress_id)
+}
+
+/// Why a token was refused, in words that never repeat the token or its claims.
+fn token_refusal(e: &AccessTokenError) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match e {
+        AccessTokenError::Encoding(e) => match e.kind() {
+            ErrorKind::ExpiredSignature => "the access token has expired",
+            ErrorKind::ImmatureSignature => "the access token is not valid yet",
+            ErrorKind::InvalidSignature => "the access token's signature does not match",
+            ErrorKind::InvalidIssuer => "the access token was issued for another API key",
+            ErrorKind::InvalidAlgorithm => "the access token is not signed with HS256",
+            _ => "the access token is malformed",
         },
+        _ => "the access token is malformed",
     }
 }
 
 impl Api {
+    /// Checks the caller's token as LiveKit does: signed with the secret, in
+    /// its validity window, issued by the configured API key (`iss`, which
+    /// LiveKit requires), with the ingressAdmin grant.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let token = headers
             .get(header::AUTHORIZATION)
@@ -95,7 +244,13 @@ impl Api {
         let claims = self
             .verifier
             .verify(token)
-            .map_err(|e| ApiError::Unauthenticated(format!("invalid access token: {e}")))?;
+            .map_err(|e| ApiError::Unauthenticated(token_refusal(&e).into()))?;
+        // The verifier checks `iss` only when the token has one.
+        if claims.iss != self.api_key {
+            return Err(ApiError::Unauthenticated(
+                "the access token does not name the API key it was issued by (iss)".into(),
+            ));
+        }
         if !claims.video.ingress_admin {
             return Err(ApiError::PermissionDenied(
                 "the access token lacks the ingressAdmin grant".into(),
@@ -128,9 +283,7 @@ impl Api {
     }
 
     fn existing(&self, ingress_id: &str) -> Result<proto::IngressInfo, ApiError> {
-        if ingress_id.is_empty() {
-            return Err(ApiError::InvalidArgument("ingress_id is required".into()));
-        }
+        let ingress_id = required_id(ingress_id)?;
         let info = self
             .store
             .get(ingress_id)
@@ -196,48 +349,86 @@ impl Api {
         tracing::info!(ingress = %info.ingress_id, "ingress deleted");
         Ok(info)
     }
+
+    fn call(&self, encoding: Encoding, call: Call) -> Result<Response, ApiError> {
+        Ok(match call {
+            Call::Create(req) => encode(encoding, &self.create(req)?),
+            Call::Update(req) => encode(encoding, &self.update(req)?),
+            Call::List(req) => encode(encoding, &self.list(req)?),
+            Call::Delete(req) => encode(encoding, &self.delete(req)?),
+        })
+    }
 }
 
+/// Reads a request body within [`MAX_BODY`] and [`BODY_TIMEOUT`]; on failure,
+/// the answer to send (the connection then closes: the rest is not read).
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let too_large = || {
+        twirp_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_argument",
+            &format!("request body over {MAX_BODY} bytes"),
+            true,
+        )
+    };
+    // A declared length over the limit is refused before a byte is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, MAX_BODY);
+    match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => Err(twirp_error(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            &format!("request body not read: {e}"),
+            true,
+        )),
+        Err(_) => Err(twirp_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "deadline_exceeded",
+            &format!("request body not received within {BODY_TIMEOUT:?}"),
+            true,
+        )),
+    }
+}
+
+/// One Twirp call. The order is what keeps a bad request cheap: the body's
+/// size and deadline first, then the token, then decoding.
 async fn twirp(
     State(api): State<Arc<Api>>,
     Path(method): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    let body = match read_body(&headers, body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let encoding = if content_type.starts_with("application/json") {
-        Encoding::Json
-    } else if content_type.starts_with("application/protobuf")
-        || content_type.starts_with("application/x-protobuf")
-    {
-        Encoding::Protobuf
-    } else {
-        return error_response(&ApiError::InvalidArgument(format!(
-            "unsupported content type {content_type:?} (use application/protobuf or application/json)"
-        )));
+    let encoding = match Encoding::from_content_type(content_type) {
+        Ok(encoding) => encoding,
+        Err(e) => return error_response(&e),
     };
     if let Err(e) = api.authorize(&headers) {
+        // The reason only: it never holds the token (see token_refusal).
+        tracing::debug!(%method, "API call refused: {e}");
         return error_response(&e);
     }
+    let call = match Call::decode(&method, encoding, &body) {
+        Ok(call) => call,
+        Err(e) => return error_response(&e),
+    };
     // Store calls and session stops block: keep them off the async workers.
-    let result = tokio::task::spawn_blocking(move || -> Result<Response, ApiError> {
-        Ok(match method.as_str() {
-            "CreateIngress" => encode(encoding, &api.create(decode(encoding, &body)?)?),
-            "UpdateIngress" => encode(encoding, &api.update(decode(encoding, &body)?)?),
-            "ListIngress" => encode(encoding, &api.list(decode(encoding, &body)?)?),
-            "DeleteIngress" => encode(encoding, &api.delete(decode(encoding, &body)?)?),
-            other => {
-                return Err(ApiError::NotFound(format!(
-                    "no method livekit.Ingress/{other}"
-                )))
-            }
-        })
-    })
-    .await;
-    match result {
+    match tokio::task::spawn_blocking(move || api.call(encoding, call)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => error_response(&e),
         Err(e) => error_response(&ApiError::Internal(e.to_string())),
@@ -301,6 +492,21 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
             "livekit_ingress_publishes_refused_total",
             "Publishes refused.",
             stats.refused.load(Ordering::Relaxed),
+        ),
+        (
+            "livekit_ingress_webhooks_sent_total",
+            "Webhook deliveries a receiver accepted.",
+            webhooks::stats().sent.load(Ordering::Relaxed),
+        ),
+        (
+            "livekit_ingress_webhooks_failed_total",
+            "Webhook deliveries given up after their retries.",
+            webhooks::stats().failed.load(Ordering::Relaxed),
+        ),
+        (
+            "livekit_ingress_webhooks_dropped_total",
+            "Webhook events dropped unsent because the queue was full.",
+            webhooks::stats().dropped.load(Ordering::Relaxed),
         ),
     ] {
         let kind = if name.ends_with("_total") {

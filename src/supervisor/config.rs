@@ -5,7 +5,16 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// LiveKit's dev-mode credentials (`livekit-server --dev`), the defaults here.
+pub const DEV_API_KEY: &str = "devkey";
+/// Public knowledge: anyone can sign an API token with it.
+pub const DEV_API_SECRET: &str = "secret";
+
+/// Stands for a secret wherever a configuration is printed.
+const REDACTED: &str = "<redacted>";
+
+// Debug is written by hand (below): a logged configuration must not show secrets.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// LiveKit API key: signs the ingress's room tokens and authenticates API calls.
@@ -15,10 +24,14 @@ pub struct Config {
     pub ws_url: String,
     /// The RTMP port every ingress shares.
     pub rtmp_port: u16,
-    /// Address the RTMP and HTTP servers listen on.
+    /// Address the RTMP and HTTP servers listen on. Unset: loopback with the
+    /// dev credentials, every interface with real ones (see [`Config::checked_exposure`]).
     pub bind_address: String,
     /// The Twirp API, health and metrics port.
     pub http_port: u16,
+    /// When set, `/metrics` is served on this port (on `bind_address`) and not
+    /// on `http_port`, as LiveKit's servers do.
+    pub prometheus_port: Option<u16>,
     /// The URL streamers are given (without the stream key).
     pub rtmp_base_url: String,
     /// Where ingresses are kept.
@@ -36,7 +49,7 @@ pub struct StoreConfig {
     pub redis: Option<RedisConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `host:port` (port 6379 when omitted).
@@ -46,6 +59,35 @@ pub struct RedisConfig {
     pub db: i64,
     /// Prefix of every key and channel, so several deployments can share a Redis.
     pub prefix: String,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .field("password", &REDACTED)
+            .field("db", &self.db)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("api_key", &self.api_key)
+            .field("api_secret", &REDACTED)
+            .field("ws_url", &self.ws_url)
+            .field("rtmp_port", &self.rtmp_port)
+            .field("bind_address", &self.bind_address)
+            .field("http_port", &self.http_port)
+            .field("prometheus_port", &self.prometheus_port)
+            .field("rtmp_base_url", &self.rtmp_base_url)
+            .field("store", &self.store)
+            .field("webhook", &self.webhook)
+            .finish()
+    }
 }
 
 impl Default for RedisConfig {
@@ -81,12 +123,13 @@ impl Default for StoreConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            api_key: "devkey".into(),
-            api_secret: "secret".into(),
+            api_key: DEV_API_KEY.into(),
+            api_secret: DEV_API_SECRET.into(),
             ws_url: "ws://127.0.0.1:7880".into(),
             rtmp_port: 1935,
-            bind_address: "0.0.0.0".into(),
+            bind_address: String::new(),
             http_port: 7888,
+            prometheus_port: None,
             rtmp_base_url: String::new(),
             store: StoreConfig::default(),
             webhook: WebhookConfig::default(),
@@ -143,6 +186,12 @@ impl Config {
         if let Some(v) = env("LIVEKIT_INGRESS_HTTP_PORT") {
             self.http_port = port("LIVEKIT_INGRESS_HTTP_PORT", v)?;
         }
+        if let Some(v) = env("LIVEKIT_INGRESS_PROMETHEUS_PORT") {
+            self.prometheus_port = Some(port("LIVEKIT_INGRESS_PROMETHEUS_PORT", v)?);
+        }
+        if let Some(v) = env("LIVEKIT_INGRESS_BIND_ADDRESS") {
+            self.bind_address = v;
+        }
         if let Some(v) = env("LIVEKIT_INGRESS_RTMP_BASE_URL") {
             self.rtmp_base_url = v;
         }
@@ -197,8 +246,51 @@ impl Config {
         if self.webhook.api_key.is_empty() {
             self.webhook.api_key = self.api_key.clone();
         }
+        if self
+            .prometheus_port
+            .is_some_and(|p| p != 0 && p == self.http_port)
+        {
+            return Err(format!(
+                "prometheus_port {} is http_port's: give /metrics another port, or unset it to serve it on http_port",
+                self.http_port
+            ));
+        }
+        self.checked_exposure()
+    }
+
+    /// Whether the API secret is the dev one, with which anyone can sign a
+    /// token the API accepts.
+    pub fn dev_credentials(&self) -> bool {
+        self.api_secret == DEV_API_SECRET
+    }
+
+    /// The exposure rule: with the dev credentials the service is reachable
+    /// from this machine only. An unset `bind_address` becomes loopback with
+    /// them and every interface with real ones; a non-loopback `bind_address`
+    /// with them is refused. [`super::Service::start`] applies it too.
+    pub fn checked_exposure(mut self) -> Result<Config, String> {
+        let dev = self.dev_credentials();
+        if self.bind_address.is_empty() {
+            self.bind_address = if dev { "127.0.0.1" } else { "0.0.0.0" }.into();
+        } else if dev && !is_loopback(&self.bind_address) {
+            return Err(format!(
+                "bind_address {:?} is not a loopback address and api_secret is LiveKit's dev secret, \
+                 with which anyone can sign API tokens: set api_key and api_secret \
+                 (LIVEKIT_API_KEY, LIVEKIT_API_SECRET), or bind_address: 127.0.0.1",
+                self.bind_address
+            ));
+        }
         Ok(self)
     }
+}
+
+/// Whether listening on `address` keeps a server to this machine.
+pub fn is_loopback(address: &str) -> bool {
+    let address = address.trim_start_matches('[').trim_end_matches(']');
+    address.eq_ignore_ascii_case("localhost")
+        || address
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -249,6 +341,85 @@ mod tests {
         c.apply_env(|n| (n == "LIVEKIT_INGRESS_REDIS_ADDRESS").then(|| "10.0.0.5".to_string()))
             .expect("env");
         assert_eq!(c.store.redis.expect("redis").address, "10.0.0.5");
+    }
+
+    #[test]
+    fn dev_credentials_keep_the_service_on_loopback() {
+        // Unset: loopback with the dev secret, every interface with a real one.
+        let c = Config::default().finish().expect("valid");
+        assert_eq!(c.bind_address, "127.0.0.1");
+        let real = Config {
+            api_key: "APIabc".into(),
+            api_secret: "a-real-secret-of-some-length-0123456789".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            real.clone().finish().expect("valid").bind_address,
+            "0.0.0.0"
+        );
+        // Explicit loopback is fine with the dev secret, in any spelling.
+        for address in ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"] {
+            let c = Config {
+                bind_address: address.into(),
+                ..Config::default()
+            };
+            assert_eq!(c.finish().expect(address).bind_address, address);
+        }
+        // Anything else with the dev secret is refused, naming the settings.
+        for address in ["0.0.0.0", "::", "192.0.2.7", "ingress.example.com"] {
+            let c = Config {
+                bind_address: address.into(),
+                ..Config::default()
+            };
+            let err = c.finish().expect_err(address);
+            assert!(
+                err.contains("bind_address") && err.contains("api_secret"),
+                "{err}"
+            );
+            assert!(err.contains("LIVEKIT_API_SECRET"), "{err}");
+        }
+        // ... also when it comes from the environment.
+        let mut c = Config::default();
+        c.apply_env(|n| (n == "LIVEKIT_INGRESS_BIND_ADDRESS").then(|| "0.0.0.0".into()))
+            .expect("env");
+        assert!(c.finish().is_err());
+        // A real secret may listen anywhere.
+        let c = Config {
+            bind_address: "0.0.0.0".into(),
+            ..real
+        };
+        assert_eq!(c.finish().expect("valid").bind_address, "0.0.0.0");
+    }
+
+    #[test]
+    fn prometheus_port_from_yaml_or_environment() {
+        assert_eq!(Config::default().prometheus_port, None);
+        let c = Config::from_yaml("prometheus_port: 6789\n").expect("yaml");
+        assert_eq!(c.finish().expect("valid").prometheus_port, Some(6789));
+        let mut c = Config::default();
+        c.apply_env(|n| (n == "LIVEKIT_INGRESS_PROMETHEUS_PORT").then(|| "6790".into()))
+            .expect("env");
+        assert_eq!(c.prometheus_port, Some(6790));
+        let c = Config {
+            prometheus_port: Some(7888),
+            ..Config::default()
+        };
+        assert!(c
+            .finish()
+            .expect_err("same port")
+            .contains("prometheus_port"));
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let c = Config::from_yaml(
+            "api_key: APIkey\napi_secret: s3cr3t-value\nstore:\n  redis:\n    password: r3d1s-pass\n",
+        )
+        .expect("yaml");
+        let shown = format!("{c:?} {c:#?}");
+        assert!(shown.contains("APIkey"), "{shown}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(!shown.contains("r3d1s-pass"), "{shown}");
     }
 
     #[test]

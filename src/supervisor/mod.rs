@@ -7,17 +7,18 @@
 //! - [`store`]: the embedded SQLite store, or Redis shared by several nodes.
 //! - [`sessions`]: publish decisions and live sessions, keeping IngressState true.
 //! - [`api`]: Twirp, health, metrics.
+//! - [`serve`]: the HTTP server under them, with deadlines.
 //! - [`webhooks`]: ingress_started / ingress_ended, signed as LiveKit signs them.
 
 pub mod api;
 pub mod config;
 pub mod ingress;
+pub mod serve;
 pub mod sessions;
 pub mod store;
 pub mod webhooks;
 
 use crate::rtmp::listener::{self, Decision, Listener, ListenerConfig};
-use livekit_api::access_token::TokenVerifier;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,13 +29,18 @@ pub struct Service {
     pub store: Arc<dyn store::Store>,
     pub http_addr: std::net::SocketAddr,
     pub rtmp_addr: std::net::SocketAddr,
+    /// Where `/metrics` is served when `prometheus_port` is set.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     listener: Arc<Listener>,
-    http: tokio::task::JoinHandle<()>,
+    /// The API's server, and the metrics' own when it has one.
+    http: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
     /// Opens the store, listens for RTMP and serves the API. Call from a tokio runtime.
     pub async fn start(config: config::Config) -> Result<Service, String> {
+        // Also for a configuration that did not come through Config::load.
+        let config = config.checked_exposure()?;
         gst::init().map_err(|e| format!("GStreamer: {e}"))?;
         let _ = crate::plugin_register_static();
         let store = store::open(&config.store)?;
@@ -58,27 +64,21 @@ impl Service {
             })
         })));
 
-        let api = Arc::new(api::Api {
-            store: store.clone(),
-            sessions: sessions.clone(),
-            verifier: TokenVerifier::with_api_key(&config.api_key, &config.api_secret),
-            rtmp_base_url: config.rtmp_base_url.clone(),
-        });
-        let http_listener =
-            tokio::net::TcpListener::bind((config.bind_address.as_str(), config.http_port))
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot listen on {}:{}: {e}",
-                        config.bind_address, config.http_port
-                    )
-                })?;
-        let http_addr = http_listener.local_addr().map_err(|e| e.to_string())?;
-        let http = tokio::spawn(async move {
-            if let Err(e) = axum::serve(http_listener, api::router(api)).await {
-                tracing::error!("API server stopped: {e}");
-            }
-        });
+        let api = Arc::new(api::Api::new(store.clone(), sessions.clone(), &config));
+        let (http_addr, api_server) = listen(
+            &config.bind_address,
+            config.http_port,
+            api::router(api.clone(), config.prometheus_port.is_none()),
+        )
+        .await?;
+        let mut http = vec![api_server];
+        let mut metrics_addr = None;
+        if let Some(port) = config.prometheus_port {
+            let (addr, server) =
+                listen(&config.bind_address, port, api::metrics_router(api)).await?;
+            metrics_addr = Some(addr);
+            http.push(server);
+        }
         let rtmp_addr = listener.local_addr();
         tracing::info!(%http_addr, %rtmp_addr, ws_url = %config.ws_url, "livekit-ingress ready");
         Ok(Service {
@@ -87,6 +87,7 @@ impl Service {
             store,
             http_addr,
             rtmp_addr,
+            metrics_addr,
             listener,
             http,
         })
@@ -98,6 +99,21 @@ impl Service {
         let sessions = self.sessions.clone();
         let _ = tokio::task::spawn_blocking(move || sessions.stop_all()).await;
         let _ = store::settle_orphans(self.store.as_ref());
-        self.http.abort();
+        for server in self.http {
+            server.abort();
+        }
     }
+}
+
+/// Binds `address:port` and serves `router` there (see [`serve`]).
+async fn listen(
+    address: &str,
+    port: u16,
+    router: axum::Router,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
+    let listener = tokio::net::TcpListener::bind((address, port))
+        .await
+        .map_err(|e| format!("cannot listen on {address}:{port}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok((addr, tokio::spawn(serve::serve(listener, router))))
 }
