@@ -867,17 +867,6 @@ impl Drop for Probe {
 
 /// A TCP connection to loopback `port` from source address `from`, or none
 /// within 200 ms (the listen backlog may be full).
-fn connect_from(from: [u8; 4], port: u16) -> Option<TcpStream> {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
-    s.bind(&std::net::SocketAddr::from((from, 0)).into()).ok()?;
-    s.connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
-        Duration::from_millis(200),
-    )
-    .ok()?;
-    Some(s.into())
-}
-
 #[test]
 fn out_of_file_descriptors_the_listener_waits_instead_of_spinning() {
     let port = common::free_tcp_port();
@@ -898,7 +887,7 @@ fn out_of_file_descriptors_the_listener_waits_instead_of_spinning() {
     let mut flood = Vec::new();
     for i in 0..(2 * NOFILE as usize) {
         let from = [127, 0, 1, 2 + (i / 12) as u8];
-        if let Some(s) = connect_from(from, port) {
+        if let Some(s) = common::connect_from(from, port) {
             flood.push(s);
         }
     }

@@ -60,6 +60,12 @@ async fn main() {
             config.bind_address
         );
     }
+    // Idle connections should meet the listener's own bounds, not a soft
+    // descriptor limit far below what the system allows.
+    match gstlivekitingress::fdlimit::raise_nofile_limit() {
+        Ok(limit) => tracing::info!("open files limit: {limit}"),
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     let service = match Service::start(config).await {
         Ok(service) => service,
         Err(e) => {

@@ -38,6 +38,32 @@ pub struct Config {
     pub store: StoreConfig,
     /// Webhook receivers for ingress_started / ingress_ended.
     pub webhook: WebhookConfig,
+    /// What a connection may do before its publish is accepted.
+    pub rtmp_limits: RtmpLimits,
+}
+
+/// Bounds on RTMP connections that have not published yet: they have shown
+/// no valid key, so they may cost the node little.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpLimits {
+    /// Seconds from connect to an accepted publish (TLS, handshake, commands).
+    pub publish_deadline: u32,
+    /// Connections waiting to publish, all addresses together.
+    pub max_pending_connections: usize,
+    /// Connections waiting to publish from one IP address.
+    pub max_pending_per_address: usize,
+}
+
+impl Default for RtmpLimits {
+    fn default() -> Self {
+        let defaults = crate::rtmp::admission::Limits::default();
+        RtmpLimits {
+            publish_deadline: 10,
+            max_pending_connections: defaults.max_pending,
+            max_pending_per_address: defaults.max_pending_per_ip,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -86,6 +112,7 @@ impl std::fmt::Debug for Config {
             .field("rtmp_base_url", &self.rtmp_base_url)
             .field("store", &self.store)
             .field("webhook", &self.webhook)
+            .field("rtmp_limits", &self.rtmp_limits)
             .finish()
     }
 }
@@ -133,6 +160,7 @@ impl Default for Config {
             rtmp_base_url: String::new(),
             store: StoreConfig::default(),
             webhook: WebhookConfig::default(),
+            rtmp_limits: RtmpLimits::default(),
         }
     }
 }
@@ -237,6 +265,13 @@ impl Config {
                 "rtmp_base_url must be an rtmp:// URL, got {:?}",
                 self.rtmp_base_url
             ));
+        }
+        let limits = &self.rtmp_limits;
+        if limits.publish_deadline == 0
+            || limits.max_pending_connections == 0
+            || limits.max_pending_per_address == 0
+        {
+            return Err("rtmp_limits: every limit must be above 0".into());
         }
         if let Some(redis) = &self.store.redis {
             if redis.address.is_empty() || redis.prefix.is_empty() {

@@ -51,9 +51,14 @@ impl Service {
             address: config.bind_address.clone(),
             port: config.rtmp_port,
             tls: None,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(config.rtmp_limits.publish_deadline.into()),
             idle_timeout: Duration::from_secs(30),
         })?;
+        listener.set_limits(crate::rtmp::admission::Limits {
+            max_pending: config.rtmp_limits.max_pending_connections,
+            max_pending_per_ip: config.rtmp_limits.max_pending_per_address,
+            ..Default::default()
+        });
         let decider = sessions.clone();
         listener.set_authorizer(Some(Arc::new(move |request| {
             let sessions = decider.clone();

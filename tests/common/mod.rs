@@ -338,6 +338,20 @@ impl TcpProxy {
 }
 
 /// True when `GET path` on loopback answers 200.
+/// A TCP connection to `port` on 127.0.0.1 from the loopback address
+/// `from` (127.x.y.z), as from another host; None if it was not accepted
+/// within 200 ms.
+pub fn connect_from(from: [u8; 4], port: u16) -> Option<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    s.bind(&std::net::SocketAddr::from((from, 0)).into()).ok()?;
+    s.connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
+        Duration::from_millis(200),
+    )
+    .ok()?;
+    Some(s.into())
+}
+
 pub fn http_get_ok(port: u16, path: &str) -> bool {
     http_get(port, path).is_some()
 }

@@ -294,10 +294,16 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn start(h: &Harness, name: &str) -> NodeProcess {
+        Self::start_with(h, name, &[], "")
+    }
+
+    /// A node run through `wrapper` (a command and its arguments, such as
+    /// `prlimit --nofile=…`) with `extra` top-level YAML in its configuration.
+    pub fn start_with(h: &Harness, name: &str, wrapper: &[&str], extra: &str) -> NodeProcess {
         let (rtmp_port, http_port) = (super::free_tcp_port(), super::free_tcp_port());
         let config = format!(
             "api_key: {API_KEY}\napi_secret: {API_SECRET}\nws_url: {}\nrtmp_port: {rtmp_port}\n\
-             bind_address: 127.0.0.1\nhttp_port: {http_port}\nstore:\n{}",
+             bind_address: 127.0.0.1\nhttp_port: {http_port}\n{extra}store:\n{}",
             h.livekit.ws_url(),
             h.store_yaml,
         );
@@ -305,7 +311,16 @@ impl NodeProcess {
         std::fs::write(&config_path, config).expect("node config");
         let log_path = h.dir.path().join(format!("{name}.log"));
         let log = std::fs::File::create(&log_path).expect("node log");
-        let child = Command::new(env!("CARGO_BIN_EXE_livekit-ingress"))
+        let bin = env!("CARGO_BIN_EXE_livekit-ingress");
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .arg("--config")
             .arg(&config_path)
             .env("RUST_LOG", "info")
@@ -332,6 +347,20 @@ impl NodeProcess {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A client of this node's API.
+    pub fn client(&self) -> IngressClient {
+        IngressClient::with_api_key(
+            &format!("http://127.0.0.1:{}", self.http_port),
+            API_KEY,
+            API_SECRET,
+        )
+        .with_failover(false)
     }
 
     /// SIGKILL: the node gets no chance to clean up.
