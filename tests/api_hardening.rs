@@ -18,11 +18,11 @@ use livekit_api::services::ingress::{
 use livekit_api::webhooks::WebhookReceiver;
 use livekit_protocol as proto;
 use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// One service in this process on the embedded store, on free loopback ports.
@@ -492,50 +492,6 @@ impl HangingReceiver {
     }
 }
 
-/// A receiver that answers 200 and keeps what it got.
-struct Sink {
-    port: u16,
-    received: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-impl Sink {
-    fn start() -> Sink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let received: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
-        let sink = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { break };
-                let mut reader = BufReader::new(stream);
-                let (mut auth, mut length) = (String::new(), 0usize);
-                let mut line = String::new();
-                while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) && line != "\r\n"
-                {
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                    if lower.starts_with("authorization:") {
-                        auth = line["authorization:".len()..].trim().to_string();
-                    }
-                    line.clear();
-                }
-                let mut body = vec![0u8; length];
-                if reader.read_exact(&mut body).is_ok() {
-                    sink.lock()
-                        .expect("lock")
-                        .push((auth, String::from_utf8_lossy(&body).into_owned()));
-                }
-                let _ = reader.get_mut().write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                );
-            }
-        });
-        Sink { port, received }
-    }
-}
-
 fn an_ingress() -> proto::IngressInfo {
     proto::IngressInfo {
         ingress_id: "IN_webhooktest".into(),
@@ -609,7 +565,7 @@ fn a_hanging_webhook_receiver_never_holds_up_the_caller() {
 
 #[test]
 fn every_webhook_event_has_its_own_id() {
-    let sink = Sink::start();
+    let sink = common::service::WebhookSink::start();
     let webhooks = Webhooks::new(
         vec![format!("http://127.0.0.1:{}/hook", sink.port)],
         API_KEY,

@@ -206,6 +206,19 @@ fn assert_video(d: &Decoded, min_frames: usize) {
     }
 }
 
+/// ffmpeg publishes `seconds` of test pattern on `key`, which `rx` decodes
+/// (at least `min_frames` frames of the right size and timing).
+fn publish_and_decode(rx: &Receiver, port: u16, key: &str, seconds: u32, min_frames: usize) {
+    let out = test_pattern(seconds, "", &format!("rtmp://127.0.0.1:{port}/live/{key}"));
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = rx.wait_end(Duration::from_secs(10));
+    assert_video(&d, min_frames);
+}
+
 #[test]
 fn ffmpeg_with_b_frames_and_audio_is_decoded() {
     init();
@@ -422,14 +435,7 @@ fn garbage_floods_and_idle_connections_do_not_take_the_listener_down() {
         let out = test_pattern(1, "", &format!("rtmp://127.0.0.1:{port}/live/nope{i}"));
         assert!(!out.status.success());
     }
-    let out = test_pattern(2, "", &format!("rtmp://127.0.0.1:{port}/live/survivor"));
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d = rx.wait_end(Duration::from_secs(10));
-    assert_video(&d, 50);
+    publish_and_decode(&rx, port, "survivor", 2, 50);
 }
 
 #[test]
@@ -555,14 +561,7 @@ fn broken_publishes_never_leave_the_key_stuck() {
     }
 
     // The key is free: a real publisher gets in and is decoded.
-    let out = test_pattern(2, "", &format!("rtmp://127.0.0.1:{port}/live/sticky"));
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d = rx.wait_end(Duration::from_secs(10));
-    assert_video(&d, 50);
+    publish_and_decode(&rx, port, "sticky", 2, 50);
 }
 
 /// Sends one byte of a handshake every 500 ms until the server hangs up; the
@@ -674,26 +673,11 @@ fn waiting_connections_are_bounded_per_address() {
         started.elapsed()
     );
     // Another address is not affected.
-    let other =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    other
-        .bind(&std::net::SocketAddr::from(([127, 0, 0, 2], 0)).into())
-        .expect("bind 127.0.0.2");
-    other
-        .connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())
-        .expect("connect");
-    let mut other: TcpStream = other.into();
+    let mut other = common::connect_from([127, 0, 0, 2], port).expect("connect from 127.0.0.2");
     assert!(waits(&mut other), "127.0.0.2 waits like any client");
     idle.clear();
     std::thread::sleep(Duration::from_millis(300));
-    let out = test_pattern(2, "", &format!("rtmp://127.0.0.1:{port}/live/bounded"));
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d = rx.wait_end(Duration::from_secs(10));
-    assert_video(&d, 50);
+    publish_and_decode(&rx, port, "bounded", 2, 50);
 }
 
 // ---------------------------------------------------------------------------

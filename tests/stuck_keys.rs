@@ -202,17 +202,16 @@ fn no_publish_attempt_locks_its_key_with_redis() {
     ));
 }
 
-/// A node killed mid-stream (SIGKILL: nothing cleans up) leaves its ingress
-/// publishing in Redis; another node takes the key once the dead node's
-/// claim lapses, and the state follows the live claim.
-#[test]
-fn a_killed_node_frees_its_keys_for_the_others() {
+/// Two nodes on one Redis (the harness's in-process node, and another as its
+/// own process); the other node streams an ingress into the room and is
+/// killed with SIGKILL (nothing cleans up), its publisher cut. Returns
+/// Redis, the surviving harness and the ingress.
+fn node_killed_mid_stream(room: &str) -> (RedisServer, Harness, proto::IngressInfo) {
     let redis = RedisServer::start();
     let store = format!("  redis:\n    address: {}\n", redis.address());
-    let h = Harness::start_with_store(ScratchDir::new("killed-node"), store);
+    let h = Harness::start_with_store(ScratchDir::new(room), store);
     let mut doomed = common::service::NodeProcess::start(&h, "doomed");
-    let info = h.create("killed-room", "survivor", "Survivor");
-
+    let info = h.create(room, "survivor", "Survivor");
     let mut streaming = Harness::publish_to(doomed.rtmp_port, &info.stream_key, 60);
     h.wait_status(
         &info.ingress_id,
@@ -220,8 +219,17 @@ fn a_killed_node_frees_its_keys_for_the_others() {
         Duration::from_secs(20),
     );
     doomed.kill();
-    let killed = Instant::now();
     let _ = streaming.wait();
+    (redis, h, info)
+}
+
+/// A node killed mid-stream (SIGKILL: nothing cleans up) leaves its ingress
+/// publishing in Redis; another node takes the key once the dead node's
+/// claim lapses, and the state follows the live claim.
+#[test]
+fn a_killed_node_frees_its_keys_for_the_others() {
+    let (_redis, h, info) = node_killed_mid_stream("killed-room");
+    let killed = Instant::now();
     // Nothing cleaned up: the store still says publishing.
     assert_eq!(
         status(&h.info(&info.ingress_id)),
@@ -268,19 +276,7 @@ fn a_killed_node_frees_its_keys_for_the_others() {
 /// the first node that looks once the claim is gone.
 #[test]
 fn a_killed_nodes_stale_state_is_repaired_by_the_next_reader() {
-    let redis = RedisServer::start();
-    let store = format!("  redis:\n    address: {}\n", redis.address());
-    let h = Harness::start_with_store(ScratchDir::new("stale-node"), store);
-    let mut doomed = common::service::NodeProcess::start(&h, "doomed");
-    let info = h.create("stale-room", "ghost", "Ghost");
-    let mut streaming = Harness::publish_to(doomed.rtmp_port, &info.stream_key, 60);
-    h.wait_status(
-        &info.ingress_id,
-        Status::EndpointPublishing,
-        Duration::from_secs(20),
-    );
-    doomed.kill();
-    let _ = streaming.wait();
+    let (_redis, h, info) = node_killed_mid_stream("stale-room");
     // Within the lease and a renewal of listing, the state is repaired.
     let rest = settled(&h, &info.ingress_id, 0, "a node killed mid-stream");
     let state = rest.state.expect("state");

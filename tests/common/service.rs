@@ -53,9 +53,9 @@ impl WebhookSink {
                         .expect("lock")
                         .push((auth, String::from_utf8_lossy(&body).into_owned()));
                 }
-                let _ = reader
-                    .get_mut()
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                let _ = reader.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
             }
         });
         WebhookSink { port, received }
