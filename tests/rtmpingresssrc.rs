@@ -1124,3 +1124,39 @@ fn crafted_timestamps_end_the_publish_with_an_error_not_a_panic() {
         "the publisher's connection was not closed"
     );
 }
+
+/// A publisher that is accepted and then sends nothing (no sequence header,
+/// so no pad and nothing downstream can notice) is cut after the element's
+/// first-media deadline, with an error on the bus; the key is free after.
+#[test]
+fn an_accepted_publish_that_sends_nothing_ends_in_bounded_time() {
+    init();
+    let port = common::free_tcp_port();
+    let rx = Receiver::start(port, "silent", "");
+    let mut client = RawClient::connect(port);
+    client.start_publish("silent");
+    assert!(client.wait_for(b"NetStream.Publish.Start"), "accepted");
+    let accepted = Instant::now();
+    assert!(
+        client.closed_within(Duration::from_secs(25)),
+        "a silent publisher is never cut"
+    );
+    let cut = accepted.elapsed();
+    eprintln!("silent publisher cut after {cut:?}");
+    assert!(
+        cut >= Duration::from_secs(14) && cut < Duration::from_secs(18),
+        "cut after {cut:?}, deadline 15 s"
+    );
+    let bus = rx.pipeline.bus().expect("bus");
+    let error = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(2), &[gst::MessageType::Error])
+        .expect("an error on the bus");
+    let gst::MessageView::Error(error) = error.view() else {
+        unreachable!("filtered on errors")
+    };
+    eprintln!("error: {}", error.error());
+
+    drop(rx);
+    let rx = Receiver::start(port, "silent", "");
+    publish_and_decode(&rx, port, "silent", 2, 50);
+}

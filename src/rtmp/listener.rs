@@ -498,7 +498,21 @@ impl Connection<'_> {
         buf: &mut [u8],
     ) -> Result<usize, Ended> {
         let peer = self.peer;
-        match tokio::time::timeout_at(self.limit(), stream.read(buf)).await {
+        // An element that stops taking the stream (it gave up waiting for
+        // media, or its pipeline stopped) ends the connection at once, also
+        // when the publisher sends nothing that would find out.
+        let element = self.publish.as_ref().map(|p| p.sender.clone());
+        let element_gone = async {
+            match &element {
+                Some(sender) => sender.closed().await,
+                None => std::future::pending().await,
+            }
+        };
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(self.limit(), stream.read(buf)) => read,
+            () = element_gone => return Err("the pipeline stopped taking the stream".into()),
+        };
+        match read {
             Err(_) if self.session.is_publishing() => Err(format!(
                 "no data from {peer} for {:?}",
                 self.listener.config.idle_timeout
