@@ -3,7 +3,10 @@
 //! and the track model. No GStreamer types live here.
 
 pub mod layer_sync;
+pub mod negotiation;
 pub mod publisher;
+mod session;
+pub mod signalling;
 pub mod stats;
 pub mod token;
 pub mod tracks;

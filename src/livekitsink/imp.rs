@@ -2,7 +2,7 @@ use super::stats_message;
 use super::wallclock::Wallclock;
 use super::{AudioSource, VideoSource};
 use crate::livekit::publisher::{self, MediaInput, PublisherConfig, PublisherEvent};
-use crate::livekit::token::{publisher_token, Identity};
+use crate::livekit::token::{self, Credentials, Identity};
 use crate::livekit::tracks::{AudioTrackSpec, LayerSpec, VideoCodec, VideoTrackSpec, MAX_LAYERS};
 use crate::sync::lock;
 use gst::glib;
@@ -307,7 +307,7 @@ impl LiveKitSink {
         };
         let audio = audio_caps.map(|caps| audio_spec(settings, &caps));
 
-        let token = if settings.token.is_empty() {
+        let credentials = if settings.token.is_empty() {
             if settings.api_key.is_empty() || settings.api_secret.is_empty() {
                 return Err("set either `token` or both `api-key` and `api-secret`".into());
             }
@@ -316,18 +316,22 @@ impl LiveKitSink {
                     "`room-name` and `participant-identity` are required to make a token".into(),
                 );
             }
-            publisher_token(
-                &settings.api_key,
-                &settings.api_secret,
-                &Identity {
-                    room: settings.room_name.clone(),
-                    identity: settings.participant_identity.clone(),
-                    name: settings.participant_name.clone(),
-                    metadata: settings.participant_metadata.clone(),
-                },
-            )?
+            let who = Identity {
+                room: settings.room_name.clone(),
+                identity: settings.participant_identity.clone(),
+                name: settings.participant_name.clone(),
+                metadata: settings.participant_metadata.clone(),
+            };
+            // Bad keys fail here, at start, rather than at the first join.
+            token::publisher_token(&settings.api_key, &settings.api_secret, &who)?;
+            Credentials::ApiKey {
+                key: settings.api_key.clone(),
+                secret: settings.api_secret.clone(),
+                who,
+                ttl: token::MINTED_TTL,
+            }
         } else {
-            settings.token.clone()
+            Credentials::Token(settings.token.clone())
         };
 
         let layers: HashMap<String, usize> = video_pads
@@ -347,7 +351,7 @@ impl LiveKitSink {
         let config_has_audio = audio.is_some();
         let config = PublisherConfig {
             url: settings.url.clone(),
-            token,
+            credentials,
             video,
             audio,
             stats_interval: (settings.stats_interval > 0)
