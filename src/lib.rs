@@ -8,6 +8,7 @@ pub mod decode;
 pub mod fdlimit;
 pub mod livekit;
 pub mod livekitsink;
+pub mod messages;
 pub mod pipeline;
 pub mod presets;
 pub mod rtmp;

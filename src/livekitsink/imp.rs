@@ -1,15 +1,16 @@
-use super::stats_message;
 use super::wallclock::Wallclock;
 use super::{AudioSource, VideoSource};
 use crate::livekit::publisher::{self, MediaInput, PublisherConfig, PublisherEvent};
 use crate::livekit::token::{publisher_token, Identity};
 use crate::livekit::tracks::{AudioTrackSpec, LayerSpec, VideoCodec, VideoTrackSpec, MAX_LAYERS};
+use crate::messages::layer_active::LayerActive;
+use crate::messages::livekit::{Connected, Disconnected, Reconnecting, Resumed, TrackPublished};
+use crate::messages::BusMessage;
 use crate::sync::lock;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use livekit_protocol as proto;
-use prost::Message;
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -389,16 +390,8 @@ impl LiveKitSink {
         dynacast: bool,
     ) {
         let obj = self.obj();
-        let post = |s: gst::Structure| {
-            let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
-        };
-        // The connection-state messages all carry one field, the reason.
-        let post_reason = |name: &str, reason: &str| {
-            post(
-                gst::Structure::builder(name)
-                    .field("reason", reason)
-                    .build(),
-            )
+        let post = |message: gst::Message| {
+            let _ = obj.post_message(message);
         };
         let video_pad = |layer: usize| {
             pad_of_layer
@@ -417,11 +410,12 @@ impl LiveKitSink {
                     "joined room {room_name} ({room_sid}) as {participant_sid}"
                 );
                 post(
-                    gst::Structure::builder("livekit-connected")
-                        .field("room-sid", room_sid)
-                        .field("room-name", room_name)
-                        .field("participant-sid", participant_sid)
-                        .build(),
+                    Connected {
+                        room_sid,
+                        room_name,
+                        participant_sid,
+                    }
+                    .to_message(&*obj),
                 );
             }
             PublisherEvent::TrackPublished { kind, layers, info } => {
@@ -433,16 +427,15 @@ impl LiveKitSink {
                     info.sid
                 );
                 post(
-                    gst::Structure::builder("livekit-track-published")
-                        .field("kind", kind)
-                        .field("sid", info.sid.as_str())
-                        .field("name", info.name.as_str())
-                        .field("layers", layers)
-                        .field("info", glib::Bytes::from_owned(info.encode_to_vec()))
-                        .build(),
+                    TrackPublished {
+                        kind: kind.into(),
+                        layers,
+                        info: *info,
+                    }
+                    .to_message(&*obj),
                 );
             }
-            PublisherEvent::Stats(stats) => post(stats_message::to_structure(&stats)),
+            PublisherEvent::Stats(stats) => post(stats.to_message(&*obj)),
             PublisherEvent::MediaConnected => {
                 gst::info!(CAT, imp = self, "media connected");
             }
@@ -470,11 +463,7 @@ impl LiveKitSink {
                         "dynacast: layer {layer} ({}) active={active}",
                         pad.name()
                     );
-                    pad.push_event(gst::event::CustomUpstream::new(
-                        gst::Structure::builder("livekit-layer-active")
-                            .field("active", active)
-                            .build(),
-                    ));
+                    pad.push_event(LayerActive { active }.to_event());
                 }
             }
             PublisherEvent::Resumed { reason } => {
@@ -483,7 +472,7 @@ impl LiveKitSink {
                     imp = self,
                     "signal connection lost ({reason}); resumed"
                 );
-                post_reason("livekit-resumed", &reason);
+                post(Resumed { reason }.to_message(&*obj));
             }
             PublisherEvent::Rejoining { reason } => {
                 gst::warning!(
@@ -491,14 +480,19 @@ impl LiveKitSink {
                     imp = self,
                     "connection to the room lost ({reason}); rejoining"
                 );
-                post_reason("livekit-reconnecting", &reason);
+                post(Reconnecting { reason }.to_message(&*obj));
             }
             PublisherEvent::Disconnected { reason } => {
                 gst::info!(CAT, imp = self, "left the room: {reason}");
-                post_reason("livekit-disconnected", &reason);
+                post(Disconnected { reason }.to_message(&*obj));
             }
             PublisherEvent::Failed { message } => {
-                post_reason("livekit-disconnected", &message);
+                post(
+                    Disconnected {
+                        reason: message.clone(),
+                    }
+                    .to_message(&*obj),
+                );
                 gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{}", message));
             }
         }

@@ -1,3 +1,5 @@
+use crate::messages::rtmp::{Metadata, PublishStarted, PublishStopped, Stats};
+use crate::messages::BusMessage;
 use crate::rtmp::flv::{self, AudioTag, VideoCodec, VideoTag};
 use crate::rtmp::listener::{self, Claim, ListenerConfig, StreamEvent, TlsFiles};
 use crate::rtmp::redact::redact_key;
@@ -244,9 +246,9 @@ impl RtmpIngressSrc {
         }
     }
 
-    fn post(&self, structure: gst::Structure) {
+    fn post(&self, message: &impl BusMessage) {
         let obj = self.obj();
-        let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
+        let _ = obj.post_message(message.to_message(&*obj));
     }
 
     /// Handles one event; `Ok(false)` when the publish is over.
@@ -270,13 +272,11 @@ impl RtmpIngressSrc {
                 // message posted.
                 let any_key = lock(&self.settings).stream_key.is_empty();
                 stream.key = if any_key { key } else { String::new() };
-                let mut started = gst::Structure::builder("rtmp-publish-started")
-                    .field("app", app)
-                    .field("peer", peer.to_string());
-                if any_key {
-                    started = started.field("key", stream.key.as_str());
-                }
-                self.post(started.build());
+                self.post(&PublishStarted {
+                    app,
+                    peer: peer.to_string(),
+                    key: any_key.then(|| stream.key.clone()),
+                });
             }
             StreamEvent::Metadata(metadata) => self.on_metadata(stream, &metadata),
             StreamEvent::Video { timestamp, data } => {
@@ -344,12 +344,10 @@ impl RtmpIngressSrc {
             }
             StreamEvent::Ended { reason } => {
                 gst::info!(CAT, imp = self, "publish ended: {reason}");
-                let mut stopped =
-                    gst::Structure::builder("rtmp-publish-stopped").field("reason", reason);
-                if !stream.key.is_empty() {
-                    stopped = stopped.field("key", stream.key.as_str());
-                }
-                self.post(stopped.build());
+                self.post(&PublishStopped {
+                    reason,
+                    key: (!stream.key.is_empty()).then(|| stream.key.clone()),
+                });
                 if !stream.no_more_pads {
                     self.obj().no_more_pads();
                 }
@@ -369,37 +367,9 @@ impl RtmpIngressSrc {
     }
 
     fn on_metadata(&self, stream: &mut Stream, m: &StreamMetadata) {
-        let mut s = gst::Structure::builder("rtmp-metadata");
-        if let Some(v) = m.video_width {
-            s = s.field("width", v);
-        }
-        if let Some(v) = m.video_height {
-            s = s.field("height", v);
-        }
-        if let Some(v) = m.video_frame_rate {
-            s = s.field("framerate", f64::from(v));
-        }
-        if let Some(v) = m.video_codec_id {
-            s = s.field("videocodecid", v);
-        }
-        if let Some(v) = m.video_bitrate_kbps {
-            s = s.field("videodatarate", v);
-        }
-        if let Some(v) = m.audio_codec_id {
-            s = s.field("audiocodecid", v);
-        }
-        if let Some(v) = m.audio_sample_rate {
-            s = s.field("audiosamplerate", v);
-        }
-        if let Some(v) = m.audio_channels {
-            s = s.field("audiochannels", v);
-        }
-        if let Some(v) = &m.encoder {
-            s = s.field("encoder", v.as_str());
-        }
         stream.expect_video = Some(m.video_codec_id.is_some() || m.video_width.is_some());
         stream.expect_audio = Some(m.audio_codec_id.is_some() || m.audio_sample_rate.is_some());
-        self.post(s.build());
+        self.post(&Metadata::from(m));
     }
 
     /// Signals no-more-pads once every announced track has its pad (or after a
@@ -574,20 +544,14 @@ impl RtmpIngressSrc {
         }
         let rate =
             |now: u64, before: u64| ((now - before) as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
-        let structure = gst::Structure::builder("rtmp-stats")
-            .field("bytes", stream.video_bytes + stream.audio_bytes)
-            .field(
-                "video-bitrate",
-                rate(stream.video_bytes, stream.stats_bytes.0),
-            )
-            .field(
-                "audio-bitrate",
-                rate(stream.audio_bytes, stream.stats_bytes.1),
-            )
-            .build();
+        let stats = Stats {
+            bytes: stream.video_bytes + stream.audio_bytes,
+            video_bitrate: rate(stream.video_bytes, stream.stats_bytes.0),
+            audio_bitrate: rate(stream.audio_bytes, stream.stats_bytes.1),
+        };
         stream.stats_bytes = (stream.video_bytes, stream.audio_bytes);
         stream.last_stats = Instant::now();
-        self.post(structure);
+        self.post(&stats);
     }
 }
 

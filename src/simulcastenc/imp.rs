@@ -1,3 +1,4 @@
+use crate::messages::layer_active::LayerActive;
 use crate::presets::{self, PresetError, VideoCodec, VideoEncoding, VideoLayer, VideoPreset};
 use crate::sync::lock;
 use gst::glib;
@@ -12,9 +13,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
         Some("LiveKit simulcast encoder"),
     )
 });
-
-/// The structure name of the pause/resume event.
-pub const LAYER_ACTIVE_EVENT: &str = "livekit-layer-active";
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -285,8 +283,9 @@ impl SimulcastEnc {
                 imp.force_keyframes(None);
                 return gst::PadProbeReturn::Handled;
             }
-            if let Some(s) = event.structure().filter(|s| s.name() == LAYER_ACTIVE_EVENT) {
-                if let Ok(active) = s.get::<bool>("active") {
+            if LayerActive::is(event) {
+                // One without `active` is ours all the same: not for upstream.
+                if let Some(LayerActive { active }) = LayerActive::parse(event) {
                     imp.set_layer_active(index, active);
                 }
                 return gst::PadProbeReturn::Handled;
