@@ -29,6 +29,15 @@ const MEDIA_QUEUE: usize = 512;
 /// How long EOS waits for the leave to reach the server.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
+const DEFAULT_URL: &str = "ws://127.0.0.1:7880";
+const DEFAULT_VIDEO_TRACK_NAME: &str = "video";
+const DEFAULT_VIDEO_TRACK_SOURCE: VideoSource = VideoSource::Camera;
+const DEFAULT_AUDIO_TRACK_NAME: &str = "audio";
+const DEFAULT_AUDIO_TRACK_SOURCE: AudioSource = AudioSource::Microphone;
+const DEFAULT_DYNACAST: bool = true;
+/// Milliseconds between `livekit-stats` messages.
+const DEFAULT_STATS_INTERVAL: u32 = 5000;
+
 #[derive(Debug, Clone)]
 struct Settings {
     url: String,
@@ -51,7 +60,7 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            url: "ws://127.0.0.1:7880".into(),
+            url: DEFAULT_URL.into(),
             api_key: String::new(),
             api_secret: String::new(),
             token: String::new(),
@@ -59,12 +68,12 @@ impl Default for Settings {
             participant_identity: String::new(),
             participant_name: String::new(),
             participant_metadata: String::new(),
-            video_track_name: "video".into(),
-            video_track_source: VideoSource::Camera,
-            audio_track_name: "audio".into(),
-            audio_track_source: AudioSource::Microphone,
-            dynacast: true,
-            stats_interval: 5000,
+            video_track_name: DEFAULT_VIDEO_TRACK_NAME.into(),
+            video_track_source: DEFAULT_VIDEO_TRACK_SOURCE,
+            audio_track_name: DEFAULT_AUDIO_TRACK_NAME.into(),
+            audio_track_source: DEFAULT_AUDIO_TRACK_SOURCE,
+            dynacast: DEFAULT_DYNACAST,
+            stats_interval: DEFAULT_STATS_INTERVAL,
         }
     }
 }
@@ -594,7 +603,7 @@ impl ObjectImpl for LiveKitSink {
                     .build()
             };
             vec![
-                string("url", "URL", "WebSocket URL of the LiveKit server", Some("ws://127.0.0.1:7880")),
+                string("url", "URL", "WebSocket URL of the LiveKit server", Some(DEFAULT_URL)),
                 string("api-key", "API key", "API key used to mint an access token (with api-secret)", None),
                 string("api-secret", "API secret", "API secret used to mint an access token", None),
                 string("token", "Token", "Access token to join with, instead of api-key and api-secret", None),
@@ -602,14 +611,14 @@ impl ObjectImpl for LiveKitSink {
                 string("participant-identity", "Participant identity", "Identity of the publishing participant", None),
                 string("participant-name", "Participant name", "Display name of the publishing participant", None),
                 string("participant-metadata", "Participant metadata", "Metadata of the publishing participant", None),
-                string("video-track-name", "Video track name", "Name of the published video track", Some("video")),
-                glib::ParamSpecEnum::builder_with_default("video-track-source", VideoSource::Camera)
+                string("video-track-name", "Video track name", "Name of the published video track", Some(DEFAULT_VIDEO_TRACK_NAME)),
+                glib::ParamSpecEnum::builder_with_default("video-track-source", DEFAULT_VIDEO_TRACK_SOURCE)
                     .nick("Video track source")
                     .blurb("Source the video track is announced as")
                     .mutable_ready()
                     .build(),
-                string("audio-track-name", "Audio track name", "Name of the published audio track", Some("audio")),
-                glib::ParamSpecEnum::builder_with_default("audio-track-source", AudioSource::Microphone)
+                string("audio-track-name", "Audio track name", "Name of the published audio track", Some(DEFAULT_AUDIO_TRACK_NAME)),
+                glib::ParamSpecEnum::builder_with_default("audio-track-source", DEFAULT_AUDIO_TRACK_SOURCE)
                     .nick("Audio track source")
                     .blurb("Source the audio track is announced as")
                     .mutable_ready()
@@ -617,13 +626,13 @@ impl ObjectImpl for LiveKitSink {
                 glib::ParamSpecBoolean::builder("dynacast")
                     .nick("Dynacast")
                     .blurb("Pause video layers no one subscribes to (sends livekit-layer-active upstream)")
-                    .default_value(true)
+                    .default_value(DEFAULT_DYNACAST)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("stats-interval")
                     .nick("Stats interval")
                     .blurb("Milliseconds between livekit-stats messages (packets, bytes, NACKs, PLIs, FIRs per stream, round-trip time); 0 for none")
-                    .default_value(5000)
+                    .default_value(DEFAULT_STATS_INTERVAL)
                     .mutable_ready()
                     .build(),
             ]
@@ -651,14 +660,14 @@ impl ObjectImpl for LiveKitSink {
             "participant-metadata" => s.participant_metadata = text(),
             "video-track-name" => s.video_track_name = text(),
             "video-track-source" => {
-                s.video_track_source = value.get().unwrap_or(VideoSource::Camera)
+                s.video_track_source = value.get().unwrap_or(DEFAULT_VIDEO_TRACK_SOURCE)
             }
             "audio-track-name" => s.audio_track_name = text(),
             "audio-track-source" => {
-                s.audio_track_source = value.get().unwrap_or(AudioSource::Microphone)
+                s.audio_track_source = value.get().unwrap_or(DEFAULT_AUDIO_TRACK_SOURCE)
             }
-            "dynacast" => s.dynacast = value.get().unwrap_or(true),
-            "stats-interval" => s.stats_interval = value.get().unwrap_or(5000),
+            "dynacast" => s.dynacast = value.get().unwrap_or(DEFAULT_DYNACAST),
+            "stats-interval" => s.stats_interval = value.get().unwrap_or(DEFAULT_STATS_INTERVAL),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }

@@ -32,6 +32,13 @@ const TRACKS_KNOWN_AFTER: Duration = Duration::from_secs(2);
 /// The listener's idle timeout cannot catch it, as bytes do arrive.
 const FIRST_MEDIA_DEADLINE: Duration = Duration::from_secs(15);
 
+const DEFAULT_ADDRESS: &str = "0.0.0.0";
+const DEFAULT_PORT: u32 = 1935;
+/// Seconds from connect to an accepted publish.
+const DEFAULT_HANDSHAKE_TIMEOUT: u32 = 10;
+/// Seconds without data before a publish is considered gone.
+const DEFAULT_IDLE_TIMEOUT: u32 = 30;
+
 #[derive(Debug, Clone)]
 struct Settings {
     address: String,
@@ -47,12 +54,12 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            address: "0.0.0.0".into(),
-            port: 1935,
+            address: DEFAULT_ADDRESS.into(),
+            port: DEFAULT_PORT,
             stream_key: String::new(),
             app: String::new(),
-            handshake_timeout: 10,
-            idle_timeout: 30,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             tls_certificate: String::new(),
             tls_key: String::new(),
         }
@@ -567,14 +574,14 @@ impl ObjectImpl for RtmpIngressSrc {
                 glib::ParamSpecString::builder("address")
                     .nick("Address")
                     .blurb("Address to listen on")
-                    .default_value(Some("0.0.0.0"))
+                    .default_value(Some(DEFAULT_ADDRESS))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("port")
                     .nick("Port")
                     .blurb("TCP port to listen on (shared by every rtmpingresssrc on it; 0 picks a free one)")
                     .maximum(65535)
-                    .default_value(1935)
+                    .default_value(DEFAULT_PORT)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("stream-key")
@@ -591,14 +598,14 @@ impl ObjectImpl for RtmpIngressSrc {
                     .nick("Handshake timeout")
                     .blurb("Seconds a connection may take from connecting to an accepted publish (one deadline, not per read)")
                     .minimum(1)
-                    .default_value(10)
+                    .default_value(DEFAULT_HANDSHAKE_TIMEOUT)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("idle-timeout")
                     .nick("Idle timeout")
                     .blurb("Seconds without data after which a publish is considered gone")
                     .minimum(1)
-                    .default_value(30)
+                    .default_value(DEFAULT_IDLE_TIMEOUT)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("tls-certificate")
@@ -627,11 +634,13 @@ impl ObjectImpl for RtmpIngressSrc {
         };
         match pspec.name() {
             "address" => s.address = text(),
-            "port" => s.port = value.get().unwrap_or(1935),
+            "port" => s.port = value.get().unwrap_or(DEFAULT_PORT),
             "stream-key" => s.stream_key = text(),
             "app" => s.app = text(),
-            "handshake-timeout" => s.handshake_timeout = value.get().unwrap_or(10),
-            "idle-timeout" => s.idle_timeout = value.get().unwrap_or(30),
+            "handshake-timeout" => {
+                s.handshake_timeout = value.get().unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
+            }
+            "idle-timeout" => s.idle_timeout = value.get().unwrap_or(DEFAULT_IDLE_TIMEOUT),
             "tls-certificate" => s.tls_certificate = text(),
             "tls-key" => s.tls_key = text(),
             _ => {}
