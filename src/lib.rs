@@ -8,6 +8,7 @@ pub mod decode;
 pub mod fdlimit;
 pub mod livekit;
 pub mod livekitsink;
+pub mod messages;
 pub mod pipeline;
 pub mod presets;
 pub mod rtmp;
@@ -37,3 +38,45 @@ gst::plugin_define!(
     "https://livekit.io",
     env!("BUILD_REL_DATE")
 );
+
+#[cfg(test)]
+mod tests {
+    use gst::glib;
+    use gst::prelude::*;
+
+    /// What `gst-inspect-1.0` shows as a property's default is what a new
+    /// element has (each default is one `DEFAULT_*` constant in the element).
+    #[test]
+    fn property_defaults_are_what_a_new_element_has() {
+        gst::init().expect("gstreamer");
+        for element in [
+            glib::Object::new::<crate::rtmpingresssrc::RtmpIngressSrc>().upcast::<gst::Element>(),
+            glib::Object::new::<crate::simulcastenc::SimulcastEnc>().upcast(),
+            glib::Object::new::<crate::livekitsink::LiveKitSink>().upcast(),
+        ] {
+            for pspec in element.list_properties().iter() {
+                if pspec.owner_type() != element.type_() {
+                    continue;
+                }
+                let value = element.property_value(pspec.name());
+                let default = pspec.default_value();
+                // An unset string property reads as empty.
+                let text = |v: &glib::Value| v.get::<Option<String>>().ok().flatten();
+                let same = match default.type_() {
+                    glib::Type::STRING => {
+                        text(default).unwrap_or_default() == text(&value).unwrap_or_default()
+                    }
+                    _ => default.compare(&value) == Some(std::cmp::Ordering::Equal),
+                };
+                assert!(
+                    same,
+                    "{}::{}: default {:?}, new element {:?}",
+                    element.type_().name(),
+                    pspec.name(),
+                    pspec.default_value(),
+                    value
+                );
+            }
+        }
+    }
+}

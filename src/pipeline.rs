@@ -12,6 +12,11 @@
 //! Elements are created by factory name: this module depends on the element
 //! contracts, not on their implementation.
 
+use crate::livekit::stats::SendStats;
+use crate::messages::input::{self, InputAudio, InputVideo};
+use crate::messages::livekit::{Connected, TrackPublished};
+use crate::messages::rtmp::{PublishStarted, PublishStopped, Stats};
+use crate::messages::BusMessage;
 use gst::prelude::*;
 use std::sync::Arc;
 
@@ -269,7 +274,7 @@ fn add_video_branch(
     chain.push(enc);
     let (queue, enc) = add_chain(pipeline, &chain)?;
     if let Some(decoded) = convert.static_pad("sink") {
-        report_input_format(&decoded, src_pad, "ingress-input-video");
+        report_input_format(&decoded, src_pad, InputVideo::from_caps);
     }
 
     let sink = pipeline
@@ -318,7 +323,7 @@ fn add_audio_branch(
     chain.push(opusenc);
     let (queue, opusenc) = add_chain(pipeline, &chain)?;
     if let Some(decoded) = convert.static_pad("sink") {
-        report_input_format(&decoded, src_pad, "ingress-input-audio");
+        report_input_format(&decoded, src_pad, InputAudio::from_caps);
     }
 
     let sink = pipeline
@@ -357,9 +362,13 @@ fn link_to(from: &gst::Pad, element: &gst::Element) -> Result<(), PipelineError>
 }
 
 /// Posts the decoded format of a branch as an application message on the bus
-/// (`ingress-input-video` / `-audio`), with the mime type the source sent, so the
-/// session can report the input's format.
-fn report_input_format(decoded: &gst::Pad, source: &gst::Pad, message_name: &'static str) {
+/// (`ingress-input-video` / `-audio`, written by `message`), with the mime type
+/// the source sent, so the session can report the input's format.
+fn report_input_format(
+    decoded: &gst::Pad,
+    source: &gst::Pad,
+    message: fn(&gst::StructureRef, &str) -> gst::Structure,
+) {
     let source = source.downgrade();
     decoded.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
         let Some(gst::PadProbeData::Event(ref event)) = info.data else {
@@ -374,10 +383,7 @@ fn report_input_format(decoded: &gst::Pad, source: &gst::Pad, message_name: &'st
             .and_then(|c| c.structure(0).map(|s| s.name().to_string()))
             .unwrap_or_default();
         if let (Some(structure), Some(element)) = (caps.caps().structure(0), pad.parent_element()) {
-            let mut s = structure.to_owned();
-            s.set_name(message_name);
-            s.set("mime-type", mime);
-            let _ = element.post_message(gst::message::Application::new(s));
+            let _ = element.post_message(input::application(message(structure, &mime), &element));
         }
         gst::PadProbeReturn::Ok
     });
@@ -396,62 +402,115 @@ impl PipelineEvent {
             }),
             MessageView::Element(_) | MessageView::Application(_) => {
                 let s = message.structure()?;
-                let text = |field: &str| s.get::<String>(field).unwrap_or_default();
-                let number = |field: &str| {
-                    s.get::<i32>(field)
-                        .map(|v| v.max(0) as u32)
-                        .or_else(|_| s.get::<u32>(field))
-                        .or_else(|_| s.get::<u64>(field).map(|v| v.min(u32::MAX as u64) as u32))
-                        .unwrap_or(0)
-                };
+                // Each message's own parser decides; the name only picks it.
                 match s.name().as_str() {
-                    "rtmp-publish-started" => Some(PipelineEvent::PublishStarted),
-                    "rtmp-publish-stopped" => Some(PipelineEvent::Ended {
-                        reason: text("reason"),
-                    }),
-                    "rtmp-stats" => Some(PipelineEvent::InputBitrate {
-                        video: number("video-bitrate"),
-                        audio: number("audio-bitrate"),
-                    }),
-                    crate::livekitsink::stats_message::NAME => {
-                        crate::livekitsink::stats_message::from_structure(s)
-                            .map(|stats| PipelineEvent::Sent(Box::new(stats)))
+                    PublishStarted::NAME => {
+                        PublishStarted::from_structure(s).map(|_| PipelineEvent::PublishStarted)
                     }
-                    "livekit-connected" => Some(PipelineEvent::Connected {
-                        room_sid: text("room-sid"),
-                    }),
-                    "livekit-track-published" => s
-                        .get::<gst::glib::Bytes>("info")
-                        .ok()
-                        .and_then(|b| {
-                            <livekit_protocol::TrackInfo as prost::Message>::decode(&b[..]).ok()
-                        })
-                        .map(|info| PipelineEvent::TrackPublished {
-                            info: Box::new(info),
-                        }),
-                    "ingress-input-video" => {
-                        let framerate = s
-                            .get::<gst::Fraction>("framerate")
-                            .ok()
-                            .filter(|f| f.denom() != 0)
-                            .map(|f| f.numer() as f64 / f.denom() as f64)
-                            .unwrap_or(0.0);
-                        Some(PipelineEvent::InputVideo {
-                            mime_type: text("mime-type"),
-                            width: number("width"),
-                            height: number("height"),
-                            framerate,
+                    PublishStopped::NAME => {
+                        PublishStopped::from_structure(s).map(|stopped| PipelineEvent::Ended {
+                            reason: stopped.reason,
                         })
                     }
-                    "ingress-input-audio" => Some(PipelineEvent::InputAudio {
-                        mime_type: text("mime-type"),
-                        channels: number("channels"),
-                        sample_rate: number("rate"),
+                    Stats::NAME => Stats::from_structure(s).map(|stats| {
+                        let bitrate = |b: u64| b.min(u64::from(u32::MAX)) as u32;
+                        PipelineEvent::InputBitrate {
+                            video: bitrate(stats.video_bitrate),
+                            audio: bitrate(stats.audio_bitrate),
+                        }
                     }),
+                    SendStats::NAME => SendStats::from_structure(s)
+                        .map(|stats| PipelineEvent::Sent(Box::new(stats))),
+                    Connected::NAME => {
+                        Connected::from_structure(s).map(|connected| PipelineEvent::Connected {
+                            room_sid: connected.room_sid,
+                        })
+                    }
+                    TrackPublished::NAME => TrackPublished::from_structure(s).map(|track| {
+                        PipelineEvent::TrackPublished {
+                            info: Box::new(track.info),
+                        }
+                    }),
+                    InputVideo::NAME => {
+                        InputVideo::from_structure(s).map(|video| PipelineEvent::InputVideo {
+                            framerate: video.framerate_f64(),
+                            mime_type: video.mime_type,
+                            width: video.width,
+                            height: video.height,
+                        })
+                    }
+                    InputAudio::NAME => {
+                        InputAudio::from_structure(s).map(|audio| PipelineEvent::InputAudio {
+                            mime_type: audio.mime_type,
+                            channels: audio.channels,
+                            sample_rate: audio.rate,
+                        })
+                    }
                     _ => None,
                 }
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::livekit::Disconnected;
+
+    #[test]
+    fn bus_messages_become_session_events() {
+        gst::init().expect("gstreamer");
+        let src = gst::Bin::new();
+        let event = |message: gst::Message| PipelineEvent::from_message(&message);
+        assert_eq!(
+            event(
+                PublishStopped {
+                    reason: "gone".into(),
+                    key: None
+                }
+                .to_message(&src)
+            ),
+            Some(PipelineEvent::Ended {
+                reason: "gone".into()
+            })
+        );
+        assert_eq!(
+            event(
+                Stats {
+                    bytes: 1,
+                    video_bitrate: u64::MAX,
+                    audio_bitrate: 96_000,
+                }
+                .to_message(&src)
+            ),
+            Some(PipelineEvent::InputBitrate {
+                video: u32::MAX,
+                audio: 96_000
+            })
+        );
+        let video = InputVideo {
+            mime_type: "video/x-h264".into(),
+            width: 640,
+            height: 360,
+            framerate: Some(gst::Fraction::new(25, 1)),
+        };
+        assert_eq!(
+            event(video.to_message(&src)),
+            Some(PipelineEvent::InputVideo {
+                mime_type: "video/x-h264".into(),
+                width: 640,
+                height: 360,
+                framerate: 25.0,
+            })
+        );
+        // Posted but not for the session; and a track without its info.
+        assert_eq!(event(Disconnected::default().to_message(&src)), None);
+        let bare = gst::Structure::new_empty(TrackPublished::NAME);
+        assert_eq!(
+            event(gst::message::Element::builder(bare).src(&src).build()),
+            None
+        );
     }
 }

@@ -4,6 +4,10 @@ mod common;
 
 use common::{LiveKitServer, Subscriber, SubscriberOptions, API_KEY, API_SECRET};
 use gst::prelude::*;
+use gstlivekitingress::livekit::stats::SendStats;
+use gstlivekitingress::messages::layer_active::LayerActive;
+use gstlivekitingress::messages::livekit::{Connected, Reconnecting, Resumed, TrackPublished};
+use gstlivekitingress::messages::BusMessage;
 use livekit_api::services::room::RoomClient;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,7 +58,7 @@ fn launch(desc: &str) -> gst::Pipeline {
 /// Sets the pipeline playing and waits until its first track is published.
 fn play_until_published(pipeline: &gst::Pipeline) -> gst::Structure {
     pipeline.set_state(gst::State::Playing).expect("playing");
-    wait_message(pipeline, "livekit-track-published", Duration::from_secs(15)).expect("published")
+    wait_message(pipeline, TrackPublished::NAME, Duration::from_secs(15)).expect("published")
 }
 
 /// The newest element message named `name` already on the bus.
@@ -95,6 +99,20 @@ fn wait_message(
     Err(format!("no {name} message within {timeout:?}"))
 }
 
+/// The first error on the bus within `timeout`: its source's name and text.
+fn wait_error(pipeline: &gst::Pipeline, timeout: Duration) -> Option<(String, String)> {
+    let bus = pipeline.bus().expect("bus");
+    let msg = bus.timed_pop_filtered(
+        gst::ClockTime::from_nseconds(timeout.as_nanos() as u64),
+        &[gst::MessageType::Error],
+    )?;
+    let gst::MessageView::Error(err) = msg.view() else {
+        return None;
+    };
+    let src = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+    Some((src, err.error().to_string()))
+}
+
 /// What a subscriber decodes in `room` over 3 s once two tracks are there.
 fn watch_briefly(server: &LiveKitServer, room: &str) -> serde_json::Value {
     let mut opts = SubscriberOptions::new(room);
@@ -128,7 +146,7 @@ fn subscribers_decode_each_simulcast_layer_and_the_audio() {
     );
     pipeline.set_state(gst::State::Playing).expect("playing");
     let connected =
-        wait_message(&pipeline, "livekit-connected", Duration::from_secs(15)).expect("joined");
+        wait_message(&pipeline, Connected::NAME, Duration::from_secs(15)).expect("joined");
     assert_eq!(
         connected.get::<String>("room-name").ok().as_deref(),
         Some("sink-simulcast")
@@ -140,7 +158,7 @@ fn subscribers_decode_each_simulcast_layer_and_the_audio() {
         ("high", "1280x720"),
     ];
     let reports = common::watch_layers(&server, "sink-simulcast", 2, &expected);
-    let stats = last_message(&pipeline, "livekit-stats");
+    let stats = last_message(&pipeline, SendStats::NAME);
     pipeline.set_state(gst::State::Null).expect("stop");
 
     for ((quality, size), report) in expected.iter().zip(&reports) {
@@ -302,7 +320,7 @@ fn a_wrong_secret_fails_with_a_clear_error() {
         .downcast::<gst::Pipeline>()
         .expect("pipeline");
     pipeline.set_state(gst::State::Playing).expect("playing");
-    let err = wait_message(&pipeline, "livekit-connected", Duration::from_secs(15))
+    let err = wait_message(&pipeline, Connected::NAME, Duration::from_secs(15))
         .expect_err("joining with a wrong secret must fail");
     pipeline.set_state(gst::State::Null).expect("stop");
     assert!(err.contains("refused the credentials"), "error text: {err}");
@@ -316,13 +334,13 @@ fn a_codec_the_room_refuses_fails_with_a_clear_error() {
     );
     let pipeline = simulcast_pipeline(&server, "vp8-only", "h264-publisher", "");
     pipeline.set_state(gst::State::Playing).expect("playing");
-    let err = wait_message(
-        &pipeline,
-        "livekit-media-connected",
-        Duration::from_secs(20),
-    )
-    .expect_err("H.264 must not be accepted");
+    // What livekitsink posts when the answer leaves the video codec out: an
+    // error from the element. Had H.264 been taken, nothing would be posted
+    // and this would fail at the bound.
+    let err = wait_error(&pipeline, Duration::from_secs(20));
     pipeline.set_state(gst::State::Null).expect("stop");
+    let (src, err) = err.expect("an error when the room refuses H.264");
+    assert_eq!(src, "lk", "{err}");
     assert!(
         err.contains("codec refused") && err.contains("H264"),
         "{err}"
@@ -342,7 +360,7 @@ fn an_unreachable_server_fails_with_a_clear_error() {
         .downcast::<gst::Pipeline>()
         .expect("pipeline");
     pipeline.set_state(gst::State::Playing).expect("playing");
-    let err = wait_message(&pipeline, "livekit-connected", Duration::from_secs(20))
+    let err = wait_message(&pipeline, Connected::NAME, Duration::from_secs(20))
         .expect_err("joining a server that is not there must fail");
     pipeline.set_state(gst::State::Null).expect("stop");
     assert!(
@@ -364,10 +382,7 @@ fn dynacast_pauses_the_layer_no_one_watches() {
         gst::PadProbeType::EVENT_UPSTREAM,
         move |_, info| {
             if let Some(gst::PadProbeData::Event(ev)) = &info.data {
-                if let Some(s) = ev
-                    .structure()
-                    .filter(|s| s.name() == "livekit-layer-active")
-                {
+                if let Some(s) = ev.structure().filter(|s| s.name() == LayerActive::NAME) {
                     if let Ok(active) = s.get::<bool>("active") {
                         seen.lock().expect("lock").push(active);
                     }
@@ -437,14 +452,8 @@ fn a_restarted_server_is_rejoined_and_the_tracks_republished() {
     // Mid-stream: media has been flowing for a while.
     std::thread::sleep(Duration::from_secs(2));
     server.restart();
-    wait_message(&pipeline, "livekit-reconnecting", Duration::from_secs(20))
-        .expect("notices the loss");
-    wait_message(
-        &pipeline,
-        "livekit-track-published",
-        Duration::from_secs(30),
-    )
-    .expect("republished");
+    wait_message(&pipeline, Reconnecting::NAME, Duration::from_secs(20)).expect("notices the loss");
+    wait_message(&pipeline, TrackPublished::NAME, Duration::from_secs(30)).expect("republished");
 
     let report = watch_briefly(&server, "sink-restart");
     pipeline.set_state(gst::State::Null).expect("stop");
@@ -488,7 +497,7 @@ fn a_dropped_signal_connection_is_resumed_in_place() {
         proxy.cut() >= 1,
         "a signal connection went through the proxy"
     );
-    let resumed = wait_message(&pipeline, "livekit-resumed", Duration::from_secs(20));
+    let resumed = wait_message(&pipeline, Resumed::NAME, Duration::from_secs(20));
     assert!(resumed.is_ok(), "{resumed:?}");
 
     // The same participant with the same tracks: nothing was republished.
@@ -521,7 +530,7 @@ fn a_dropped_signal_connection_is_resumed_in_place() {
 
 /// A source's audio that shows up after the join is published then and heard:
 /// `at` is the element message after which the audio pad is requested (after
-/// "livekit-connected" the first offer is still unanswered, so the audio's
+/// Connected::NAME the first offer is still unanswered, so the audio's
 /// renegotiation must wait for it).
 fn late_audio_is_published(room: &str, at: &str) {
     init();
@@ -553,12 +562,8 @@ fn late_audio_is_published(room: &str, at: &str) {
         .expect("link");
     audio.sync_state_with_parent().expect("sync");
     loop {
-        let published = wait_message(
-            &pipeline,
-            "livekit-track-published",
-            Duration::from_secs(20),
-        )
-        .expect("audio published");
+        let published = wait_message(&pipeline, TrackPublished::NAME, Duration::from_secs(20))
+            .expect("audio published");
         if published.get::<String>("kind").as_deref() == Ok("audio") {
             break;
         }
@@ -578,10 +583,10 @@ fn late_audio_is_published(room: &str, at: &str) {
 
 #[test]
 fn an_audio_pad_requested_after_the_join_is_published() {
-    late_audio_is_published("late-audio", "livekit-track-published");
+    late_audio_is_published("late-audio", TrackPublished::NAME);
 }
 
 #[test]
 fn an_audio_pad_requested_while_the_first_offer_is_unanswered_is_published() {
-    late_audio_is_published("late-audio-early", "livekit-connected");
+    late_audio_is_published("late-audio-early", Connected::NAME);
 }

@@ -3,6 +3,7 @@
 //! pause and resume, refusal of invalid settings.
 
 use gst::prelude::*;
+use gstlivekitingress::messages::layer_active::LayerActive;
 use gstlivekitingress::presets::VideoPreset;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -307,13 +308,7 @@ fn a_paused_layer_stops_and_resumes_with_a_keyframe() {
         .static_pad("src_1")
         .and_then(|p| p.peer())
         .expect("linked");
-    let layer_active = |active: bool| {
-        gst::event::CustomUpstream::new(
-            gst::Structure::builder("livekit-layer-active")
-                .field("active", active)
-                .build(),
-        )
-    };
+    let layer_active = |active: bool| LayerActive { active }.to_event();
     peer.push_event(layer_active(false));
     std::thread::sleep(Duration::from_millis(200));
     let paused_at = run.frames_of(1);

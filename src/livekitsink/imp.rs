@@ -1,15 +1,16 @@
-use super::stats_message;
 use super::wallclock::Wallclock;
 use super::{AudioSource, VideoSource};
 use crate::livekit::publisher::{self, MediaInput, PublisherConfig, PublisherEvent};
 use crate::livekit::token::{self, Credentials, Identity};
 use crate::livekit::tracks::{AudioTrackSpec, LayerSpec, VideoCodec, VideoTrackSpec, MAX_LAYERS};
+use crate::messages::layer_active::LayerActive;
+use crate::messages::livekit::{Connected, Disconnected, Reconnecting, Resumed, TrackPublished};
+use crate::messages::BusMessage;
 use crate::sync::lock;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 use livekit_protocol as proto;
-use prost::Message;
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +28,15 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 const MEDIA_QUEUE: usize = 512;
 /// How long EOS waits for the leave to reach the server.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+const DEFAULT_URL: &str = "ws://127.0.0.1:7880";
+const DEFAULT_VIDEO_TRACK_NAME: &str = "video";
+const DEFAULT_VIDEO_TRACK_SOURCE: VideoSource = VideoSource::Camera;
+const DEFAULT_AUDIO_TRACK_NAME: &str = "audio";
+const DEFAULT_AUDIO_TRACK_SOURCE: AudioSource = AudioSource::Microphone;
+const DEFAULT_DYNACAST: bool = true;
+/// Milliseconds between `livekit-stats` messages.
+const DEFAULT_STATS_INTERVAL: u32 = 5000;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -50,7 +60,7 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            url: "ws://127.0.0.1:7880".into(),
+            url: DEFAULT_URL.into(),
             api_key: String::new(),
             api_secret: String::new(),
             token: String::new(),
@@ -58,12 +68,12 @@ impl Default for Settings {
             participant_identity: String::new(),
             participant_name: String::new(),
             participant_metadata: String::new(),
-            video_track_name: "video".into(),
-            video_track_source: VideoSource::Camera,
-            audio_track_name: "audio".into(),
-            audio_track_source: AudioSource::Microphone,
-            dynacast: true,
-            stats_interval: 5000,
+            video_track_name: DEFAULT_VIDEO_TRACK_NAME.into(),
+            video_track_source: DEFAULT_VIDEO_TRACK_SOURCE,
+            audio_track_name: DEFAULT_AUDIO_TRACK_NAME.into(),
+            audio_track_source: DEFAULT_AUDIO_TRACK_SOURCE,
+            dynacast: DEFAULT_DYNACAST,
+            stats_interval: DEFAULT_STATS_INTERVAL,
         }
     }
 }
@@ -393,16 +403,8 @@ impl LiveKitSink {
         dynacast: bool,
     ) {
         let obj = self.obj();
-        let post = |s: gst::Structure| {
-            let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
-        };
-        // The connection-state messages all carry one field, the reason.
-        let post_reason = |name: &str, reason: &str| {
-            post(
-                gst::Structure::builder(name)
-                    .field("reason", reason)
-                    .build(),
-            )
+        let post = |message: gst::Message| {
+            let _ = obj.post_message(message);
         };
         let video_pad = |layer: usize| {
             pad_of_layer
@@ -421,11 +423,12 @@ impl LiveKitSink {
                     "joined room {room_name} ({room_sid}) as {participant_sid}"
                 );
                 post(
-                    gst::Structure::builder("livekit-connected")
-                        .field("room-sid", room_sid)
-                        .field("room-name", room_name)
-                        .field("participant-sid", participant_sid)
-                        .build(),
+                    Connected {
+                        room_sid,
+                        room_name,
+                        participant_sid,
+                    }
+                    .to_message(&*obj),
                 );
             }
             PublisherEvent::TrackPublished { kind, layers, info } => {
@@ -437,16 +440,15 @@ impl LiveKitSink {
                     info.sid
                 );
                 post(
-                    gst::Structure::builder("livekit-track-published")
-                        .field("kind", kind)
-                        .field("sid", info.sid.as_str())
-                        .field("name", info.name.as_str())
-                        .field("layers", layers)
-                        .field("info", glib::Bytes::from_owned(info.encode_to_vec()))
-                        .build(),
+                    TrackPublished {
+                        kind: kind.into(),
+                        layers,
+                        info: *info,
+                    }
+                    .to_message(&*obj),
                 );
             }
-            PublisherEvent::Stats(stats) => post(stats_message::to_structure(&stats)),
+            PublisherEvent::Stats(stats) => post(stats.to_message(&*obj)),
             PublisherEvent::MediaConnected => {
                 gst::info!(CAT, imp = self, "media connected");
             }
@@ -474,11 +476,7 @@ impl LiveKitSink {
                         "dynacast: layer {layer} ({}) active={active}",
                         pad.name()
                     );
-                    pad.push_event(gst::event::CustomUpstream::new(
-                        gst::Structure::builder("livekit-layer-active")
-                            .field("active", active)
-                            .build(),
-                    ));
+                    pad.push_event(LayerActive { active }.to_event());
                 }
             }
             PublisherEvent::Resumed { reason } => {
@@ -487,7 +485,7 @@ impl LiveKitSink {
                     imp = self,
                     "signal connection lost ({reason}); resumed"
                 );
-                post_reason("livekit-resumed", &reason);
+                post(Resumed { reason }.to_message(&*obj));
             }
             PublisherEvent::Rejoining { reason } => {
                 gst::warning!(
@@ -495,14 +493,19 @@ impl LiveKitSink {
                     imp = self,
                     "connection to the room lost ({reason}); rejoining"
                 );
-                post_reason("livekit-reconnecting", &reason);
+                post(Reconnecting { reason }.to_message(&*obj));
             }
             PublisherEvent::Disconnected { reason } => {
                 gst::info!(CAT, imp = self, "left the room: {reason}");
-                post_reason("livekit-disconnected", &reason);
+                post(Disconnected { reason }.to_message(&*obj));
             }
             PublisherEvent::Failed { message } => {
-                post_reason("livekit-disconnected", &message);
+                post(
+                    Disconnected {
+                        reason: message.clone(),
+                    }
+                    .to_message(&*obj),
+                );
                 gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{}", message));
             }
         }
@@ -604,7 +607,7 @@ impl ObjectImpl for LiveKitSink {
                     .build()
             };
             vec![
-                string("url", "URL", "WebSocket URL of the LiveKit server", Some("ws://127.0.0.1:7880")),
+                string("url", "URL", "WebSocket URL of the LiveKit server", Some(DEFAULT_URL)),
                 string("api-key", "API key", "API key used to mint an access token (with api-secret)", None),
                 string("api-secret", "API secret", "API secret used to mint an access token", None),
                 string("token", "Token", "Access token to join with, instead of api-key and api-secret", None),
@@ -612,14 +615,14 @@ impl ObjectImpl for LiveKitSink {
                 string("participant-identity", "Participant identity", "Identity of the publishing participant", None),
                 string("participant-name", "Participant name", "Display name of the publishing participant", None),
                 string("participant-metadata", "Participant metadata", "Metadata of the publishing participant", None),
-                string("video-track-name", "Video track name", "Name of the published video track", Some("video")),
-                glib::ParamSpecEnum::builder_with_default("video-track-source", VideoSource::Camera)
+                string("video-track-name", "Video track name", "Name of the published video track", Some(DEFAULT_VIDEO_TRACK_NAME)),
+                glib::ParamSpecEnum::builder_with_default("video-track-source", DEFAULT_VIDEO_TRACK_SOURCE)
                     .nick("Video track source")
                     .blurb("Source the video track is announced as")
                     .mutable_ready()
                     .build(),
-                string("audio-track-name", "Audio track name", "Name of the published audio track", Some("audio")),
-                glib::ParamSpecEnum::builder_with_default("audio-track-source", AudioSource::Microphone)
+                string("audio-track-name", "Audio track name", "Name of the published audio track", Some(DEFAULT_AUDIO_TRACK_NAME)),
+                glib::ParamSpecEnum::builder_with_default("audio-track-source", DEFAULT_AUDIO_TRACK_SOURCE)
                     .nick("Audio track source")
                     .blurb("Source the audio track is announced as")
                     .mutable_ready()
@@ -627,13 +630,13 @@ impl ObjectImpl for LiveKitSink {
                 glib::ParamSpecBoolean::builder("dynacast")
                     .nick("Dynacast")
                     .blurb("Pause video layers no one subscribes to (sends livekit-layer-active upstream)")
-                    .default_value(true)
+                    .default_value(DEFAULT_DYNACAST)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("stats-interval")
                     .nick("Stats interval")
                     .blurb("Milliseconds between livekit-stats messages (packets, bytes, NACKs, PLIs, FIRs per stream, round-trip time); 0 for none")
-                    .default_value(5000)
+                    .default_value(DEFAULT_STATS_INTERVAL)
                     .mutable_ready()
                     .build(),
             ]
@@ -661,14 +664,14 @@ impl ObjectImpl for LiveKitSink {
             "participant-metadata" => s.participant_metadata = text(),
             "video-track-name" => s.video_track_name = text(),
             "video-track-source" => {
-                s.video_track_source = value.get().unwrap_or(VideoSource::Camera)
+                s.video_track_source = value.get().unwrap_or(DEFAULT_VIDEO_TRACK_SOURCE)
             }
             "audio-track-name" => s.audio_track_name = text(),
             "audio-track-source" => {
-                s.audio_track_source = value.get().unwrap_or(AudioSource::Microphone)
+                s.audio_track_source = value.get().unwrap_or(DEFAULT_AUDIO_TRACK_SOURCE)
             }
-            "dynacast" => s.dynacast = value.get().unwrap_or(true),
-            "stats-interval" => s.stats_interval = value.get().unwrap_or(5000),
+            "dynacast" => s.dynacast = value.get().unwrap_or(DEFAULT_DYNACAST),
+            "stats-interval" => s.stats_interval = value.get().unwrap_or(DEFAULT_STATS_INTERVAL),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
     }

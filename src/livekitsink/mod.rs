@@ -17,13 +17,12 @@
 //! resumed while media kept flowing, `livekit-reconnecting` (reason) when the
 //! server was lost and the element rejoins and republishes,
 //! `livekit-disconnected` (reason), and every `stats-interval` ms
-//! `livekit-stats` (see [`stats_message`]).
+//! `livekit-stats`; all written and read through [`crate::messages`].
 
 use gst::glib;
 use gst::prelude::*;
 
 mod imp;
-pub mod stats_message;
 mod wallclock;
 
 glib::wrapper! {

@@ -1,3 +1,5 @@
+use crate::messages::rtmp::{Metadata, PublishStarted, PublishStopped, Stats};
+use crate::messages::BusMessage;
 use crate::rtmp::flv::{self, AudioTag, VideoCodec, VideoTag};
 use crate::rtmp::listener::{self, Claim, ListenerConfig, StreamEvent, TlsFiles};
 use crate::rtmp::redact::redact_key;
@@ -30,6 +32,13 @@ const TRACKS_KNOWN_AFTER: Duration = Duration::from_secs(2);
 /// The listener's idle timeout cannot catch it, as bytes do arrive.
 const FIRST_MEDIA_DEADLINE: Duration = Duration::from_secs(15);
 
+const DEFAULT_ADDRESS: &str = "0.0.0.0";
+const DEFAULT_PORT: u32 = 1935;
+/// Seconds from connect to an accepted publish.
+const DEFAULT_HANDSHAKE_TIMEOUT: u32 = 10;
+/// Seconds without data before a publish is considered gone.
+const DEFAULT_IDLE_TIMEOUT: u32 = 30;
+
 #[derive(Debug, Clone)]
 struct Settings {
     address: String,
@@ -45,12 +54,12 @@ struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            address: "0.0.0.0".into(),
-            port: 1935,
+            address: DEFAULT_ADDRESS.into(),
+            port: DEFAULT_PORT,
             stream_key: String::new(),
             app: String::new(),
-            handshake_timeout: 10,
-            idle_timeout: 30,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             tls_certificate: String::new(),
             tls_key: String::new(),
         }
@@ -244,9 +253,9 @@ impl RtmpIngressSrc {
         }
     }
 
-    fn post(&self, structure: gst::Structure) {
+    fn post(&self, message: &impl BusMessage) {
         let obj = self.obj();
-        let _ = obj.post_message(gst::message::Element::builder(structure).src(&*obj).build());
+        let _ = obj.post_message(message.to_message(&*obj));
     }
 
     /// Handles one event; `Ok(false)` when the publish is over.
@@ -270,13 +279,11 @@ impl RtmpIngressSrc {
                 // message posted.
                 let any_key = lock(&self.settings).stream_key.is_empty();
                 stream.key = if any_key { key } else { String::new() };
-                let mut started = gst::Structure::builder("rtmp-publish-started")
-                    .field("app", app)
-                    .field("peer", peer.to_string());
-                if any_key {
-                    started = started.field("key", stream.key.as_str());
-                }
-                self.post(started.build());
+                self.post(&PublishStarted {
+                    app,
+                    peer: peer.to_string(),
+                    key: any_key.then(|| stream.key.clone()),
+                });
             }
             StreamEvent::Metadata(metadata) => self.on_metadata(stream, &metadata),
             StreamEvent::Video { timestamp, data } => {
@@ -344,12 +351,10 @@ impl RtmpIngressSrc {
             }
             StreamEvent::Ended { reason } => {
                 gst::info!(CAT, imp = self, "publish ended: {reason}");
-                let mut stopped =
-                    gst::Structure::builder("rtmp-publish-stopped").field("reason", reason);
-                if !stream.key.is_empty() {
-                    stopped = stopped.field("key", stream.key.as_str());
-                }
-                self.post(stopped.build());
+                self.post(&PublishStopped {
+                    reason,
+                    key: (!stream.key.is_empty()).then(|| stream.key.clone()),
+                });
                 if !stream.no_more_pads {
                     self.obj().no_more_pads();
                 }
@@ -369,37 +374,9 @@ impl RtmpIngressSrc {
     }
 
     fn on_metadata(&self, stream: &mut Stream, m: &StreamMetadata) {
-        let mut s = gst::Structure::builder("rtmp-metadata");
-        if let Some(v) = m.video_width {
-            s = s.field("width", v);
-        }
-        if let Some(v) = m.video_height {
-            s = s.field("height", v);
-        }
-        if let Some(v) = m.video_frame_rate {
-            s = s.field("framerate", f64::from(v));
-        }
-        if let Some(v) = m.video_codec_id {
-            s = s.field("videocodecid", v);
-        }
-        if let Some(v) = m.video_bitrate_kbps {
-            s = s.field("videodatarate", v);
-        }
-        if let Some(v) = m.audio_codec_id {
-            s = s.field("audiocodecid", v);
-        }
-        if let Some(v) = m.audio_sample_rate {
-            s = s.field("audiosamplerate", v);
-        }
-        if let Some(v) = m.audio_channels {
-            s = s.field("audiochannels", v);
-        }
-        if let Some(v) = &m.encoder {
-            s = s.field("encoder", v.as_str());
-        }
         stream.expect_video = Some(m.video_codec_id.is_some() || m.video_width.is_some());
         stream.expect_audio = Some(m.audio_codec_id.is_some() || m.audio_sample_rate.is_some());
-        self.post(s.build());
+        self.post(&Metadata::from(m));
     }
 
     /// Signals no-more-pads once every announced track has its pad (or after a
@@ -574,20 +551,14 @@ impl RtmpIngressSrc {
         }
         let rate =
             |now: u64, before: u64| ((now - before) as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
-        let structure = gst::Structure::builder("rtmp-stats")
-            .field("bytes", stream.video_bytes + stream.audio_bytes)
-            .field(
-                "video-bitrate",
-                rate(stream.video_bytes, stream.stats_bytes.0),
-            )
-            .field(
-                "audio-bitrate",
-                rate(stream.audio_bytes, stream.stats_bytes.1),
-            )
-            .build();
+        let stats = Stats {
+            bytes: stream.video_bytes + stream.audio_bytes,
+            video_bitrate: rate(stream.video_bytes, stream.stats_bytes.0),
+            audio_bitrate: rate(stream.audio_bytes, stream.stats_bytes.1),
+        };
         stream.stats_bytes = (stream.video_bytes, stream.audio_bytes);
         stream.last_stats = Instant::now();
-        self.post(structure);
+        self.post(&stats);
     }
 }
 
@@ -603,14 +574,14 @@ impl ObjectImpl for RtmpIngressSrc {
                 glib::ParamSpecString::builder("address")
                     .nick("Address")
                     .blurb("Address to listen on")
-                    .default_value(Some("0.0.0.0"))
+                    .default_value(Some(DEFAULT_ADDRESS))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("port")
                     .nick("Port")
                     .blurb("TCP port to listen on (shared by every rtmpingresssrc on it; 0 picks a free one)")
                     .maximum(65535)
-                    .default_value(1935)
+                    .default_value(DEFAULT_PORT)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("stream-key")
@@ -627,14 +598,14 @@ impl ObjectImpl for RtmpIngressSrc {
                     .nick("Handshake timeout")
                     .blurb("Seconds a connection may take from connecting to an accepted publish (one deadline, not per read)")
                     .minimum(1)
-                    .default_value(10)
+                    .default_value(DEFAULT_HANDSHAKE_TIMEOUT)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("idle-timeout")
                     .nick("Idle timeout")
                     .blurb("Seconds without data after which a publish is considered gone")
                     .minimum(1)
-                    .default_value(30)
+                    .default_value(DEFAULT_IDLE_TIMEOUT)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("tls-certificate")
@@ -663,11 +634,13 @@ impl ObjectImpl for RtmpIngressSrc {
         };
         match pspec.name() {
             "address" => s.address = text(),
-            "port" => s.port = value.get().unwrap_or(1935),
+            "port" => s.port = value.get().unwrap_or(DEFAULT_PORT),
             "stream-key" => s.stream_key = text(),
             "app" => s.app = text(),
-            "handshake-timeout" => s.handshake_timeout = value.get().unwrap_or(10),
-            "idle-timeout" => s.idle_timeout = value.get().unwrap_or(30),
+            "handshake-timeout" => {
+                s.handshake_timeout = value.get().unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
+            }
+            "idle-timeout" => s.idle_timeout = value.get().unwrap_or(DEFAULT_IDLE_TIMEOUT),
             "tls-certificate" => s.tls_certificate = text(),
             "tls-key" => s.tls_key = text(),
             _ => {}

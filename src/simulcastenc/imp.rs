@@ -1,3 +1,4 @@
+use crate::messages::layer_active::LayerActive;
 use crate::presets::{self, PresetError, VideoCodec, VideoEncoding, VideoLayer, VideoPreset};
 use crate::sync::lock;
 use gst::glib;
@@ -13,8 +14,11 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// The structure name of the pause/resume event.
-pub const LAYER_ACTIVE_EVENT: &str = "livekit-layer-active";
+// `preset` and `codec` default to their enums' `#[default]` variants.
+/// Seconds between keyframes.
+const DEFAULT_KEYFRAME_INTERVAL: f64 = 2.0;
+/// The `framerate` property's "not set" (the preset's, or 30 fps).
+const DEFAULT_FRAMERATE: f64 = 0.0;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -34,7 +38,7 @@ impl Default for Settings {
             codec: None,
             framerate: None,
             layers: None,
-            keyframe_interval: 2.0,
+            keyframe_interval: DEFAULT_KEYFRAME_INTERVAL,
         }
     }
 }
@@ -285,8 +289,9 @@ impl SimulcastEnc {
                 imp.force_keyframes(None);
                 return gst::PadProbeReturn::Handled;
             }
-            if let Some(s) = event.structure().filter(|s| s.name() == LAYER_ACTIVE_EVENT) {
-                if let Ok(active) = s.get::<bool>("active") {
+            if LayerActive::is(event) {
+                // One without `active` is ours all the same: not for upstream.
+                if let Some(LayerActive { active }) = LayerActive::parse(event) {
                     imp.set_layer_active(index, active);
                 }
                 return gst::PadProbeReturn::Handled;
@@ -399,7 +404,7 @@ impl ObjectImpl for SimulcastEnc {
                     .blurb("Custom setting: maximum frame rate, frames above it are dropped (0: preset's / 30)")
                     .minimum(0.0)
                     .maximum(240.0)
-                    .default_value(0.0)
+                    .default_value(DEFAULT_FRAMERATE)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("layers")
@@ -412,7 +417,7 @@ impl ObjectImpl for SimulcastEnc {
                     .blurb("Seconds between keyframes, aligned across layers")
                     .minimum(0.1)
                     .maximum(60.0)
-                    .default_value(2.0)
+                    .default_value(DEFAULT_KEYFRAME_INTERVAL)
                     .mutable_ready()
                     .build(),
             ]
@@ -453,7 +458,9 @@ impl ObjectImpl for SimulcastEnc {
                         .flatten()
                         .filter(|l| !l.is_empty())
                 }
-                "keyframe-interval" => s.keyframe_interval = value.get().unwrap_or(2.0),
+                "keyframe-interval" => {
+                    s.keyframe_interval = value.get().unwrap_or(DEFAULT_KEYFRAME_INTERVAL)
+                }
                 _ => return,
             }
         }
@@ -465,7 +472,7 @@ impl ObjectImpl for SimulcastEnc {
         match pspec.name() {
             "preset" => s.preset.to_value(),
             "codec" => s.codec.unwrap_or_default().to_value(),
-            "framerate" => s.framerate.unwrap_or(0.0).to_value(),
+            "framerate" => s.framerate.unwrap_or(DEFAULT_FRAMERATE).to_value(),
             "layers" => s.layers.to_value(),
             "keyframe-interval" => s.keyframe_interval.to_value(),
             _ => glib::Value::from_type(pspec.value_type()),

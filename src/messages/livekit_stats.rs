@@ -3,12 +3,27 @@
 //! structure per RTP stream (kind, rid, packets, bytes, nacks, plis, firs and,
 //! once the server reported it, loss), and `rtt` once known.
 
+//!
+//! The value is [`SendStats`] itself: the livekit core keeps no GStreamer
+//! types, so the message side lives here.
+
+use super::BusMessage;
 use crate::livekit::stats::{SendStats, StreamStats};
 use gst::prelude::*;
 
-pub const NAME: &str = "livekit-stats";
+impl BusMessage for SendStats {
+    const NAME: &'static str = "livekit-stats";
 
-pub fn to_structure(stats: &SendStats) -> gst::Structure {
+    fn to_structure(&self) -> gst::Structure {
+        to_structure(self)
+    }
+
+    fn from_structure(s: &gst::StructureRef) -> Option<Self> {
+        from_structure(s)
+    }
+}
+
+fn to_structure(stats: &SendStats) -> gst::Structure {
     let streams = stats.streams.iter().map(|s| {
         let mut stream = gst::Structure::builder("stream")
             .field("kind", s.kind)
@@ -24,7 +39,7 @@ pub fn to_structure(stats: &SendStats) -> gst::Structure {
         }
         stream.to_send_value()
     });
-    let mut message = gst::Structure::builder(NAME)
+    let mut message = gst::Structure::builder(SendStats::NAME)
         .field("streams", gst::Array::from_values(streams))
         .build();
     if let Some(rtt) = stats.rtt {
@@ -34,8 +49,8 @@ pub fn to_structure(stats: &SendStats) -> gst::Structure {
 }
 
 /// The stats in a `livekit-stats` structure; `None` for any other.
-pub fn from_structure(s: &gst::StructureRef) -> Option<SendStats> {
-    if s.name() != NAME {
+fn from_structure(s: &gst::StructureRef) -> Option<SendStats> {
+    if s.name() != SendStats::NAME {
         return None;
     }
     let streams = s
@@ -101,10 +116,16 @@ mod tests {
             ],
             rtt: Some(Duration::from_micros(1500)),
         };
-        let message = to_structure(&stats);
-        assert_eq!(from_structure(&message), Some(stats));
+        let message = stats.to_structure();
+        assert_eq!(message.name(), "livekit-stats");
+        assert_eq!(SendStats::from_structure(&message), Some(stats));
         assert_eq!(
-            from_structure(&gst::Structure::new_empty("livekit-connected")),
+            SendStats::from_structure(&gst::Structure::new_empty("livekit-connected")),
+            None
+        );
+        // A structure without streams is refused, as before.
+        assert_eq!(
+            SendStats::from_structure(&gst::Structure::new_empty(SendStats::NAME)),
             None
         );
     }
