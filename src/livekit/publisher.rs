@@ -7,8 +7,9 @@
 
 use super::layer_sync::LayerSync;
 use super::stats::{SendStats, StatsCollector, StreamStats};
-use super::tracks::{AudioTrackSpec, VideoCodec, VideoTrackSpec};
+use super::tracks::{AudioTrackSpec, VideoTrackSpec};
 use super::trickle;
+use crate::codec::OPUS;
 use livekit_protocol as proto;
 use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
 use proto::signal_request::Message as Request;
@@ -216,23 +217,31 @@ async fn local_ip_towards(url: &str) -> Result<IpAddr, String> {
     Ok(probe.ip())
 }
 
-/// Offers exactly the codecs we send, so the server cannot pick another variant
-/// (with several H.264 profiles offered it answers with the first one it likes,
-/// which need not be the one the encoder produces).
-fn rtc_config(video: Option<VideoCodec>, stats_interval: Option<Duration>) -> str0m::RtcConfig {
+/// Offers exactly the codec we send, H.264 at the profile and level encoded
+/// (from the codec table), so the server cannot pick another variant: with
+/// several H.264 profiles offered it answers with the first one it likes,
+/// which need not be the one the encoder produces.
+fn rtc_config(
+    video: Option<&VideoTrackSpec>,
+    stats_interval: Option<Duration>,
+) -> str0m::RtcConfig {
     let mut config = Rtc::builder()
         .clear_codecs()
         .enable_opus(true, false)
         .set_stats_interval(stats_interval);
-    match video {
-        Some(VideoCodec::H264) => {
-            // Constrained baseline, packetization mode 1: what simulcastenc produces.
+    let Some(video) = video else {
+        return config;
+    };
+    match (video.profile_level_id(), video.codec.payload_types()) {
+        (Some(profile_level_id), Some((pt, rtx))) => {
+            // Packetization mode 1 (non-interleaved): what LiveKit and
+            // browsers take, and what x264's access units need.
             config
                 .codec_config()
-                .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+                .add_h264(pt.into(), Some(rtx.into()), true, profile_level_id);
         }
-        Some(VideoCodec::Vp8) => config = config.enable_vp8(true),
-        None => {}
+        // VP8, on str0m's payload types.
+        _ => config = config.enable_vp8(true),
     }
     config
 }
@@ -316,11 +325,8 @@ impl Session {
             .local_addr()
             .map_err(|e| format!("UDP socket has no address: {e}"))?;
 
-        let mut rtc = rtc_config(
-            config.video.as_ref().map(|v| v.codec),
-            config.stats_interval,
-        )
-        .build(Instant::now());
+        let mut rtc =
+            rtc_config(config.video.as_ref(), config.stats_interval).build(Instant::now());
         let candidate = Candidate::host(local, "udp")
             .map_err(|e| format!("cannot use {local} as an ICE candidate: {e}"))?;
         rtc.add_local_candidate(candidate);
@@ -518,6 +524,7 @@ impl Session {
             id: self.offer.as_ref().map_or(1, |o| o.id + 1),
             mid_to_track_id: self.mid_to_track_id.clone(),
         };
+        tracing::debug!("sending offer {}:\n{}", offer.id, offer.sdp);
         self.offer = Some(offer.clone());
         self.signal.send(Request::Offer(offer)).await;
     }
@@ -638,19 +645,16 @@ impl Session {
 
     fn codec_refused(&self, kind: MediaKind) -> String {
         let mime = match kind {
-            MediaKind::Video => self
-                .video_spec
-                .as_ref()
-                .map_or("video", |s| s.codec.mime_type()),
-            MediaKind::Audio => "audio/opus",
+            MediaKind::Video => self.video_spec.as_ref().map_or("video", |s| s.codec.mime()),
+            MediaKind::Audio => OPUS.mime,
         };
         format!("the LiveKit server does not accept {mime} in this room (codec refused)")
     }
 
     /// Picks the negotiated payload type of each track.
     fn resolve_payload_types(&mut self) {
-        let video_codec = match self.video_spec.as_ref().map(|s| s.codec) {
-            Some(VideoCodec::Vp8) => Codec::Vp8,
+        let video_codec = match self.video_spec.as_ref().map(|s| s.codec.is_h264()) {
+            Some(false) => Codec::Vp8,
             _ => Codec::H264,
         };
         for (track, codec) in [
@@ -770,9 +774,9 @@ impl Session {
             .iter()
             .find(|c| {
                 spec.codec
-                    .mime_type()
+                    .mime()
                     .eq_ignore_ascii_case(&format!("video/{}", c.codec))
-                    || c.codec.eq_ignore_ascii_case(spec.codec.mime_type())
+                    || c.codec.eq_ignore_ascii_case(spec.codec.mime())
             })
             .map(|c| c.qualities.as_slice());
         // Servers that predate per-codec qualities send the flat list.
@@ -927,10 +931,25 @@ async fn announce(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::VideoCodec;
+
+    fn spec(codec: VideoCodec, h264_level: Option<u8>) -> VideoTrackSpec {
+        VideoTrackSpec {
+            name: "video".into(),
+            source: proto::TrackSource::Camera,
+            codec,
+            h264_level,
+            layers: Vec::new(),
+        }
+    }
 
     /// The offer a session sends for one video codec plus Opus.
     fn offer_for(codec: VideoCodec) -> String {
-        let mut rtc = rtc_config(Some(codec), None).build(Instant::now());
+        offer_for_spec(&spec(codec, None))
+    }
+
+    fn offer_for_spec(spec: &VideoTrackSpec) -> String {
+        let mut rtc = rtc_config(Some(spec), None).build(Instant::now());
         let mut sdp = rtc.sdp_api();
         sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
@@ -954,7 +973,9 @@ mod tests {
     #[test]
     fn video_offers_nack_rtx_and_keyframe_requests() {
         for (codec, encoding) in [
-            (VideoCodec::H264, "H264/90000"),
+            (VideoCodec::H264Baseline, "H264/90000"),
+            (VideoCodec::H264Main, "H264/90000"),
+            (VideoCodec::H264High, "H264/90000"),
             (VideoCodec::Vp8, "VP8/90000"),
         ] {
             let sdp = offer_for(codec);
@@ -989,15 +1010,43 @@ mod tests {
         );
     }
 
+    /// The H.264 fmtp line of an offer.
+    fn h264_fmtp(sdp: &str) -> String {
+        let pt = pt_of(sdp, "H264/90000");
+        sdp.lines()
+            .find(|l| l.starts_with(&format!("a=fmtp:{pt} ")))
+            .expect("H.264 fmtp")
+            .to_string()
+    }
+
     #[test]
     fn h264_offer_is_constrained_baseline_packetization_mode_1() {
-        let sdp = offer_for(VideoCodec::H264);
-        let pt = pt_of(&sdp, "H264/90000");
-        let fmtp = sdp
-            .lines()
-            .find(|l| l.starts_with(&format!("a=fmtp:{pt} ")))
-            .expect("H.264 fmtp");
+        let fmtp = h264_fmtp(&offer_for(VideoCodec::H264Baseline));
         assert!(fmtp.contains("profile-level-id=42e01f"), "{fmtp}");
         assert!(fmtp.contains("packetization-mode=1"), "{fmtp}");
+    }
+
+    /// Main and high are offered as what the encoder produces, at its level,
+    /// and only that one profile.
+    #[test]
+    fn h264_offer_carries_the_encoded_profile_and_level() {
+        for (codec, level, plid) in [
+            (VideoCodec::H264Main, None, "4d001f"),
+            (VideoCodec::H264Main, Some(40), "4d0028"),
+            (VideoCodec::H264High, Some(31), "64001f"),
+            (VideoCodec::H264Baseline, Some(40), "42e028"),
+        ] {
+            let sdp = offer_for_spec(&spec(codec, level));
+            let fmtp = h264_fmtp(&sdp);
+            assert!(
+                fmtp.contains(&format!("profile-level-id={plid}")),
+                "{codec:?} {level:?}: {fmtp}"
+            );
+            assert_eq!(
+                sdp.matches("profile-level-id=").count(),
+                1,
+                "one H.264 variant:\n{sdp}"
+            );
+        }
     }
 }
