@@ -4,6 +4,7 @@
 //! non-WebRTC source into a LiveKit room. The protocol cores beneath the elements
 //! carry no GStreamer types so they can be tested and fuzzed on their own.
 
+pub mod codec;
 pub mod decode;
 pub mod fdlimit;
 pub mod livekit;

@@ -7,6 +7,7 @@
 //! take the bitrate rule, bitrate ~ (pixels x fps)^0.75, which for a layer
 //! without a bitrate starts from 1920x1080 at 30 fps = 3.5 Mbps.
 
+use crate::codec::VideoCodec;
 use gst::glib;
 use livekit_protocol as proto;
 use proto::ingress_audio_options::EncodingOptions as AudioOptions;
@@ -57,35 +58,6 @@ pub enum VideoPreset {
         nick = "h264-1080p-30fps-1-layer-high-motion"
     )]
     H264_1080p30fps1LayerHighMotion = 9,
-}
-
-/// Video codecs an ingress can encode to.
-#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default)]
-#[repr(u32)]
-#[enum_type(name = "GstSimulcastEncCodec")]
-pub enum VideoCodec {
-    /// H.264 constrained baseline (LiveKit's default and H264_BASELINE).
-    #[default]
-    #[enum_value(name = "H.264 constrained baseline", nick = "h264")]
-    H264Baseline = 0,
-    #[enum_value(name = "H.264 main", nick = "h264-main")]
-    H264Main = 1,
-    #[enum_value(name = "H.264 high", nick = "h264-high")]
-    H264High = 2,
-    #[enum_value(name = "VP8", nick = "vp8")]
-    Vp8 = 3,
-}
-
-impl VideoCodec {
-    /// The H.264 profile for caps, `None` for VP8.
-    pub fn h264_profile(self) -> Option<&'static str> {
-        match self {
-            VideoCodec::H264Baseline => Some("constrained-baseline"),
-            VideoCodec::H264Main => Some("main"),
-            VideoCodec::H264High => Some("high"),
-            VideoCodec::Vp8 => None,
-        }
-    }
 }
 
 /// LiveKit's layer qualities.
@@ -305,19 +277,9 @@ impl VideoEncoding {
             None => Ok(VideoPreset::default().encoding()),
             Some(VideoOptions::Preset(p)) => Ok(VideoPreset::from_proto(*p)?.encoding()),
             Some(VideoOptions::Options(o)) => {
-                let codec = match proto::VideoCodec::try_from(o.video_codec) {
-                    Ok(proto::VideoCodec::DefaultVc | proto::VideoCodec::H264Baseline) => {
-                        VideoCodec::H264Baseline
-                    }
-                    Ok(proto::VideoCodec::H264Main) => VideoCodec::H264Main,
-                    Ok(proto::VideoCodec::H264High) => VideoCodec::H264High,
-                    Ok(proto::VideoCodec::Vp8) => VideoCodec::Vp8,
-                    Err(_) => {
-                        return Err(PresetError::UnsupportedVideoCodec(
-                            o.video_codec.to_string(),
-                        ))
-                    }
-                };
+                let codec = proto::VideoCodec::try_from(o.video_codec)
+                    .map(VideoCodec::from_proto)
+                    .map_err(|_| PresetError::UnsupportedVideoCodec(o.video_codec.to_string()))?;
                 let layers: Vec<VideoLayer> = o
                     .layers
                     .iter()

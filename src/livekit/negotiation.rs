@@ -6,7 +6,8 @@
 //! the server publishes while an offer is unanswered waits for that answer,
 //! and the tracks of the start wait for each other to go in one offer.
 
-use super::tracks::{AudioTrackSpec, VideoCodec, VideoTrackSpec};
+use super::tracks::{AudioTrackSpec, VideoTrackSpec};
+use crate::codec::OPUS;
 use livekit_protocol as proto;
 use proto::signal_request::Message as Request;
 use std::collections::{HashMap, VecDeque};
@@ -19,23 +20,31 @@ use str0m::Rtc;
 /// How long the server may take to publish a track we announced.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Offers exactly the codecs we send, so the server cannot pick another variant
-/// (with several H.264 profiles offered it answers with the first one it likes,
-/// which need not be the one the encoder produces).
-pub fn rtc_config(video: Option<VideoCodec>, stats_interval: Option<Duration>) -> str0m::RtcConfig {
+/// Offers exactly the codec we send, H.264 at the profile and level encoded
+/// (from the codec table), so the server cannot pick another variant: with
+/// several H.264 profiles offered it answers with the first one it likes,
+/// which need not be the one the encoder produces.
+pub fn rtc_config(
+    video: Option<&VideoTrackSpec>,
+    stats_interval: Option<Duration>,
+) -> str0m::RtcConfig {
     let mut config = Rtc::builder()
         .clear_codecs()
         .enable_opus(true, false)
         .set_stats_interval(stats_interval);
-    match video {
-        Some(VideoCodec::H264) => {
-            // Constrained baseline, packetization mode 1: what simulcastenc produces.
+    let Some(video) = video else {
+        return config;
+    };
+    match (video.profile_level_id(), video.codec.payload_types()) {
+        (Some(profile_level_id), Some((pt, rtx))) => {
+            // Packetization mode 1 (non-interleaved): what LiveKit and
+            // browsers take, and what x264's access units need.
             config
                 .codec_config()
-                .add_h264(108.into(), Some(109.into()), true, 0x42e01f);
+                .add_h264(pt.into(), Some(rtx.into()), true, profile_level_id);
         }
-        Some(VideoCodec::Vp8) => config = config.enable_vp8(true),
-        None => {}
+        // VP8, on str0m's payload types.
+        _ => config = config.enable_vp8(true),
     }
     config
 }
@@ -228,8 +237,8 @@ impl Negotiation {
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .map_err(|e| format!("the LiveKit server's answer was refused: {e}"))?;
-        let video_codec = match self.video_spec.as_ref().map(|s| s.codec) {
-            Some(VideoCodec::Vp8) => Codec::Vp8,
+        let video_codec = match self.video_spec.as_ref().map(|s| s.codec.is_h264()) {
+            Some(false) => Codec::Vp8,
             _ => Codec::H264,
         };
         for i in 0..self.tracks.len() {
@@ -397,6 +406,7 @@ impl Negotiation {
             id: self.last_offer.as_ref().map_or(1, |o| o.id + 1),
             mid_to_track_id: self.mid_to_track_id.clone(),
         };
+        tracing::debug!("sending offer {}:\n{}", offer.id, offer.sdp);
         self.last_offer = Some(offer.clone());
         self.actions
             .push_back(Action::Signal(Box::new(Request::Offer(offer))));
@@ -404,11 +414,8 @@ impl Negotiation {
 
     fn codec_refused(&self, kind: MediaKind) -> String {
         let mime = match kind {
-            MediaKind::Video => self
-                .video_spec
-                .as_ref()
-                .map_or("video", |s| s.codec.mime_type()),
-            MediaKind::Audio => "audio/opus",
+            MediaKind::Video => self.video_spec.as_ref().map_or("video", |s| s.codec.mime()),
+            MediaKind::Audio => OPUS.mime,
         };
         format!("the LiveKit server does not accept {mime} in this room (codec refused)")
     }
@@ -462,12 +469,27 @@ fn rejected_media(sdp: &str) -> Option<MediaKind> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::VideoCodec;
     use crate::livekit::tracks::LayerSpec;
     use str0m::change::SdpOffer;
 
+    fn spec(codec: VideoCodec, h264_level: Option<u8>) -> VideoTrackSpec {
+        VideoTrackSpec {
+            name: "video".into(),
+            source: proto::TrackSource::Camera,
+            codec,
+            h264_level,
+            layers: Vec::new(),
+        }
+    }
+
     /// The offer a session sends for one video codec plus Opus.
     fn offer_for(codec: VideoCodec) -> String {
-        let mut rtc = rtc_config(Some(codec), None).build(Instant::now());
+        offer_for_spec(&spec(codec, None))
+    }
+
+    fn offer_for_spec(spec: &VideoTrackSpec) -> String {
+        let mut rtc = rtc_config(Some(spec), None).build(Instant::now());
         let mut sdp = rtc.sdp_api();
         sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
         sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
@@ -491,7 +513,9 @@ mod tests {
     #[test]
     fn video_offers_nack_rtx_and_keyframe_requests() {
         for (codec, encoding) in [
-            (VideoCodec::H264, "H264/90000"),
+            (VideoCodec::H264Baseline, "H264/90000"),
+            (VideoCodec::H264Main, "H264/90000"),
+            (VideoCodec::H264High, "H264/90000"),
             (VideoCodec::Vp8, "VP8/90000"),
         ] {
             let sdp = offer_for(codec);
@@ -526,16 +550,44 @@ mod tests {
         );
     }
 
+    /// The H.264 fmtp line of an offer.
+    fn h264_fmtp(sdp: &str) -> String {
+        let pt = pt_of(sdp, "H264/90000");
+        sdp.lines()
+            .find(|l| l.starts_with(&format!("a=fmtp:{pt} ")))
+            .expect("H.264 fmtp")
+            .to_string()
+    }
+
     #[test]
     fn h264_offer_is_constrained_baseline_packetization_mode_1() {
-        let sdp = offer_for(VideoCodec::H264);
-        let pt = pt_of(&sdp, "H264/90000");
-        let fmtp = sdp
-            .lines()
-            .find(|l| l.starts_with(&format!("a=fmtp:{pt} ")))
-            .expect("H.264 fmtp");
+        let fmtp = h264_fmtp(&offer_for(VideoCodec::H264Baseline));
         assert!(fmtp.contains("profile-level-id=42e01f"), "{fmtp}");
         assert!(fmtp.contains("packetization-mode=1"), "{fmtp}");
+    }
+
+    /// Main and high are offered as what the encoder produces, at its level,
+    /// and only that one profile.
+    #[test]
+    fn h264_offer_carries_the_encoded_profile_and_level() {
+        for (codec, level, plid) in [
+            (VideoCodec::H264Main, None, "4d001f"),
+            (VideoCodec::H264Main, Some(40), "4d0028"),
+            (VideoCodec::H264High, Some(31), "64001f"),
+            (VideoCodec::H264Baseline, Some(40), "42e028"),
+        ] {
+            let sdp = offer_for_spec(&spec(codec, level));
+            let fmtp = h264_fmtp(&sdp);
+            assert!(
+                fmtp.contains(&format!("profile-level-id={plid}")),
+                "{codec:?} {level:?}: {fmtp}"
+            );
+            assert_eq!(
+                sdp.matches("profile-level-id=").count(),
+                1,
+                "one H.264 variant:\n{sdp}"
+            );
+        }
     }
 
     fn video() -> VideoTrackSpec {
@@ -547,7 +599,8 @@ mod tests {
         VideoTrackSpec {
             name: "video".into(),
             source: proto::TrackSource::Camera,
-            codec: VideoCodec::H264,
+            codec: VideoCodec::H264Baseline,
+            h264_level: None,
             layers: vec![layer(640, 360), layer(1280, 720)],
         }
     }
@@ -573,7 +626,7 @@ mod tests {
         fn new(video: Option<VideoTrackSpec>, audio: Option<AudioTrackSpec>) -> Self {
             let now = Instant::now();
             Fixture {
-                rtc: rtc_config(Some(VideoCodec::H264), None).build(now),
+                rtc: rtc_config(video.as_ref(), None).build(now),
                 server: Rtc::builder().build(now),
                 negotiation: Negotiation::new(video.as_ref(), audio.as_ref(), now),
                 now,

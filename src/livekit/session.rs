@@ -81,11 +81,7 @@ pub(super) async fn run(
         .local_addr()
         .map_err(|e| format!("UDP socket has no address: {e}"))?;
     let now = Instant::now();
-    let mut rtc = rtc_config(
-        config.video.as_ref().map(|v| v.codec),
-        config.stats_interval,
-    )
-    .build(now);
+    let mut rtc = rtc_config(config.video.as_ref(), config.stats_interval).build(now);
     let candidate = Candidate::host(local, "udp")
         .map_err(|e| format!("cannot use {local} as an ICE candidate: {e}"))?;
     rtc.add_local_candidate(candidate);
@@ -420,9 +416,9 @@ impl Session {
             .iter()
             .find(|c| {
                 spec.codec
-                    .mime_type()
+                    .mime()
                     .eq_ignore_ascii_case(&format!("video/{}", c.codec))
-                    || c.codec.eq_ignore_ascii_case(spec.codec.mime_type())
+                    || c.codec.eq_ignore_ascii_case(spec.codec.mime())
             })
             .map(|c| c.qualities.as_slice());
         // Servers that predate per-codec qualities send the flat list.

@@ -2,24 +2,8 @@
 //! their LiveKit `AddTrackRequest`s, and the mapping between simulcast layers,
 //! RTP stream ids (rids) and LiveKit's video qualities.
 
+use crate::codec::VideoCodec;
 use livekit_protocol as proto;
-
-/// Video codecs the publisher can send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum VideoCodec {
-    H264,
-    Vp8,
-}
-
-impl VideoCodec {
-    /// The mime type LiveKit uses for the codec.
-    pub fn mime_type(self) -> &'static str {
-        match self {
-            VideoCodec::H264 => "video/H264",
-            VideoCodec::Vp8 => "video/VP8",
-        }
-    }
-}
 
 /// One encoded layer of the video track.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +20,9 @@ pub struct VideoTrackSpec {
     pub name: String,
     pub source: proto::TrackSource,
     pub codec: VideoCodec,
+    /// H.264: the level_idc of the stream (its largest layer); `None` when
+    /// unknown, then the codec table's default level is offered.
+    pub h264_level: Option<u8>,
     pub layers: Vec<LayerSpec>,
 }
 
@@ -55,6 +42,13 @@ const RIDS: [&str; 3] = ["q", "h", "f"];
 pub const MAX_LAYERS: usize = RIDS.len();
 
 impl VideoTrackSpec {
+    /// The SDP profile-level-id to offer: the track's profile from the codec
+    /// table at the stream's level; `None` for a codec without one (VP8).
+    pub fn profile_level_id(&self) -> Option<u32> {
+        let h264 = self.codec.info().h264.as_ref()?;
+        Some(h264.profile_level_id(self.h264_level.unwrap_or(h264.default_level_idc)))
+    }
+
     /// Whether the track is sent as simulcast (more than one layer).
     pub fn is_simulcast(&self) -> bool {
         self.layers.len() > 1
@@ -128,7 +122,7 @@ impl VideoTrackSpec {
             height: largest.height,
             layers: layers.clone(),
             simulcast_codecs: vec![proto::SimulcastCodec {
-                codec: self.codec.mime_type().to_string(),
+                codec: self.codec.mime().to_string(),
                 cid: cid.to_string(),
                 layers,
                 ..Default::default()
@@ -172,7 +166,8 @@ mod tests {
         VideoTrackSpec {
             name: "video".into(),
             source: proto::TrackSource::Camera,
-            codec: VideoCodec::H264,
+            codec: VideoCodec::H264Baseline,
+            h264_level: None,
             layers: vec![
                 LayerSpec {
                     width: 320,
@@ -230,5 +225,16 @@ mod tests {
         assert_eq!(req.layers.len(), 3);
         assert_eq!(req.layers[0].bitrate, 190_000);
         assert_eq!(req.simulcast_codecs[0].codec, "video/H264");
+    }
+
+    #[test]
+    fn the_offered_profile_level_id_is_the_tracks_profile_at_its_level() {
+        let mut spec = three_layers();
+        assert_eq!(spec.profile_level_id(), Some(0x42e01f));
+        spec.codec = VideoCodec::H264High;
+        spec.h264_level = Some(40);
+        assert_eq!(spec.profile_level_id(), Some(0x640028));
+        spec.codec = VideoCodec::Vp8;
+        assert_eq!(spec.profile_level_id(), None);
     }
 }

@@ -1,8 +1,9 @@
 use super::wallclock::Wallclock;
 use super::{AudioSource, VideoSource};
+use crate::codec::{self, SpsProfile, VideoCodec, OPUS, VIDEO_CODECS};
 use crate::livekit::publisher::{self, MediaInput, PublisherConfig, PublisherEvent};
 use crate::livekit::token::{self, Credentials, Identity};
-use crate::livekit::tracks::{AudioTrackSpec, LayerSpec, VideoCodec, VideoTrackSpec, MAX_LAYERS};
+use crate::livekit::tracks::{AudioTrackSpec, LayerSpec, VideoTrackSpec, MAX_LAYERS};
 use crate::messages::layer_active::LayerActive;
 use crate::messages::livekit::{Connected, Disconnected, Reconnecting, Resumed, TrackPublished};
 use crate::messages::BusMessage;
@@ -82,8 +83,49 @@ impl Default for Settings {
 #[derive(Debug, Default, Clone)]
 struct PadInfo {
     caps: Option<gst::Caps>,
+    /// The SPS of the first H.264 buffer, read when the caps lack the profile.
+    sps: Option<SpsProfile>,
     bitrate: u32,
     eos: bool,
+}
+
+impl PadInfo {
+    /// H.264 caps without a profile: the join waits for the stream's SPS.
+    fn needs_sps(&self) -> bool {
+        self.sps.is_none()
+            && self
+                .caps
+                .as_ref()
+                .and_then(|c| c.structure(0))
+                .is_some_and(|s| matches!(VideoCodec::from_caps(s), Ok(None)))
+    }
+}
+
+/// The codec and H.264 level of one video layer, from its caps or its SPS.
+fn layer_codec(info: &PadInfo) -> Result<(VideoCodec, Option<u8>), String> {
+    let s = info
+        .caps
+        .as_ref()
+        .and_then(|c| c.structure(0))
+        .ok_or("a video pad without caps")?;
+    match (
+        VideoCodec::from_caps(s).map_err(|e| e.to_string())?,
+        info.sps,
+    ) {
+        (Some(codec), sps) => Ok((
+            codec,
+            codec::h264_level_from_caps(s).or(sps.map(|p| p.level_idc)),
+        )),
+        (None, Some(sps)) => match sps.codec {
+            Some(codec) => Ok((codec, Some(sps.level_idc))),
+            None => Err(format!(
+                "unsupported H.264 profile (profile_idc {}, constraint flags {:#04x}): \
+                 use constrained-baseline, main or high",
+                sps.profile_idc, sps.constraint_flags
+            )),
+        },
+        (None, None) => Err("H.264 caps without a profile and no SPS seen".into()),
+    }
 }
 
 /// The running session, from the first complete set of caps to stop.
@@ -231,8 +273,7 @@ impl LiveKitSink {
                 state
                     .pads
                     .get(p.name().as_str())
-                    .and_then(|i| i.caps.as_ref())
-                    .is_none()
+                    .is_none_or(|i| i.caps.is_none() || i.needs_sps())
             })
         {
             return;
@@ -253,12 +294,14 @@ impl LiveKitSink {
         pads: &HashMap<String, PadInfo>,
     ) -> Result<Session, String> {
         let mut video_pads: Vec<(String, gst::Caps, u32)> = Vec::new();
+        let mut video_codecs: Vec<(VideoCodec, Option<u8>)> = Vec::new();
         let mut audio_caps = None;
         for (name, info) in pads {
             let Some(caps) = info.caps.clone() else {
                 continue;
             };
             if name.starts_with("video_") {
+                video_codecs.push(layer_codec(info)?);
                 video_pads.push((name.clone(), caps, info.bitrate));
             } else if name.starts_with("audio_") && audio_caps.is_none() {
                 audio_caps = Some(caps);
@@ -285,14 +328,20 @@ impl LiveKitSink {
             ));
         }
 
-        let video = match video_pads.first() {
+        let video = match video_codecs.first() {
             None => None,
-            Some((_, caps, _)) => {
-                let codec = match caps.structure(0).map(|s| s.name().as_str()) {
-                    Some("video/x-h264") => VideoCodec::H264,
-                    Some("video/x-vp8") => VideoCodec::Vp8,
-                    other => return Err(format!("unsupported video caps {other:?}")),
-                };
+            Some((codec, _)) => {
+                let codec = *codec;
+                // One track, one codec: its layers are offered as one variant.
+                if let Some((other, _)) = video_codecs.iter().find(|(c, _)| *c != codec) {
+                    return Err(format!(
+                        "the video layers of one track must share a codec: {} and {}",
+                        codec.name(),
+                        other.name()
+                    ));
+                }
+                // The offer's level must cover the largest layer's.
+                let h264_level = video_codecs.iter().filter_map(|(_, l)| *l).max();
                 let layers = video_pads
                     .iter()
                     .map(|(_, caps, bitrate)| {
@@ -311,6 +360,7 @@ impl LiveKitSink {
                         VideoSource::ScreenShare => proto::TrackSource::ScreenShare,
                     },
                     codec,
+                    h264_level,
                     layers,
                 })
             }
@@ -532,7 +582,21 @@ impl LiveKitSink {
             return Err(gst::FlowError::Error);
         }
         let Some(session) = state.session.as_mut() else {
-            // Not joined yet: media before the room is ready is of no use to anyone.
+            // Not joined yet: media before the room is ready is of no use to
+            // anyone, but an SPS may tell the profile the caps did not.
+            let info = state.pads.entry(pad.name().to_string()).or_default();
+            if info.needs_sps() {
+                if let Some(sps) = buffer
+                    .map_readable()
+                    .ok()
+                    .and_then(|m| codec::find_sps(m.as_slice()))
+                {
+                    gst::info!(CAT, obj = pad, "profile from the SPS: {sps:?}");
+                    info.sps = Some(sps);
+                    drop(state);
+                    self.maybe_start();
+                }
+            }
             return Ok(gst::FlowSuccess::Ok);
         };
         let Ok(map) = buffer.map_readable() else {
@@ -720,15 +784,19 @@ impl ElementImpl for LiveKitSink {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let video = gst::Caps::builder("video/x-h264")
-                .field("stream-format", "byte-stream")
-                .field("alignment", "au")
-                .build();
-            let mut video = video;
-            video
-                .make_mut()
-                .append(gst::Caps::builder("video/x-vp8").build());
-            let audio = gst::Caps::builder("audio/x-opus").build();
+            // Any H.264 profile is accepted here: an unsupported one is an
+            // error that names it at the join, not a refused link.
+            let mut video = gst::Caps::new_empty();
+            for row in &VIDEO_CODECS {
+                let mut caps = gst::Caps::builder(row.caps_name);
+                if row.h264.is_some() {
+                    caps = caps
+                        .field("stream-format", "byte-stream")
+                        .field("alignment", "au");
+                }
+                video.make_mut().append(caps.build());
+            }
+            let audio = gst::Caps::builder(OPUS.caps_name).build();
             vec![
                 gst::PadTemplate::new(
                     "video_%u",

@@ -4,22 +4,24 @@
 
 use bytes::Bytes;
 
-/// Video codecs RTMP can carry.
+/// Video codecs RTMP can carry in. Not `crate::codec::VideoCodec`: what a
+/// streamer sends (HEVC, AV1, VP9 too, any H.264 profile) is decoded and
+/// re-encoded, so it shares no rows with what we encode and publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VideoCodec {
+pub enum InputVideoCodec {
     H264,
     H265,
     Av1,
     Vp9,
 }
 
-impl VideoCodec {
+impl InputVideoCodec {
     pub fn name(self) -> &'static str {
         match self {
-            VideoCodec::H264 => "H.264",
-            VideoCodec::H265 => "H.265",
-            VideoCodec::Av1 => "AV1",
-            VideoCodec::Vp9 => "VP9",
+            InputVideoCodec::H264 => "H.264",
+            InputVideoCodec::H265 => "H.265",
+            InputVideoCodec::Av1 => "AV1",
+            InputVideoCodec::Vp9 => "VP9",
         }
     }
 }
@@ -28,10 +30,13 @@ impl VideoCodec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VideoTag {
     /// Decoder configuration (AVCDecoderConfigurationRecord, HEVC/AV1/VP9 config record).
-    SequenceHeader { codec: VideoCodec, config: Bytes },
+    SequenceHeader {
+        codec: InputVideoCodec,
+        config: Bytes,
+    },
     /// One coded frame; `cts` is the composition time offset in milliseconds.
     Frame {
-        codec: VideoCodec,
+        codec: InputVideoCodec,
         keyframe: bool,
         cts: i32,
         data: Bytes,
@@ -92,11 +97,11 @@ pub fn parse_video(data: &Bytes) -> Result<VideoTag, TagError> {
     let payload = data.slice(5..);
     match header[0] {
         0 => Ok(VideoTag::SequenceHeader {
-            codec: VideoCodec::H264,
+            codec: InputVideoCodec::H264,
             config: payload,
         }),
         1 => Ok(VideoTag::Frame {
-            codec: VideoCodec::H264,
+            codec: InputVideoCodec::H264,
             keyframe: frame_type == KEYFRAME,
             cts: si24(&header[1..4]),
             data: payload,
@@ -112,10 +117,10 @@ fn parse_enhanced_video(data: &Bytes, first: u8) -> Result<VideoTag, TagError> {
         .get(1..5)
         .ok_or(TagError::Truncated("Enhanced RTMP video"))?;
     let codec = match fourcc {
-        b"avc1" => VideoCodec::H264,
-        b"hvc1" => VideoCodec::H265,
-        b"av01" => VideoCodec::Av1,
-        b"vp09" => VideoCodec::Vp9,
+        b"avc1" => InputVideoCodec::H264,
+        b"hvc1" => InputVideoCodec::H265,
+        b"av01" => InputVideoCodec::Av1,
+        b"vp09" => InputVideoCodec::Vp9,
         other => {
             return Err(TagError::UnsupportedFourCc(
                 String::from_utf8_lossy(other).into_owned(),
@@ -130,7 +135,7 @@ fn parse_enhanced_video(data: &Bytes, first: u8) -> Result<VideoTag, TagError> {
         }),
         // CodedFrames: H.264 and HEVC carry a composition time offset.
         1 => {
-            let (cts, start) = if matches!(codec, VideoCodec::H264 | VideoCodec::H265) {
+            let (cts, start) = if matches!(codec, InputVideoCodec::H264 | InputVideoCodec::H265) {
                 let cts = data
                     .get(5..8)
                     .ok_or(TagError::Truncated("Enhanced RTMP video"))?;
@@ -201,7 +206,7 @@ mod tests {
         assert_eq!(
             parse_video(&header),
             Ok(VideoTag::SequenceHeader {
-                codec: VideoCodec::H264,
+                codec: InputVideoCodec::H264,
                 config: Bytes::from_static(&[1, 2, 3])
             })
         );
@@ -209,7 +214,7 @@ mod tests {
         assert_eq!(
             parse_video(&inter),
             Ok(VideoTag::Frame {
-                codec: VideoCodec::H264,
+                codec: InputVideoCodec::H264,
                 keyframe: false,
                 cts: 66,
                 data: Bytes::from_static(&[9])
@@ -235,7 +240,7 @@ mod tests {
         assert!(matches!(
             parse_video(&hevc),
             Ok(VideoTag::SequenceHeader {
-                codec: VideoCodec::H265,
+                codec: InputVideoCodec::H265,
                 ..
             })
         ));
@@ -243,7 +248,7 @@ mod tests {
         assert!(matches!(
             parse_video(&av1),
             Ok(VideoTag::Frame {
-                codec: VideoCodec::Av1,
+                codec: InputVideoCodec::Av1,
                 keyframe: true,
                 cts: 0,
                 ..

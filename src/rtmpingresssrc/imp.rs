@@ -1,6 +1,6 @@
 use crate::messages::rtmp::{Metadata, PublishStarted, PublishStopped, Stats};
 use crate::messages::BusMessage;
-use crate::rtmp::flv::{self, AudioTag, VideoCodec, VideoTag};
+use crate::rtmp::flv::{self, AudioTag, InputVideoCodec, VideoTag};
 use crate::rtmp::listener::{self, Claim, ListenerConfig, StreamEvent, TlsFiles};
 use crate::rtmp::redact::redact_key;
 use crate::rtmp::timestamps::{TimestampError, TimestampMapper};
@@ -442,26 +442,26 @@ impl RtmpIngressSrc {
     fn ensure_video_pad(
         &self,
         stream: &mut Stream,
-        codec: VideoCodec,
+        codec: InputVideoCodec,
         config: &[u8],
     ) -> Result<(), gst::FlowError> {
         let caps = match codec {
-            VideoCodec::H264 => gst::Caps::builder("video/x-h264")
+            InputVideoCodec::H264 => gst::Caps::builder("video/x-h264")
                 .field("stream-format", "avc")
                 .field("alignment", "au")
                 .field("codec_data", gst::Buffer::from_slice(config.to_vec()))
                 .build(),
-            VideoCodec::H265 => gst::Caps::builder("video/x-h265")
+            InputVideoCodec::H265 => gst::Caps::builder("video/x-h265")
                 .field("stream-format", "hvc1")
                 .field("alignment", "au")
                 .field("codec_data", gst::Buffer::from_slice(config.to_vec()))
                 .build(),
-            VideoCodec::Av1 => gst::Caps::builder("video/x-av1")
+            InputVideoCodec::Av1 => gst::Caps::builder("video/x-av1")
                 .field("stream-format", "obu-stream")
                 .field("alignment", "tu")
                 .field("codec_data", gst::Buffer::from_slice(config.to_vec()))
                 .build(),
-            VideoCodec::Vp9 => gst::Caps::builder("video/x-vp9").build(),
+            InputVideoCodec::Vp9 => gst::Caps::builder("video/x-vp9").build(),
         };
         if !has_decoder_for(&caps) {
             gst::element_imp_error!(

@@ -1,5 +1,6 @@
+use crate::codec::{VideoCodec, VIDEO_CODECS};
 use crate::messages::layer_active::LayerActive;
-use crate::presets::{self, PresetError, VideoCodec, VideoEncoding, VideoLayer, VideoPreset};
+use crate::presets::{self, PresetError, VideoEncoding, VideoLayer, VideoPreset};
 use crate::sync::lock;
 use gst::glib;
 use gst::prelude::*;
@@ -348,41 +349,16 @@ impl SimulcastEnc {
     }
 }
 
-/// The encoder for a layer and the caps it must produce.
+/// The encoder for a layer and the caps it must produce, from the codec table.
 fn make_encoder(
     codec: VideoCodec,
     bitrate: u32,
     keyframe_distance: u32,
 ) -> Result<(gst::Element, gst::Caps), String> {
-    match codec.h264_profile() {
-        Some(profile) => {
-            let enc = make("x264enc")?;
-            enc.set_property("bitrate", (bitrate / 1000).max(1));
-            enc.set_property_from_str("tune", "zerolatency");
-            enc.set_property_from_str("speed-preset", "veryfast");
-            enc.set_property("bframes", 0u32);
-            enc.set_property("key-int-max", keyframe_distance);
-            // Scene-cut keyframes would land on different frames in each layer;
-            // keyframes come from the interval and from requests only.
-            enc.set_property("option-string", "scenecut=0");
-            let caps = gst::Caps::builder("video/x-h264")
-                .field("profile", profile)
-                .field("stream-format", "byte-stream")
-                .field("alignment", "au")
-                .build();
-            Ok((enc, caps))
-        }
-        None => {
-            let enc = make("vp8enc")?;
-            enc.set_property("target-bitrate", bitrate as i32);
-            enc.set_property("deadline", 1i64);
-            enc.set_property("cpu-used", 8i32);
-            enc.set_property_from_str("end-usage", "cbr");
-            enc.set_property("lag-in-frames", 0i32);
-            enc.set_property("keyframe-max-dist", keyframe_distance as i32);
-            Ok((enc, gst::Caps::builder("video/x-vp8").build()))
-        }
-    }
+    let info = codec.info();
+    let enc = make(info.encoder)?;
+    (info.configure_encoder)(&enc, bitrate, keyframe_distance);
+    Ok((enc, codec.encoded_caps()))
 }
 
 impl ObjectImpl for SimulcastEnc {
@@ -504,13 +480,10 @@ impl ElementImpl for SimulcastEnc {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let src = gst::Caps::builder("video/x-h264")
-                .field("stream-format", "byte-stream")
-                .field("alignment", "au")
-                .build();
-            let mut src = src;
-            src.make_mut()
-                .append(gst::Caps::builder("video/x-vp8").build());
+            let mut src = gst::Caps::new_empty();
+            for row in &VIDEO_CODECS {
+                src.make_mut().append(row.codec.encoded_caps());
+            }
             vec![
                 gst::PadTemplate::new(
                     "sink",

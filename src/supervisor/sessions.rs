@@ -14,7 +14,7 @@ use crate::pipeline::{
     AudioEncodingSettings, IngressPipeline, PipelineConfig, PipelineEvent, RoomTarget,
     VideoEncodingSettings,
 };
-use crate::presets::{AudioEncoding, VideoCodec, VideoEncoding, VideoPreset};
+use crate::presets::{AudioEncoding, VideoEncoding, VideoPreset};
 use crate::rtmp::listener::{Decision, PublishRequest};
 use crate::sync::lock;
 use gst::prelude::*;
@@ -203,14 +203,8 @@ impl Sessions {
             Some(VideoOptions::Options(_)) => {
                 let encoding =
                     VideoEncoding::from_proto(info.video.as_ref()).map_err(|e| e.to_string())?;
-                let codec = match encoding.codec {
-                    VideoCodec::H264Baseline => "h264",
-                    VideoCodec::H264Main => "h264-main",
-                    VideoCodec::H264High => "h264-high",
-                    VideoCodec::Vp8 => "vp8",
-                };
                 VideoEncodingSettings::Custom {
-                    codec: codec.into(),
+                    codec: encoding.codec.name().into(),
                     framerate: encoding.framerate,
                     layers: encoding.layers_string(),
                 }
