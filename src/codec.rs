@@ -235,22 +235,23 @@ impl VideoCodec {
     /// The codec of encoded caps. `Ok(None)`: H.264 caps without a profile, so
     /// only the stream's SPS can tell (see [`h264_profile_of`]).
     pub fn from_caps(s: &gst::StructureRef) -> Result<Option<VideoCodec>, CodecError> {
-        let rows = || VIDEO_CODECS.iter().filter(|r| r.caps_name == s.name());
-        if rows().next().is_none() {
-            return Err(CodecError::UnsupportedCaps(s.name().to_string()));
+        let rows: Vec<&VideoCodecInfo> = VIDEO_CODECS
+            .iter()
+            .filter(|r| r.caps_name == s.name())
+            .collect();
+        match rows[..] {
+            [] => Err(CodecError::UnsupportedCaps(s.name().to_string())),
+            // VP8: one row, whatever its caps' `profile` (vp8enc writes "0").
+            [only] => Ok(Some(only.codec)),
+            _ => match s.get::<&str>("profile") {
+                Err(_) => Ok(None),
+                Ok(profile) => rows
+                    .iter()
+                    .find(|r| r.h264.as_ref().is_some_and(|h| h.caps_profile == profile))
+                    .map(|r| Some(r.codec))
+                    .ok_or_else(|| CodecError::UnsupportedProfile(profile.to_string())),
+            },
         }
-        let Some(profile) = s.get::<&str>("profile").ok() else {
-            // VP8 has one row; H.264 without a profile is decided by its SPS.
-            let mut rows = rows();
-            return Ok(match (rows.next(), rows.next()) {
-                (Some(only), None) => Some(only.codec),
-                _ => None,
-            });
-        };
-        rows()
-            .find(|r| r.h264.as_ref().is_some_and(|h| h.caps_profile == profile))
-            .map(|r| Some(r.codec))
-            .ok_or_else(|| CodecError::UnsupportedProfile(profile.to_string()))
     }
 
     /// The payload types to offer (str0m's defaults where `None`).
@@ -354,6 +355,16 @@ mod tests {
         assert_eq!(
             VideoCodec::from_caps(no_profile.structure(0).unwrap()),
             Ok(None)
+        );
+        let x264: gst::Caps = "video/x-h264, stream-format=(string)byte-stream, alignment=(string)au, level=(string)3, profile=(string)constrained-baseline, width=(int)640".parse().unwrap();
+        assert_eq!(
+            VideoCodec::from_caps(x264.structure(0).unwrap()),
+            Ok(Some(VideoCodec::H264Baseline))
+        );
+        let vp8: gst::Caps = "video/x-vp8, profile=(string)0".parse().unwrap();
+        assert_eq!(
+            VideoCodec::from_caps(vp8.structure(0).unwrap()),
+            Ok(Some(VideoCodec::Vp8))
         );
         let hi10: gst::Caps = "video/x-h264, profile=high-10".parse().unwrap();
         assert!(VideoCodec::from_caps(hi10.structure(0).unwrap()).is_err());

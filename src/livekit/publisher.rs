@@ -718,6 +718,7 @@ impl Session {
     async fn on_signal(&mut self, message: Response) -> Result<Option<String>, String> {
         match message {
             Response::Answer(answer) => {
+                tracing::debug!("answer {}:\n{}", answer.id, answer.sdp);
                 if let Some(kind) = rejected_media(&answer.sdp) {
                     return Err(self.codec_refused(kind));
                 }
