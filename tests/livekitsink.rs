@@ -634,19 +634,33 @@ fn each_codec_and_h264_profile_is_offered_as_encoded_and_decoded() {
     let server = LiveKitServer::start();
     // profile_idc, and the mask and value of its constraint flags (RFC 6184).
     type Profile = Option<(u8, u8, u8)>;
-    let cases: [(&str, &str, Profile); 4] = [
-        ("h264", "video/H264", Some((0x42, 0x4f, 0x40))),
-        ("h264-main", "video/H264", Some((0x4d, 0xaf, 0x00))),
-        ("h264-high", "video/H264", Some((0x64, 0xff, 0x00))),
-        ("vp8", "video/VP8", None),
+    // Caps without profile and level: livekitsink reads the first SPS instead.
+    const STRIPPED: &str = "capssetter replace=true \
+        caps=\"video/x-h264,stream-format=byte-stream,alignment=au,width=640,height=360\"";
+    let cases: [(&str, &str, &str, Profile); 5] = [
+        ("h264", "", "video/H264", Some((0x42, 0x4f, 0x40))),
+        ("h264-main", "", "video/H264", Some((0x4d, 0xaf, 0x00))),
+        ("h264-high", "", "video/H264", Some((0x64, 0xff, 0x00))),
+        ("vp8", "", "video/VP8", None),
+        (
+            "h264-high",
+            STRIPPED,
+            "video/H264",
+            Some((0x64, 0xff, 0x00)),
+        ),
     ];
-    for (codec, mime, profile) in cases {
-        let room = format!("codec-{codec}");
-        let identity = format!("pub-{codec}");
+    for (index, (codec, between, mime, profile)) in cases.into_iter().enumerate() {
+        let between = if between.is_empty() {
+            String::new()
+        } else {
+            format!("{between} !")
+        };
+        let room = format!("codec-{index}-{codec}");
+        let identity = format!("pub-{index}-{codec}");
         let url = server.ws_url();
         let pipeline = launch(&format!(
             "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1 \
-             ! simulcastenc codec={codec} layers=640x360 ! queue ! lk.video_0 \
+             ! simulcastenc codec={codec} layers=640x360 ! {between} queue ! lk.video_0 \
              livekitsink name=lk url={url} api-key={API_KEY} api-secret={API_SECRET} \
                room-name={room} participant-identity={identity}",
         ));
