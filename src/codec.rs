@@ -1,5 +1,5 @@
 //! The codecs this project encodes and publishes, in one table: what users
-//! call them, their GStreamer caps, encoder and parser, and how they are
+//! call them, their GStreamer caps, encoder and its settings, and how they are
 //! offered over WebRTC (MIME, RTP clock, payload types, H.264 profile-level-id).
 //!
 //! Presets, `simulcastenc` (encoder and output caps), `livekitsink` (pad caps
@@ -73,7 +73,6 @@ pub struct VideoCodecInfo {
     /// Sets up an `encoder` for live WebRTC at a bitrate (bits per second)
     /// and keyframe distance (frames).
     pub configure_encoder: fn(&gst::Element, u32, u32),
-    pub parser: &'static str,
 }
 
 /// The video codecs this project encodes and publishes.
@@ -97,7 +96,6 @@ pub const VIDEO_CODECS: [VideoCodecInfo; 4] = [
         h264: None,
         encoder: "vp8enc",
         configure_encoder: configure_vp8enc,
-        parser: "vp8parse",
     },
 ];
 
@@ -124,7 +122,6 @@ const fn h264_row(
         }),
         encoder: "x264enc",
         configure_encoder: configure_x264enc,
-        parser: "h264parse",
     }
 }
 
@@ -153,21 +150,17 @@ fn configure_vp8enc(enc: &gst::Element, bitrate: u32, keyframe_distance: u32) {
 /// The one audio codec: Opus.
 #[derive(Debug)]
 pub struct AudioCodecInfo {
-    pub name: &'static str,
     pub mime: &'static str,
     pub clock_rate: u32,
     pub caps_name: &'static str,
     pub encoder: &'static str,
-    pub parser: &'static str,
 }
 
 pub const OPUS: AudioCodecInfo = AudioCodecInfo {
-    name: "opus",
     mime: "audio/opus",
     clock_rate: 48_000,
     caps_name: "audio/x-opus",
     encoder: "opusenc",
-    parser: "opusparse",
 };
 
 /// Why caps or a stream name no codec we publish.
