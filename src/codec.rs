@@ -1,5 +1,5 @@
 //! The codecs this project encodes and publishes, in one table: what users
-//! call them, their GStreamer caps, encoder and parser, and how they are
+//! call them, their GStreamer caps, encoder and its settings, and how they are
 //! offered over WebRTC (MIME, RTP clock, payload types, H.264 profile-level-id).
 //!
 //! Presets, `simulcastenc` (encoder and output caps), `livekitsink` (pad caps
@@ -73,7 +73,6 @@ pub struct VideoCodecInfo {
     /// Sets up an `encoder` for live WebRTC at a bitrate (bits per second)
     /// and keyframe distance (frames).
     pub configure_encoder: fn(&gst::Element, u32, u32),
-    pub parser: &'static str,
 }
 
 /// The video codecs this project encodes and publishes.
@@ -97,7 +96,6 @@ pub const VIDEO_CODECS: [VideoCodecInfo; 4] = [
         h264: None,
         encoder: "vp8enc",
         configure_encoder: configure_vp8enc,
-        parser: "vp8parse",
     },
 ];
 
@@ -124,7 +122,6 @@ const fn h264_row(
         }),
         encoder: "x264enc",
         configure_encoder: configure_x264enc,
-        parser: "h264parse",
     }
 }
 
@@ -153,21 +150,17 @@ fn configure_vp8enc(enc: &gst::Element, bitrate: u32, keyframe_distance: u32) {
 /// The one audio codec: Opus.
 #[derive(Debug)]
 pub struct AudioCodecInfo {
-    pub name: &'static str,
     pub mime: &'static str,
     pub clock_rate: u32,
     pub caps_name: &'static str,
     pub encoder: &'static str,
-    pub parser: &'static str,
 }
 
 pub const OPUS: AudioCodecInfo = AudioCodecInfo {
-    name: "opus",
     mime: "audio/opus",
     clock_rate: 48_000,
     caps_name: "audio/x-opus",
     encoder: "opusenc",
-    parser: "opusparse",
 };
 
 /// Why caps or a stream name no codec we publish.
@@ -235,22 +228,23 @@ impl VideoCodec {
     /// The codec of encoded caps. `Ok(None)`: H.264 caps without a profile, so
     /// only the stream's SPS can tell (see [`h264_profile_of`]).
     pub fn from_caps(s: &gst::StructureRef) -> Result<Option<VideoCodec>, CodecError> {
-        let rows = || VIDEO_CODECS.iter().filter(|r| r.caps_name == s.name());
-        if rows().next().is_none() {
-            return Err(CodecError::UnsupportedCaps(s.name().to_string()));
+        let rows: Vec<&VideoCodecInfo> = VIDEO_CODECS
+            .iter()
+            .filter(|r| r.caps_name == s.name())
+            .collect();
+        match rows[..] {
+            [] => Err(CodecError::UnsupportedCaps(s.name().to_string())),
+            // VP8: one row, whatever its caps' `profile` (vp8enc writes "0").
+            [only] => Ok(Some(only.codec)),
+            _ => match s.get::<&str>("profile") {
+                Err(_) => Ok(None),
+                Ok(profile) => rows
+                    .iter()
+                    .find(|r| r.h264.as_ref().is_some_and(|h| h.caps_profile == profile))
+                    .map(|r| Some(r.codec))
+                    .ok_or_else(|| CodecError::UnsupportedProfile(profile.to_string())),
+            },
         }
-        let Some(profile) = s.get::<&str>("profile").ok() else {
-            // VP8 has one row; H.264 without a profile is decided by its SPS.
-            let mut rows = rows();
-            return Ok(match (rows.next(), rows.next()) {
-                (Some(only), None) => Some(only.codec),
-                _ => None,
-            });
-        };
-        rows()
-            .find(|r| r.h264.as_ref().is_some_and(|h| h.caps_profile == profile))
-            .map(|r| Some(r.codec))
-            .ok_or_else(|| CodecError::UnsupportedProfile(profile.to_string()))
     }
 
     /// The payload types to offer (str0m's defaults where `None`).
@@ -354,6 +348,16 @@ mod tests {
         assert_eq!(
             VideoCodec::from_caps(no_profile.structure(0).unwrap()),
             Ok(None)
+        );
+        let x264: gst::Caps = "video/x-h264, stream-format=(string)byte-stream, alignment=(string)au, level=(string)3, profile=(string)constrained-baseline, width=(int)640".parse().unwrap();
+        assert_eq!(
+            VideoCodec::from_caps(x264.structure(0).unwrap()),
+            Ok(Some(VideoCodec::H264Baseline))
+        );
+        let vp8: gst::Caps = "video/x-vp8, profile=(string)0".parse().unwrap();
+        assert_eq!(
+            VideoCodec::from_caps(vp8.structure(0).unwrap()),
+            Ok(Some(VideoCodec::Vp8))
         );
         let hi10: gst::Caps = "video/x-h264, profile=high-10".parse().unwrap();
         assert!(VideoCodec::from_caps(hi10.structure(0).unwrap()).is_err());

@@ -12,6 +12,7 @@
 //! Elements are created by factory name: this module depends on the element
 //! contracts, not on their implementation.
 
+use crate::codec::OPUS;
 use crate::livekit::stats::SendStats;
 use crate::messages::input::{self, InputAudio, InputVideo};
 use crate::messages::livekit::{Connected, TrackPublished};
@@ -311,12 +312,12 @@ fn add_audio_branch(
     capsfilter.set_property(
         "caps",
         gst::Caps::builder("audio/x-raw")
-            .field("rate", 48_000i32)
+            .field("rate", OPUS.clock_rate as i32)
             .field("channels", audio.channels as i32)
             .build(),
     );
     chain.push(capsfilter);
-    let opusenc = make("opusenc", None)?;
+    let opusenc = make(OPUS.encoder, None)?;
     opusenc.set_property("bitrate", audio.bitrate as i32);
     opusenc.set_property("dtx", audio.dtx);
 

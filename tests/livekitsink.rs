@@ -590,3 +590,151 @@ fn an_audio_pad_requested_after_the_join_is_published() {
 fn an_audio_pad_requested_while_the_first_offer_is_unanswered_is_published() {
     late_audio_is_published("late-audio-early", Connected::NAME);
 }
+
+/// What the publisher logs (tracing, its debug offers included) from the moment
+/// this is first called; the test that reads it clears it between sessions.
+fn publisher_log() -> Arc<Mutex<Vec<u8>>> {
+    static LOG: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        struct Writer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Writer {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("log").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "gstlivekitingress::livekit=debug",
+            ))
+            .with_writer(move || Writer(sink.clone()))
+            .try_init()
+            .expect("the only tracing subscriber of this test binary");
+        log
+    })
+    .clone()
+}
+
+/// The profile_idc, constraint flags and level_idc of the first SPS in an
+/// Annex B access unit, read here rather than with the crate's own parser.
+fn sps_of(data: &[u8]) -> Option<[u8; 3]> {
+    data.windows(7)
+        .find_map(|w| (w[..3] == [0, 0, 1] && w[3] & 0x1f == 7).then(|| [w[4], w[5], w[6]]))
+}
+
+/// Each H.264 profile simulcastenc encodes, and VP8, published through
+/// livekitsink: a subscriber decodes frames of the layer's size, and the
+/// H.264 offer's profile-level-id names the profile and level of the SPS the
+/// encoder wrote (main and high were once offered as constrained baseline).
+#[test]
+fn each_codec_and_h264_profile_is_offered_as_encoded_and_decoded() {
+    init();
+    let log = publisher_log();
+    let server = LiveKitServer::start();
+    // profile_idc, and the mask and value of its constraint flags (RFC 6184).
+    type Profile = Option<(u8, u8, u8)>;
+    // Caps without profile and level: livekitsink reads the first SPS instead.
+    const STRIPPED: &str = "capssetter replace=true \
+        caps=\"video/x-h264,stream-format=byte-stream,alignment=au,width=640,height=360\"";
+    let cases: [(&str, &str, &str, Profile); 5] = [
+        ("h264", "", "video/H264", Some((0x42, 0x4f, 0x40))),
+        ("h264-main", "", "video/H264", Some((0x4d, 0xaf, 0x00))),
+        ("h264-high", "", "video/H264", Some((0x64, 0xff, 0x00))),
+        ("vp8", "", "video/VP8", None),
+        (
+            "h264-high",
+            STRIPPED,
+            "video/H264",
+            Some((0x64, 0xff, 0x00)),
+        ),
+    ];
+    for (index, (codec, between, mime, profile)) in cases.into_iter().enumerate() {
+        let between = if between.is_empty() {
+            String::new()
+        } else {
+            format!("{between} !")
+        };
+        let room = format!("codec-{index}-{codec}");
+        let identity = format!("pub-{index}-{codec}");
+        let url = server.ws_url();
+        let pipeline = launch(&format!(
+            "videotestsrc is-live=true pattern=ball ! video/x-raw,width=640,height=360,framerate=30/1 \
+             ! simulcastenc codec={codec} layers=640x360 ! {between} queue ! lk.video_0 \
+             livekitsink name=lk url={url} api-key={API_KEY} api-secret={API_SECRET} \
+               room-name={room} participant-identity={identity}",
+        ));
+        let sps: Arc<Mutex<Option<[u8; 3]>>> = Arc::default();
+        let seen = sps.clone();
+        let pad = pipeline
+            .by_name("lk")
+            .and_then(|lk| lk.static_pad("video_0"))
+            .expect("video_0");
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(gst::PadProbeData::Buffer(buffer)) = &info.data {
+                let mut seen = seen.lock().expect("sps");
+                if seen.is_none() {
+                    *seen = buffer.map_readable().ok().and_then(|m| sps_of(&m));
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+        log.lock().expect("log").clear();
+        play_until_published(&pipeline);
+
+        let mut opts = SubscriberOptions::new(&room);
+        opts.expect_tracks = 1;
+        opts.duration = 10.0;
+        opts.until_size = Some("640x360".into());
+        let report = common::subscribe(&server, &opts);
+        pipeline.set_state(gst::State::Null).expect("stop");
+
+        let video = common::track_of(&report, &identity, "video");
+        assert_eq!(video["mime_type"], mime, "{codec}: {video}");
+        common::assert_layer_size(&report, &identity, "high", "640x360");
+
+        let log = String::from_utf8_lossy(&log.lock().expect("log")).into_owned();
+        // The offer's SDP lines follow its log line, up to the next event.
+        let offer = log
+            .lines()
+            .skip_while(|l| !l.contains("sending offer"))
+            .skip(1)
+            .take_while(|l| l.as_bytes().get(1) == Some(&b'='))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(!offer.is_empty(), "{codec}: no offer logged: {log}");
+        let plids: Vec<&str> = offer
+            .match_indices("profile-level-id=")
+            .map(|(i, key)| &offer[i + key.len()..i + key.len() + 6])
+            .collect();
+        let Some((profile_idc, mask, flags)) = profile else {
+            assert!(
+                offer.contains("VP8/90000") && plids.is_empty(),
+                "{codec}: {offer}"
+            );
+            continue;
+        };
+        let [idc, constraints, level] = sps.lock().expect("sps").expect("an SPS");
+        assert_eq!(
+            (idc, constraints & mask),
+            (profile_idc, flags),
+            "{codec}: SPS {idc:02x}{constraints:02x}{level:02x}"
+        );
+        let [plid] = plids[..] else {
+            panic!("{codec}: one H.264 variant expected: {offer}");
+        };
+        let offered = u32::from_str_radix(plid, 16).expect("hex profile-level-id");
+        let (offered_idc, offered_iop, offered_level) =
+            ((offered >> 16) as u8, (offered >> 8) as u8, offered as u8);
+        assert_eq!(
+            (offered_idc, offered_iop & mask, offered_level),
+            (idc, flags, level),
+            "{codec}: offered {plid}, SPS {idc:02x}{constraints:02x}{level:02x}"
+        );
+    }
+}

@@ -226,6 +226,7 @@ impl Negotiation {
     /// The answer to our offer: the tracks in it start sending, and a track
     /// that waited for the answer is offered.
     pub fn on_answer(&mut self, rtc: &mut Rtc, sdp: &str) -> Result<(), String> {
+        tracing::debug!("answer:\n{sdp}");
         if let Some(kind) = rejected_media(sdp) {
             return Err(self.codec_refused(kind));
         }

@@ -135,8 +135,15 @@ struct Session {
     layers: HashMap<String, usize>,
     /// Whether the audio track is published (or being published).
     has_audio: bool,
+    /// The video codec's RTP clock (codec table).
+    video_clock_rate: u32,
     left: std::sync::mpsc::Receiver<()>,
     dropped: u64,
+}
+
+/// `running_time` on an RTP clock of `clock_rate` Hz.
+fn rtp_time(running_time: gst::ClockTime, clock_rate: u32) -> u64 {
+    (u128::from(running_time.nseconds()) * u128::from(clock_rate) / 1_000_000_000) as u64
 }
 
 /// The audio track the settings and the pad's caps describe.
@@ -409,6 +416,7 @@ impl LiveKitSink {
             audio
         );
         let config_has_audio = audio.is_some();
+        let video_clock_rate = video.as_ref().map_or(0, |v| v.codec.info().clock_rate);
         let config = PublisherConfig {
             url: settings.url.clone(),
             credentials,
@@ -439,6 +447,7 @@ impl LiveKitSink {
         crate::runtime::handle().spawn(publisher::run(config, media_rx, on_event));
         Ok(Session {
             has_audio: config_has_audio,
+            video_clock_rate,
             media: media_tx,
             layers,
             left: left_rx,
@@ -607,13 +616,13 @@ impl LiveKitSink {
             MediaInput::Video {
                 layer: *layer,
                 wallclock,
-                rtp_time: running_time.nseconds().wrapping_mul(9) / 100_000,
+                rtp_time: rtp_time(running_time, session.video_clock_rate),
                 data: map.as_slice().to_vec(),
             }
         } else {
             MediaInput::Audio {
                 wallclock,
-                rtp_time: running_time.nseconds().wrapping_mul(48) / 1_000_000,
+                rtp_time: rtp_time(running_time, OPUS.clock_rate),
                 data: map.as_slice().to_vec(),
             }
         };
