@@ -10,6 +10,7 @@ pub mod fdlimit;
 pub mod livekit;
 pub mod livekitsink;
 pub mod messages;
+pub mod options;
 pub mod pipeline;
 pub mod presets;
 pub mod rtmp;

@@ -18,42 +18,23 @@ use crate::messages::input::{self, InputAudio, InputVideo};
 use crate::messages::livekit::{Connected, TrackPublished};
 use crate::messages::rtmp::{PublishStarted, PublishStopped, Stats};
 use crate::messages::BusMessage;
+use crate::options::IngressOptions;
+use crate::presets::VideoLayer;
+use gst::glib;
 use gst::prelude::*;
 use std::sync::Arc;
 
-/// Where the ingress sends its media and as whom it joins.
+/// The LiveKit server the ingress joins (its room and participant are in
+/// the [`IngressOptions`]).
 #[derive(Clone, Debug, Default)]
-pub struct RoomTarget {
+pub struct LiveKitServer {
     pub ws_url: String,
     pub api_key: String,
     pub api_secret: String,
-    pub room_name: String,
-    pub participant_identity: String,
-    pub participant_name: String,
-    pub participant_metadata: String,
 }
 
-/// How the video is encoded: a preset name (`H264_720P_30FPS_3_LAYERS`) or the
-/// custom settings `simulcastenc` takes.
-#[derive(Clone, Debug)]
-pub enum VideoEncodingSettings {
-    Preset(String),
-    Custom {
-        codec: String,
-        framerate: f64,
-        layers: String,
-    },
-}
-
-/// Concrete Opus settings for the audio track.
-#[derive(Clone, Debug)]
-pub struct AudioEncodingSettings {
-    pub bitrate: u32,
-    pub channels: u32,
-    pub dtx: bool,
-}
-
-/// Everything one ingress pipeline needs.
+/// Everything one ingress pipeline needs: where to listen, where to publish,
+/// and the ingress's resolved, typed options ([`crate::options::resolve`]).
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
     /// The pipeline's name, in logs and debug graphs (never the stream key).
@@ -61,15 +42,8 @@ pub struct PipelineConfig {
     pub rtmp_address: String,
     pub rtmp_port: u16,
     pub stream_key: String,
-    pub room: RoomTarget,
-    pub video: VideoEncodingSettings,
-    pub video_track_name: String,
-    /// `camera` or `screen-share`.
-    pub video_track_source: String,
-    pub audio: AudioEncodingSettings,
-    pub audio_track_name: String,
-    /// `microphone` or `screen-share-audio`.
-    pub audio_track_source: String,
+    pub server: LiveKitServer,
+    pub options: IngressOptions,
 }
 
 /// What the session learns from the pipeline.
@@ -131,15 +105,57 @@ fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, PipelineError
         .map_err(|_| PipelineError::MissingElement(factory.to_string()))
 }
 
-fn set_str(element: &gst::Element, property: &str, value: &str) -> Result<(), PipelineError> {
-    if element.find_property(property).is_none() {
-        return Err(PipelineError::InvalidSetting {
-            element: element.name().to_string(),
-            message: format!("no property `{property}`"),
-        });
+/// Sets a property with a typed value, or says why the element has no such
+/// property or takes another type (where `set_property` would panic).
+fn set<V: ToValue>(element: &gst::Element, property: &str, value: V) -> Result<(), PipelineError> {
+    let invalid = |message: String| PipelineError::InvalidSetting {
+        element: element.name().to_string(),
+        message,
+    };
+    let pspec = element
+        .find_property(property)
+        .ok_or_else(|| invalid(format!("no property `{property}`")))?;
+    let value = value.to_value();
+    if !pspec.flags().contains(glib::ParamFlags::WRITABLE) {
+        return Err(invalid(format!("`{property}` cannot be set")));
     }
-    element.set_property_from_str(property, value);
+    if !value.type_().is_a(pspec.value_type()) {
+        return Err(invalid(format!(
+            "`{property}` takes {}, not {}",
+            pspec.value_type(),
+            value.type_()
+        )));
+    }
+    if !in_range(&pspec, &value) {
+        return Err(invalid(format!("{value:?} is out of `{property}`'s range")));
+    }
+    element.set_property_from_value(property, &value);
     Ok(())
+}
+
+/// Whether a number is within its property's bounds (GLib refuses, and
+/// `set_property` panics, otherwise).
+fn in_range(pspec: &glib::ParamSpec, value: &glib::Value) -> bool {
+    fn within<T: PartialOrd + for<'a> glib::value::FromValue<'a>>(
+        value: &glib::Value,
+        min: T,
+        max: T,
+    ) -> bool {
+        value.get::<T>().is_ok_and(|v| min <= v && v <= max)
+    }
+    if let Some(p) = pspec.downcast_ref::<glib::ParamSpecInt>() {
+        within(value, p.minimum(), p.maximum())
+    } else if let Some(p) = pspec.downcast_ref::<glib::ParamSpecUInt>() {
+        within(value, p.minimum(), p.maximum())
+    } else if let Some(p) = pspec.downcast_ref::<glib::ParamSpecInt64>() {
+        within(value, p.minimum(), p.maximum())
+    } else if let Some(p) = pspec.downcast_ref::<glib::ParamSpecUInt64>() {
+        within(value, p.minimum(), p.maximum())
+    } else if let Some(p) = pspec.downcast_ref::<glib::ParamSpecDouble>() {
+        within(value, p.minimum(), p.maximum())
+    } else {
+        true
+    }
 }
 
 /// A built ingress pipeline.
@@ -152,31 +168,14 @@ impl IngressPipeline {
     pub fn build(config: &PipelineConfig) -> Result<Self, PipelineError> {
         let pipeline = gst::Pipeline::with_name(&config.name);
         let src = make("rtmpingresssrc", Some("src"))?;
-        set_str(&src, "address", &config.rtmp_address)?;
-        src.set_property("port", u32::from(config.rtmp_port));
-        set_str(&src, "stream-key", &config.stream_key)?;
+        set(&src, "address", &config.rtmp_address)?;
+        set(&src, "port", u32::from(config.rtmp_port))?;
+        set(&src, "stream-key", &config.stream_key)?;
 
         let sink = make("livekitsink", Some("sink"))?;
-        let room = &config.room;
-        for (property, value) in [
-            ("url", &room.ws_url),
-            ("api-key", &room.api_key),
-            ("api-secret", &room.api_secret),
-            ("room-name", &room.room_name),
-            ("participant-identity", &room.participant_identity),
-            ("participant-name", &room.participant_name),
-            ("participant-metadata", &room.participant_metadata),
-            ("video-track-name", &config.video_track_name),
-            ("video-track-source", &config.video_track_source),
-            ("audio-track-name", &config.audio_track_name),
-            ("audio-track-source", &config.audio_track_source),
-        ] {
-            if !value.is_empty() {
-                set_str(&sink, property, value)?;
-            }
-        }
+        configure_sink(&sink, config)?;
         // Fresh enough for a metrics scrape, cheap enough to ignore.
-        sink.set_property("stats-interval", SENT_STATS_INTERVAL_MS);
+        set(&sink, "stats-interval", SENT_STATS_INTERVAL_MS)?;
 
         pipeline
             .add_many([&src, &sink])
@@ -210,6 +209,46 @@ impl IngressPipeline {
     pub fn pipeline(&self) -> &gst::Pipeline {
         &self.pipeline
     }
+}
+
+/// livekitsink's properties from the server and the options.
+fn configure_sink(sink: &gst::Element, config: &PipelineConfig) -> Result<(), PipelineError> {
+    let (server, options) = (&config.server, &config.options);
+    let participant = &options.participant;
+    for (property, value) in [
+        ("url", &server.ws_url),
+        ("api-key", &server.api_key),
+        ("api-secret", &server.api_secret),
+        ("room-name", &options.room_name),
+        ("participant-identity", &participant.identity),
+        ("participant-name", &participant.name),
+        ("participant-metadata", &participant.metadata),
+        ("video-track-name", &options.video.track.name),
+        ("audio-track-name", &options.audio.track.name),
+    ] {
+        if !value.is_empty() {
+            set(sink, property, value)?;
+        }
+    }
+    set(sink, "video-track-source", options.video.track.source)?;
+    set(sink, "audio-track-source", options.audio.track.source)
+}
+
+/// simulcastenc's properties from the video options: the preset, or the
+/// custom codec, frame rate and layers (as `layer-specs` structures).
+fn configure_encoder(enc: &gst::Element, config: &PipelineConfig) -> Result<(), PipelineError> {
+    let video = &config.options.video;
+    if let Some(preset) = video.preset {
+        return set(enc, "preset", preset);
+    }
+    let encoding = &video.encoding;
+    set(enc, "codec", encoding.codec)?;
+    set(enc, "framerate", encoding.framerate)?;
+    set(
+        enc,
+        "layer-specs",
+        gst::Array::new(encoding.layers.iter().map(VideoLayer::to_structure)),
+    )
 }
 
 impl Drop for IngressPipeline {
@@ -260,18 +299,7 @@ fn add_video_branch(
     let convert = make("videoconvert", None)?;
     chain.push(convert.clone());
     let enc = make("simulcastenc", Some("enc"))?;
-    match &config.video {
-        VideoEncodingSettings::Preset(name) => set_str(&enc, "preset", name)?,
-        VideoEncodingSettings::Custom {
-            codec,
-            framerate,
-            layers,
-        } => {
-            set_str(&enc, "codec", codec)?;
-            set_str(&enc, "framerate", &framerate.to_string())?;
-            set_str(&enc, "layers", layers)?;
-        }
-    }
+    configure_encoder(&enc, config)?;
     chain.push(enc);
     let (queue, enc) = add_chain(pipeline, &chain)?;
     if let Some(decoded) = convert.static_pad("sink") {
@@ -302,24 +330,25 @@ fn add_audio_branch(
     src_pad: &gst::Pad,
     config: &PipelineConfig,
 ) -> Result<(), PipelineError> {
-    let audio = &config.audio;
+    let audio = &config.options.audio.encoding;
     let mut chain = vec![make("queue", None)?];
     chain.extend(decoders_for(src_pad)?);
     let convert = make("audioconvert", None)?;
     chain.push(convert.clone());
     chain.push(make("audioresample", None)?);
     let capsfilter = make("capsfilter", None)?;
-    capsfilter.set_property(
+    set(
+        &capsfilter,
         "caps",
         gst::Caps::builder("audio/x-raw")
             .field("rate", OPUS.clock_rate as i32)
             .field("channels", audio.channels as i32)
             .build(),
-    );
+    )?;
     chain.push(capsfilter);
     let opusenc = make(OPUS.encoder, None)?;
-    opusenc.set_property("bitrate", audio.bitrate as i32);
-    opusenc.set_property("dtx", audio.dtx);
+    set(&opusenc, "bitrate", audio.bitrate as i32)?;
+    set(&opusenc, "dtx", audio.dtx)?;
 
     chain.push(opusenc);
     let (queue, opusenc) = add_chain(pipeline, &chain)?;
@@ -458,7 +487,181 @@ impl PipelineEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::VideoCodec;
     use crate::messages::livekit::Disconnected;
+    use crate::options::{self, TrackSource};
+    use crate::presets::{AudioEncoding, Quality, VideoPreset};
+    use livekit_protocol as proto;
+    use proto::ingress_video_options::EncodingOptions as ProtoVideoOptions;
+
+    fn init() {
+        gst::init().expect("gstreamer");
+        let _ = crate::plugin_register_static();
+    }
+
+    fn config(info: &proto::IngressInfo) -> PipelineConfig {
+        PipelineConfig {
+            name: "test".into(),
+            rtmp_address: "127.0.0.1".into(),
+            rtmp_port: 1935,
+            stream_key: "key".into(),
+            server: LiveKitServer {
+                ws_url: "ws://livekit.invalid".into(),
+                api_key: "key".into(),
+                api_secret: "secret".into(),
+            },
+            options: options::resolve(info).expect("valid"),
+        }
+    }
+
+    fn custom_info() -> proto::IngressInfo {
+        proto::IngressInfo {
+            room_name: "room".into(),
+            participant_identity: "who".into(),
+            video: Some(proto::IngressVideoOptions {
+                name: "screen".into(),
+                source: proto::TrackSource::ScreenShare as i32,
+                encoding_options: Some(ProtoVideoOptions::Options(
+                    proto::IngressVideoEncodingOptions {
+                        video_codec: proto::VideoCodec::H264Main as i32,
+                        frame_rate: 25.0,
+                        layers: vec![
+                            proto::VideoLayer {
+                                quality: proto::VideoQuality::High as i32,
+                                width: 1280,
+                                height: 720,
+                                bitrate: 2_000_000,
+                                ..Default::default()
+                            },
+                            proto::VideoLayer {
+                                quality: proto::VideoQuality::Low as i32,
+                                width: 320,
+                                height: 180,
+                                bitrate: 200_000,
+                                ..Default::default()
+                            },
+                        ],
+                    },
+                )),
+            }),
+            audio: Some(proto::IngressAudioOptions {
+                source: proto::TrackSource::ScreenShareAudio as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_sink_gets_typed_track_sources_and_the_options() {
+        init();
+        let built = IngressPipeline::build(&config(&custom_info())).expect("built");
+        let sink = built.pipeline().by_name("sink").expect("livekitsink");
+        assert_eq!(
+            sink.property::<TrackSource>("video-track-source"),
+            TrackSource::ScreenShare
+        );
+        assert_eq!(
+            sink.property::<TrackSource>("audio-track-source"),
+            TrackSource::ScreenShareAudio
+        );
+        assert_eq!(sink.property::<String>("video-track-name"), "screen");
+        assert_eq!(sink.property::<String>("audio-track-name"), "audio");
+        assert_eq!(sink.property::<String>("room-name"), "room");
+        assert_eq!(sink.property::<String>("participant-identity"), "who");
+        assert_eq!(
+            sink.property::<u32>("stats-interval"),
+            SENT_STATS_INTERVAL_MS
+        );
+        let src = built.pipeline().by_name("src").expect("rtmpingresssrc");
+        assert_eq!(src.property::<u32>("port"), 1935);
+    }
+
+    #[test]
+    fn the_encoder_gets_the_preset_or_typed_custom_settings() {
+        init();
+        let enc = make("simulcastenc", None).expect("simulcastenc");
+        let preset = proto::IngressInfo {
+            video: Some(proto::IngressVideoOptions {
+                encoding_options: Some(ProtoVideoOptions::Preset(
+                    VideoPreset::H264_540p25fps2Layers as i32,
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        configure_encoder(&enc, &config(&preset)).expect("set");
+        assert_eq!(
+            enc.property::<VideoPreset>("preset"),
+            VideoPreset::H264_540p25fps2Layers
+        );
+        assert_eq!(enc.property::<gst::Array>("layer-specs").len(), 0);
+
+        let enc = make("simulcastenc", None).expect("simulcastenc");
+        configure_encoder(&enc, &config(&custom_info())).expect("set");
+        assert_eq!(enc.property::<VideoCodec>("codec"), VideoCodec::H264Main);
+        assert_eq!(enc.property::<f64>("framerate"), 25.0);
+        let layers: Vec<VideoLayer> = enc
+            .property::<gst::Array>("layer-specs")
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                VideoLayer::from_structure(&v.get::<gst::Structure>().expect("structure"), i)
+                    .expect("layer")
+            })
+            .collect();
+        assert_eq!(
+            layers,
+            vec![
+                VideoLayer {
+                    quality: Quality::High,
+                    width: 1280,
+                    height: 720,
+                    bitrate: 2_000_000
+                },
+                VideoLayer {
+                    quality: Quality::Low,
+                    width: 320,
+                    height: 180,
+                    bitrate: 200_000
+                },
+            ]
+        );
+        // The text form reads back too, for gst-launch users.
+        assert_eq!(
+            enc.property::<Option<String>>("layers").as_deref(),
+            Some("1280x720:2000000,320x180:200000")
+        );
+        // Two layers built, one src pad each.
+        assert_eq!(enc.src_pads().len(), 2);
+    }
+
+    #[test]
+    fn the_audio_encoding_is_the_resolved_one() {
+        let config = config(&proto::IngressInfo::default());
+        assert_eq!(config.options.audio.encoding, AudioEncoding::STEREO_96KBPS);
+    }
+
+    #[test]
+    fn bad_values_are_errors_not_panics() {
+        init();
+        let enc = make("simulcastenc", None).expect("simulcastenc");
+        assert!(matches!(
+            set(&enc, "framerate", 1000.0f64),
+            Err(PipelineError::InvalidSetting { .. })
+        ));
+        assert!(matches!(
+            set(&enc, "codec", "vp8"),
+            Err(PipelineError::InvalidSetting { .. })
+        ));
+        assert!(matches!(
+            set(&enc, "no-such-property", 1u32),
+            Err(PipelineError::InvalidSetting { .. })
+        ));
+        let sink = make("livekitsink", None).expect("livekitsink");
+        assert!(set(&sink, "video-track-source", TrackSource::ScreenShare).is_ok());
+        assert!(set(&sink, "stats-interval", -1i32).is_err());
+    }
 
     #[test]
     fn bus_messages_become_session_events() {

@@ -60,12 +60,17 @@ pub enum VideoPreset {
     H264_1080p30fps1LayerHighMotion = 9,
 }
 
-/// LiveKit's layer qualities.
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy)]
+/// LiveKit's layer qualities (the protocol's numbers).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstSimulcastEncQuality")]
 pub enum Quality {
-    Low,
-    Medium,
-    High,
+    #[enum_value(name = "LOW", nick = "low")]
+    Low = 0,
+    #[enum_value(name = "MEDIUM", nick = "medium")]
+    Medium = 1,
+    #[enum_value(name = "HIGH", nick = "high")]
+    High = 2,
 }
 
 /// One simulcast layer: the box the picture is fitted into, and its bitrate.
@@ -88,7 +93,7 @@ pub struct VideoEncoding {
 }
 
 /// Why settings were refused.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error, PartialEq, Clone)]
 pub enum PresetError {
     #[error("unknown video preset {0}")]
     UnknownVideoPreset(i32),
@@ -305,11 +310,63 @@ impl VideoEncoding {
 
     /// The layer list in `simulcastenc`'s `layers` property syntax.
     pub fn layers_string(&self) -> String {
-        self.layers
-            .iter()
-            .map(|l| format!("{}x{}:{}", l.width, l.height, l.bitrate))
-            .collect::<Vec<_>>()
-            .join(",")
+        layers_to_string(&self.layers)
+    }
+}
+
+/// Layers in `simulcastenc`'s `layers` property syntax (qualities follow the
+/// order: a list without a MEDIUM layer does not say so).
+pub fn layers_to_string(layers: &[VideoLayer]) -> String {
+    layers
+        .iter()
+        .map(|l| format!("{}x{}:{}", l.width, l.height, l.bitrate))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The name of the structures in `simulcastenc`'s `layer-specs` property.
+pub const LAYER_STRUCTURE: &str = "layer";
+
+impl VideoLayer {
+    /// `layer, quality=(GstSimulcastEncQuality)high, width=(uint)1280,
+    /// height=(uint)720, bitrate=(uint)1900000`: one item of `layer-specs`.
+    pub fn to_structure(&self) -> gst::Structure {
+        gst::Structure::builder(LAYER_STRUCTURE)
+            .field("quality", self.quality)
+            .field("width", self.width)
+            .field("height", self.height)
+            .field("bitrate", self.bitrate)
+            .build()
+    }
+
+    /// The layer a `layer-specs` item describes; `quality` may be left out
+    /// (then it follows the order, as in `layers`), `bitrate` too (0: the
+    /// bitrate rule). Sizes may be given as int or uint.
+    pub fn from_structure(s: &gst::StructureRef, index: usize) -> Result<VideoLayer, PresetError> {
+        let bad = || PresetError::BadLayerList(s.to_string());
+        if s.name() != LAYER_STRUCTURE {
+            return Err(bad());
+        }
+        let number = |field: &str, required: bool| -> Result<u32, PresetError> {
+            if !s.has_field(field) {
+                return if required { Err(bad()) } else { Ok(0) };
+            }
+            s.get::<u32>(field)
+                .ok()
+                .or_else(|| s.get::<i32>(field).ok().and_then(|v| u32::try_from(v).ok()))
+                .ok_or_else(bad)
+        };
+        let quality = if s.has_field("quality") {
+            s.get::<Quality>("quality").map_err(|_| bad())?
+        } else {
+            quality_from_top(index)
+        };
+        Ok(VideoLayer {
+            quality,
+            width: number("width", true)?,
+            height: number("height", true)?,
+            bitrate: number("bitrate", false)?,
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 use super::wallclock::Wallclock;
-use super::{AudioSource, VideoSource};
+use super::TrackSource;
 use crate::codec::{self, SpsProfile, VideoCodec, OPUS, VIDEO_CODECS};
 use crate::livekit::publisher::{self, MediaInput, PublisherConfig, PublisherEvent};
 use crate::livekit::token::{self, Credentials, Identity};
@@ -11,7 +11,6 @@ use crate::sync::lock;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use livekit_protocol as proto;
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -32,9 +31,9 @@ const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 const DEFAULT_URL: &str = "ws://127.0.0.1:7880";
 const DEFAULT_VIDEO_TRACK_NAME: &str = "video";
-const DEFAULT_VIDEO_TRACK_SOURCE: VideoSource = VideoSource::Camera;
+const DEFAULT_VIDEO_TRACK_SOURCE: TrackSource = TrackSource::Camera;
 const DEFAULT_AUDIO_TRACK_NAME: &str = "audio";
-const DEFAULT_AUDIO_TRACK_SOURCE: AudioSource = AudioSource::Microphone;
+const DEFAULT_AUDIO_TRACK_SOURCE: TrackSource = TrackSource::Microphone;
 const DEFAULT_DYNACAST: bool = true;
 /// Milliseconds between `livekit-stats` messages.
 const DEFAULT_STATS_INTERVAL: u32 = 5000;
@@ -50,9 +49,9 @@ struct Settings {
     participant_name: String,
     participant_metadata: String,
     video_track_name: String,
-    video_track_source: VideoSource,
+    video_track_source: TrackSource,
     audio_track_name: String,
-    audio_track_source: AudioSource,
+    audio_track_source: TrackSource,
     dynacast: bool,
     /// Milliseconds between `livekit-stats` messages; 0: none.
     stats_interval: u32,
@@ -154,10 +153,7 @@ fn audio_spec(settings: &Settings, caps: &gst::CapsRef) -> AudioTrackSpec {
         .unwrap_or(2);
     AudioTrackSpec {
         name: settings.audio_track_name.clone(),
-        source: match settings.audio_track_source {
-            AudioSource::Microphone => proto::TrackSource::Microphone,
-            AudioSource::ScreenShareAudio => proto::TrackSource::ScreenShareAudio,
-        },
+        source: settings.audio_track_source.to_proto(),
         stereo: channels >= 2,
         dtx: true,
     }
@@ -362,10 +358,7 @@ impl LiveKitSink {
                     .collect();
                 Some(VideoTrackSpec {
                     name: settings.video_track_name.clone(),
-                    source: match settings.video_track_source {
-                        VideoSource::Camera => proto::TrackSource::Camera,
-                        VideoSource::ScreenShare => proto::TrackSource::ScreenShare,
-                    },
+                    source: settings.video_track_source.to_proto(),
                     codec,
                     h264_level,
                     layers,
@@ -691,13 +684,13 @@ impl ObjectImpl for LiveKitSink {
                 string("video-track-name", "Video track name", "Name of the published video track", Some(DEFAULT_VIDEO_TRACK_NAME)),
                 glib::ParamSpecEnum::builder_with_default("video-track-source", DEFAULT_VIDEO_TRACK_SOURCE)
                     .nick("Video track source")
-                    .blurb("Source the video track is announced as")
+                    .blurb("Source the video track is announced as: camera or screen-share")
                     .mutable_ready()
                     .build(),
                 string("audio-track-name", "Audio track name", "Name of the published audio track", Some(DEFAULT_AUDIO_TRACK_NAME)),
                 glib::ParamSpecEnum::builder_with_default("audio-track-source", DEFAULT_AUDIO_TRACK_SOURCE)
                     .nick("Audio track source")
-                    .blurb("Source the audio track is announced as")
+                    .blurb("Source the audio track is announced as: microphone or screen-share-audio")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecBoolean::builder("dynacast")
@@ -736,13 +729,23 @@ impl ObjectImpl for LiveKitSink {
             "participant-name" => s.participant_name = text(),
             "participant-metadata" => s.participant_metadata = text(),
             "video-track-name" => s.video_track_name = text(),
-            "video-track-source" => {
-                s.video_track_source = value.get().unwrap_or(DEFAULT_VIDEO_TRACK_SOURCE)
-            }
+            "video-track-source" => match value.get::<TrackSource>() {
+                Ok(source) if source.is_video() => s.video_track_source = source,
+                _ => gst::warning!(
+                    CAT,
+                    imp = self,
+                    "video-track-source: camera or screen-share"
+                ),
+            },
             "audio-track-name" => s.audio_track_name = text(),
-            "audio-track-source" => {
-                s.audio_track_source = value.get().unwrap_or(DEFAULT_AUDIO_TRACK_SOURCE)
-            }
+            "audio-track-source" => match value.get::<TrackSource>() {
+                Ok(source) if !source.is_video() => s.audio_track_source = source,
+                _ => gst::warning!(
+                    CAT,
+                    imp = self,
+                    "audio-track-source: microphone or screen-share-audio"
+                ),
+            },
             "dynacast" => s.dynacast = value.get().unwrap_or(DEFAULT_DYNACAST),
             "stats-interval" => s.stats_interval = value.get().unwrap_or(DEFAULT_STATS_INTERVAL),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),

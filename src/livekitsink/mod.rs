@@ -29,27 +29,9 @@ glib::wrapper! {
     pub struct LiveKitSink(ObjectSubclass<imp::LiveKitSink>) @extends gst::Element, gst::Object;
 }
 
-/// Which source a video track is announced as.
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstLiveKitVideoSource")]
-pub enum VideoSource {
-    #[enum_value(name = "Camera", nick = "camera")]
-    Camera = 0,
-    #[enum_value(name = "Screen share", nick = "screen-share")]
-    ScreenShare = 1,
-}
-
-/// Which source an audio track is announced as.
-#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum)]
-#[repr(u32)]
-#[enum_type(name = "GstLiveKitAudioSource")]
-pub enum AudioSource {
-    #[enum_value(name = "Microphone", nick = "microphone")]
-    Microphone = 0,
-    #[enum_value(name = "Screen share audio", nick = "screen-share-audio")]
-    ScreenShareAudio = 1,
-}
+/// Which source a track is announced as (`video-track-source`: camera or
+/// screen-share; `audio-track-source`: microphone or screen-share-audio).
+pub use crate::options::TrackSource;
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     gst::Element::register(

@@ -27,9 +27,49 @@ struct Settings {
     /// Custom settings; any of them set replaces the preset.
     codec: Option<VideoCodec>,
     framerate: Option<f64>,
-    layers: Option<String>,
+    layers: Option<Layers>,
     /// Seconds between keyframes.
     keyframe_interval: f64,
+}
+
+/// The custom layers, as the last of `layers` (text) or `layer-specs`
+/// (structures) set them.
+#[derive(Debug, Clone)]
+enum Layers {
+    Text(String),
+    Typed(Vec<VideoLayer>),
+    /// A `layer-specs` item that does not describe a layer.
+    Invalid(PresetError),
+}
+
+impl Layers {
+    fn resolve(&self) -> Result<Vec<VideoLayer>, PresetError> {
+        match self {
+            Layers::Text(text) => presets::parse_layers(text),
+            Layers::Typed(layers) => Ok(layers.clone()),
+            Layers::Invalid(err) => Err(err.clone()),
+        }
+    }
+
+    fn from_array(array: &gst::Array) -> Option<Layers> {
+        if array.is_empty() {
+            return None;
+        }
+        let layers: Result<Vec<VideoLayer>, PresetError> = array
+            .iter()
+            .enumerate()
+            .map(|(index, value)| {
+                value
+                    .get::<gst::Structure>()
+                    .map_err(|_| PresetError::BadLayerList(format!("{value:?}")))
+                    .and_then(|s| VideoLayer::from_structure(&s, index))
+            })
+            .collect();
+        Some(match layers {
+            Ok(layers) => Layers::Typed(layers),
+            Err(err) => Layers::Invalid(err),
+        })
+    }
 }
 
 impl Default for Settings {
@@ -51,7 +91,7 @@ impl Settings {
             return Ok(self.preset.encoding());
         }
         let layers: Vec<VideoLayer> = match &self.layers {
-            Some(text) => presets::parse_layers(text)?,
+            Some(layers) => layers.resolve()?,
             None => Vec::new(),
         };
         VideoEncoding::custom(self.codec.unwrap_or_default(), self.framerate, &layers)
@@ -388,6 +428,17 @@ impl ObjectImpl for SimulcastEnc {
                     .blurb("Custom setting: WIDTHxHEIGHT[:BITRATE],… from the main layer down (qualities HIGH, MEDIUM, LOW)")
                     .mutable_ready()
                     .build(),
+                gst::ParamSpecArray::builder("layer-specs")
+                    .nick("Layer specs")
+                    .blurb("Custom setting, typed form of `layers`: `layer` structures with quality (GstSimulcastEncQuality), width, height and bitrate (uint); the last of the two set wins")
+                    .element_spec(
+                        &glib::ParamSpecBoxed::builder::<gst::Structure>("layer")
+                            .nick("Layer")
+                            .blurb("layer, quality=…, width=…, height=…, bitrate=…")
+                            .build(),
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecDouble::builder("keyframe-interval")
                     .nick("Keyframe interval")
                     .blurb("Seconds between keyframes, aligned across layers")
@@ -433,6 +484,13 @@ impl ObjectImpl for SimulcastEnc {
                         .ok()
                         .flatten()
                         .filter(|l| !l.is_empty())
+                        .map(Layers::Text)
+                }
+                "layer-specs" => {
+                    s.layers = value
+                        .get::<gst::Array>()
+                        .ok()
+                        .and_then(|a| Layers::from_array(&a))
                 }
                 "keyframe-interval" => {
                     s.keyframe_interval = value.get().unwrap_or(DEFAULT_KEYFRAME_INTERVAL)
@@ -449,7 +507,22 @@ impl ObjectImpl for SimulcastEnc {
             "preset" => s.preset.to_value(),
             "codec" => s.codec.unwrap_or_default().to_value(),
             "framerate" => s.framerate.unwrap_or(DEFAULT_FRAMERATE).to_value(),
-            "layers" => s.layers.to_value(),
+            "layers" => match &s.layers {
+                Some(Layers::Text(text)) => Some(text.clone()),
+                Some(Layers::Typed(layers)) => Some(presets::layers_to_string(layers)),
+                Some(Layers::Invalid(_)) | None => None,
+            }
+            .to_value(),
+            "layer-specs" => {
+                let layers = s.layers.as_ref().and_then(|l| l.resolve().ok());
+                gst::Array::new(
+                    layers
+                        .unwrap_or_default()
+                        .iter()
+                        .map(VideoLayer::to_structure),
+                )
+                .to_value()
+            }
             "keyframe-interval" => s.keyframe_interval.to_value(),
             _ => glib::Value::from_type(pspec.value_type()),
         }

@@ -10,17 +10,13 @@ use super::ingress::{may_publish, now_nanos};
 use super::store::{self, Store};
 use super::webhooks::Webhooks;
 use crate::livekit::stats::SendStats;
-use crate::pipeline::{
-    AudioEncodingSettings, IngressPipeline, PipelineConfig, PipelineEvent, RoomTarget,
-    VideoEncodingSettings,
-};
-use crate::presets::{AudioEncoding, VideoEncoding, VideoPreset};
+use crate::options;
+use crate::pipeline::{IngressPipeline, LiveKitServer, PipelineConfig, PipelineEvent};
 use crate::rtmp::listener::{Decision, PublishRequest};
 use crate::sync::lock;
 use gst::prelude::*;
 use livekit_protocol as proto;
 use proto::ingress_state::Status;
-use proto::ingress_video_options::EncodingOptions as VideoOptions;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +43,43 @@ struct Live {
     thread: Option<std::thread::JoinHandle<()>>,
     /// What the stream sent to the room so far, as livekitsink last reported.
     sent: Option<SendStats>,
+}
+
+/// What a session thread keeps while it follows its pipeline.
+struct SessionRun {
+    id: String,
+    /// The ingress as the session started it (for webhooks).
+    started: proto::IngressInfo,
+    state: proto::IngressState,
+    accepted: Instant,
+    publish_started: bool,
+    /// When the claim was last renewed.
+    renewed: Instant,
+    claim_lost: bool,
+}
+
+impl SessionRun {
+    fn new(started: proto::IngressInfo) -> SessionRun {
+        SessionRun {
+            id: started.ingress_id.clone(),
+            state: started.state.clone().unwrap_or_default(),
+            started,
+            accepted: Instant::now(),
+            publish_started: false,
+            renewed: Instant::now(),
+            claim_lost: false,
+        }
+    }
+}
+
+/// What applying a pipeline event asks of the session loop.
+enum Step {
+    /// Nothing for the stored state.
+    Continue,
+    /// The state changed: store it.
+    Save,
+    /// The stream is over, with this outcome.
+    End(Result<String, String>),
 }
 
 pub struct Sessions {
@@ -187,109 +220,54 @@ impl Sessions {
         Ok(())
     }
 
+    /// The pipeline for an ingress: this node's listener and server, and the
+    /// ingress's settings resolved once ([`options::resolve`]).
     fn pipeline_config(&self, info: &proto::IngressInfo) -> Result<PipelineConfig, String> {
-        let video = match info
-            .video
-            .as_ref()
-            .and_then(|v| v.encoding_options.as_ref())
-        {
-            None => VideoEncodingSettings::Preset(VideoPreset::default().name().into()),
-            Some(VideoOptions::Preset(p)) => VideoEncodingSettings::Preset(
-                VideoPreset::from_proto(*p)
-                    .map_err(|e| e.to_string())?
-                    .name()
-                    .into(),
-            ),
-            Some(VideoOptions::Options(_)) => {
-                let encoding =
-                    VideoEncoding::from_proto(info.video.as_ref()).map_err(|e| e.to_string())?;
-                VideoEncodingSettings::Custom {
-                    codec: encoding.codec.name().into(),
-                    framerate: encoding.framerate,
-                    layers: encoding.layers_string(),
-                }
-            }
-        };
-        let audio = AudioEncoding::from_proto(info.audio.as_ref()).map_err(|e| e.to_string())?;
-        let video_source = match info.video.as_ref().map(|v| v.source) {
-            Some(s) if s == proto::TrackSource::ScreenShare as i32 => "screen-share",
-            _ => "camera",
-        };
-        let audio_source = match info.audio.as_ref().map(|a| a.source) {
-            Some(s) if s == proto::TrackSource::ScreenShareAudio as i32 => "screen-share-audio",
-            _ => "microphone",
-        };
-        let name_or = |name: Option<&String>, default: &str| {
-            name.filter(|n| !n.is_empty())
-                .cloned()
-                .unwrap_or_else(|| default.to_string())
-        };
         Ok(PipelineConfig {
             name: format!("ingress-{}", info.ingress_id),
             rtmp_address: self.config.bind_address.clone(),
             rtmp_port: self.config.rtmp_port,
             stream_key: info.stream_key.clone(),
-            room: RoomTarget {
+            server: LiveKitServer {
                 ws_url: self.config.ws_url.clone(),
                 api_key: self.config.api_key.clone(),
                 api_secret: self.config.api_secret.clone(),
-                room_name: info.room_name.clone(),
-                participant_identity: info.participant_identity.clone(),
-                participant_name: info.participant_name.clone(),
-                participant_metadata: info.participant_metadata.clone(),
             },
-            video,
-            video_track_name: name_or(info.video.as_ref().map(|v| &v.name), "video"),
-            video_track_source: video_source.into(),
-            audio: AudioEncodingSettings {
-                bitrate: audio.bitrate,
-                channels: audio.channels,
-                dtx: audio.dtx,
-            },
-            audio_track_name: name_or(info.audio.as_ref().map(|a| &a.name), "audio"),
-            audio_track_source: audio_source.into(),
+            options: options::resolve(info).map_err(|e| e.to_string())?,
         })
     }
 
-    /// The session thread: follows the pipeline until the stream ends.
+    /// The session thread: follows the pipeline until the stream ends, then
+    /// stops it and records how the stream ended.
     fn run(
         self: Arc<Self>,
         started: proto::IngressInfo,
         pipeline: IngressPipeline,
         stop: Arc<AtomicBool>,
     ) {
-        let id = started.ingress_id.clone();
-        let mut state = started.state.clone().unwrap_or_default();
-        let bus = pipeline.pipeline().bus();
-        let mut outcome: Result<String, String> = Ok("stopped".into());
-        let accepted = Instant::now();
-        let mut publish_started = false;
-        let mut renewed = Instant::now();
-        let mut claim_lost = false;
-        while let Some(bus) = bus.as_ref() {
-            if stop.load(Ordering::Relaxed) {
-                outcome = Ok("stopped by the service".into());
-                break;
-            }
-            // A publisher that went away between the accept and its first
-            // message never reaches the source: do not wait for it for ever.
-            if !publish_started && accepted.elapsed() >= PUBLISH_START_WAIT {
-                outcome = Ok("the publisher left before its stream started".into());
-                break;
-            }
-            if renewed.elapsed() >= store::LEASE / 3 {
-                renewed = Instant::now();
-                match self.store.renew(&id) {
-                    Ok(true) => {}
-                    // Another node may take the key now: this session must not go on.
-                    Ok(false) => {
-                        outcome = Err("the ingress's claim lapsed; the stream was ended".into());
-                        claim_lost = true;
-                        break;
-                    }
-                    // The store is unreachable: keep streaming, the claim has time left.
-                    Err(e) => tracing::warn!(ingress = %id, "cannot renew the claim: {e}"),
-                }
+        let mut session = SessionRun::new(started);
+        let outcome = self.follow(&mut session, &pipeline, &stop);
+        // Leaving the room happens as the pipeline stops (livekitsink leaves).
+        let _ = pipeline.pipeline().set_state(gst::State::Null);
+        drop(pipeline);
+        self.end(session, outcome);
+    }
+
+    /// Applies the pipeline's events to the session's state until the stream
+    /// ends, is stopped, or the session must give up: its outcome (`Err` for
+    /// a failure).
+    fn follow(
+        &self,
+        session: &mut SessionRun,
+        pipeline: &IngressPipeline,
+        stop: &AtomicBool,
+    ) -> Result<String, String> {
+        let Some(bus) = pipeline.pipeline().bus() else {
+            return Ok("stopped".into());
+        };
+        loop {
+            if let Some(outcome) = self.check(session, stop) {
+                return outcome;
             }
             let Some(message) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
                 continue;
@@ -297,73 +275,123 @@ impl Sessions {
             let Some(event) = PipelineEvent::from_message(&message) else {
                 continue;
             };
-            match event {
-                PipelineEvent::PublishStarted => {
-                    publish_started = true;
-                    continue;
-                }
-                PipelineEvent::Connected { room_sid } => state.room_id = room_sid,
-                PipelineEvent::TrackPublished { info } => {
-                    // A rejoin publishes the track anew: keep only the current one.
-                    state.tracks.retain(|t| t.r#type != info.r#type);
-                    state.tracks.push(*info);
-                    if state.status != Status::EndpointPublishing as i32 {
-                        state.status = Status::EndpointPublishing as i32;
-                        self.save_state(&id, &state);
-                        self.notify("ingress_started", &started, &state);
-                    }
-                }
-                PipelineEvent::InputVideo {
-                    mime_type,
-                    width,
-                    height,
-                    framerate,
-                } => {
-                    let video = state.video.get_or_insert_with(Default::default);
-                    video.mime_type = mime_type;
-                    video.width = width;
-                    video.height = height;
-                    video.framerate = framerate;
-                }
-                PipelineEvent::InputAudio {
-                    mime_type,
-                    channels,
-                    sample_rate,
-                } => {
-                    let audio = state.audio.get_or_insert_with(Default::default);
-                    audio.mime_type = mime_type;
-                    audio.channels = channels;
-                    audio.sample_rate = sample_rate;
-                }
-                PipelineEvent::InputBitrate { video, audio } => {
-                    if let Some(v) = state.video.as_mut() {
-                        v.average_bitrate = video;
-                    }
-                    if let Some(a) = state.audio.as_mut() {
-                        a.average_bitrate = audio;
-                    }
-                }
-                PipelineEvent::Ended { reason } => {
-                    outcome = Ok(reason);
-                    break;
-                }
-                PipelineEvent::Failed { message } => {
-                    outcome = Err(message);
-                    break;
-                }
-                PipelineEvent::Sent(sent) => {
-                    // Counters for /metrics, not part of the ingress's state.
-                    if let Some(live) = lock(&self.live).get_mut(&id) {
-                        live.sent = Some(*sent);
-                    }
-                    continue;
+            match self.apply(session, event) {
+                Step::Continue => {}
+                Step::Save => self.save_state(&session.id, &session.state),
+                Step::End(outcome) => return outcome,
+            }
+        }
+    }
+
+    /// Between bus messages: whether the session must end (stopped by the
+    /// service, a publisher that never started, a lapsed claim).
+    fn check(&self, session: &mut SessionRun, stop: &AtomicBool) -> Option<Result<String, String>> {
+        if stop.load(Ordering::Relaxed) {
+            return Some(Ok("stopped by the service".into()));
+        }
+        // A publisher that went away between the accept and its first
+        // message never reaches the source: do not wait for it for ever.
+        if !session.publish_started && session.accepted.elapsed() >= PUBLISH_START_WAIT {
+            return Some(Ok("the publisher left before its stream started".into()));
+        }
+        self.renew_claim(session)
+    }
+
+    /// Renews the session's claim when a third of the lease has passed; an
+    /// outcome when the claim lapsed.
+    fn renew_claim(&self, session: &mut SessionRun) -> Option<Result<String, String>> {
+        if session.renewed.elapsed() < store::LEASE / 3 {
+            return None;
+        }
+        session.renewed = Instant::now();
+        match self.store.renew(&session.id) {
+            Ok(true) => None,
+            // Another node may take the key now: this session must not go on.
+            Ok(false) => {
+                session.claim_lost = true;
+                Some(Err(
+                    "the ingress's claim lapsed; the stream was ended".into()
+                ))
+            }
+            // The store is unreachable: keep streaming, the claim has time left.
+            Err(e) => {
+                tracing::warn!(ingress = %session.id, "cannot renew the claim: {e}");
+                None
+            }
+        }
+    }
+
+    /// One pipeline event applied to the session's state.
+    fn apply(&self, session: &mut SessionRun, event: PipelineEvent) -> Step {
+        let state = &mut session.state;
+        match event {
+            PipelineEvent::PublishStarted => {
+                session.publish_started = true;
+                return Step::Continue;
+            }
+            PipelineEvent::Connected { room_sid } => state.room_id = room_sid,
+            PipelineEvent::TrackPublished { info } => {
+                // A rejoin publishes the track anew: keep only the current one.
+                state.tracks.retain(|t| t.r#type != info.r#type);
+                state.tracks.push(*info);
+                if state.status != Status::EndpointPublishing as i32 {
+                    state.status = Status::EndpointPublishing as i32;
+                    self.save_state(&session.id, state);
+                    self.notify("ingress_started", &session.started, state);
                 }
             }
-            self.save_state(&id, &state);
+            PipelineEvent::InputVideo {
+                mime_type,
+                width,
+                height,
+                framerate,
+            } => {
+                let video = state.video.get_or_insert_with(Default::default);
+                video.mime_type = mime_type;
+                video.width = width;
+                video.height = height;
+                video.framerate = framerate;
+            }
+            PipelineEvent::InputAudio {
+                mime_type,
+                channels,
+                sample_rate,
+            } => {
+                let audio = state.audio.get_or_insert_with(Default::default);
+                audio.mime_type = mime_type;
+                audio.channels = channels;
+                audio.sample_rate = sample_rate;
+            }
+            PipelineEvent::InputBitrate { video, audio } => {
+                if let Some(v) = state.video.as_mut() {
+                    v.average_bitrate = video;
+                }
+                if let Some(a) = state.audio.as_mut() {
+                    a.average_bitrate = audio;
+                }
+            }
+            PipelineEvent::Ended { reason } => return Step::End(Ok(reason)),
+            PipelineEvent::Failed { message } => return Step::End(Err(message)),
+            PipelineEvent::Sent(sent) => {
+                // Counters for /metrics, not part of the ingress's state.
+                if let Some(live) = lock(&self.live).get_mut(&session.id) {
+                    live.sent = Some(*sent);
+                }
+                return Step::Continue;
+            }
         }
-        // Leaving the room happens as the pipeline stops (livekitsink leaves).
-        let _ = pipeline.pipeline().set_state(gst::State::Null);
-        drop(pipeline);
+        Step::Save
+    }
+
+    /// Records how the stream ended, gives the claim back and says so.
+    fn end(&self, session: SessionRun, outcome: Result<String, String>) {
+        let SessionRun {
+            id,
+            started,
+            mut state,
+            claim_lost,
+            ..
+        } = session;
         state.ended_at = now_nanos();
         match &outcome {
             Ok(reason) => {
