@@ -643,6 +643,23 @@ mod tests {
     }
 
     #[test]
+    fn layer_specs_have_a_gst_launch_spelling() {
+        init();
+        let enc = gst::parse::launch(
+            r#"simulcastenc layer-specs="<\"layer, width=(uint)1280, height=(uint)720\", \"layer, quality=(GstSimulcastEncQuality)low, width=(uint)320, height=(uint)180, bitrate=(uint)150000\">""#,
+        )
+        .expect("parsed");
+        assert_eq!(
+            enc.property::<Option<String>>("layers").as_deref(),
+            Some("1280x720:0,320x180:150000")
+        );
+        assert_eq!(enc.src_pads().len(), 2);
+        let bad = gst::parse::launch(r#"simulcastenc layer-specs="<\"layer, width=(uint)1280\">""#)
+            .expect("parsed");
+        assert!(bad.set_state(gst::State::Ready).is_err(), "no height");
+    }
+
+    #[test]
     fn bad_values_are_errors_not_panics() {
         init();
         let enc = make("simulcastenc", None).expect("simulcastenc");

@@ -23,6 +23,8 @@ glib::wrapper! {
 }
 
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    // Named in `layer-specs` structures, so known before any is parsed.
+    crate::presets::Quality::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "simulcastenc",
