@@ -1,7 +1,7 @@
 use crate::messages::rtmp::{Metadata, PublishStarted, PublishStopped, Stats};
 use crate::messages::BusMessage;
 use crate::rtmp::flv::{self, AudioTag, InputVideoCodec, VideoTag};
-use crate::rtmp::listener::{self, Claim, ListenerConfig, StreamEvent, TlsFiles};
+use crate::rtmp::listener::{self, Claim, ListenerConfig, ListenerError, StreamEvent, TlsFiles};
 use crate::rtmp::redact::redact_key;
 use crate::rtmp::timestamps::{TimestampError, TimestampMapper};
 use crate::sync::lock;
@@ -85,6 +85,17 @@ pub struct RtmpIngressSrc {
     state: Mutex<Option<State>>,
 }
 
+/// The GStreamer error for a listener that could not be set up: the key held
+/// by another element is busy, unusable TLS files are settings, the rest
+/// (bind, unreadable files) cannot be opened.
+fn listener_error_domain(e: &ListenerError) -> gst::ResourceError {
+    match e {
+        ListenerError::KeyClaimed { .. } => gst::ResourceError::Busy,
+        ListenerError::Tls(_) => gst::ResourceError::Settings,
+        ListenerError::Bind { .. } | ListenerError::TlsFile { .. } => gst::ResourceError::OpenRead,
+    }
+}
+
 #[glib::object_subclass]
 impl ObjectSubclass for RtmpIngressSrc {
     const NAME: &'static str = "GstRtmpIngressSrc";
@@ -142,12 +153,10 @@ impl RtmpIngressSrc {
             handshake_timeout: Duration::from_secs(settings.handshake_timeout.into()),
             idle_timeout: Duration::from_secs(settings.idle_timeout.into()),
         };
-        let listener = listener::listener(&config)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("{}", e)))?;
         let app = (!settings.app.is_empty()).then_some(settings.app.as_str());
-        let claim = listener
-            .claim(&settings.stream_key, app)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::Busy, ("{}", e)))?;
+        let claim = listener::listener(&config)
+            .and_then(|listener| listener.claim(&settings.stream_key, app))
+            .map_err(|e| gst::error_msg!(listener_error_domain(&e), ("{}", e)))?;
         gst::info!(
             CAT,
             imp = self,
