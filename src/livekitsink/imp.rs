@@ -1,7 +1,9 @@
 use super::wallclock::Wallclock;
 use super::{AudioSource, VideoSource};
 use crate::codec::{self, SpsProfile, VideoCodec, OPUS, VIDEO_CODECS};
-use crate::livekit::publisher::{self, MediaInput, PublisherConfig, PublisherEvent};
+use crate::livekit::publisher::{
+    self, MediaInput, PublisherConfig, PublisherError, PublisherEvent,
+};
 use crate::livekit::token::{self, Credentials, Identity};
 use crate::livekit::tracks::{AudioTrackSpec, LayerSpec, VideoTrackSpec, MAX_LAYERS};
 use crate::messages::layer_active::LayerActive;
@@ -176,6 +178,25 @@ pub struct LiveKitSink {
     settings: Mutex<Settings>,
     state: Mutex<State>,
     wallclock: Wallclock,
+}
+
+/// The GStreamer error a failed session posts: refused credentials are
+/// `NotAuthorized`, a server that cannot be reached or refuses to join is
+/// `OpenWrite`, a refused codec is a stream `Format` error, a lost connection
+/// `Write`, the rest `Failed`.
+fn publisher_error_message(error: &PublisherError) -> gst::ErrorMessage {
+    let text = error.to_string();
+    match error {
+        PublisherError::NotAuthorized(_) => {
+            gst::error_msg!(gst::ResourceError::NotAuthorized, ("{}", text))
+        }
+        PublisherError::Unreachable(_) | PublisherError::Refused(_) => {
+            gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", text))
+        }
+        PublisherError::CodecRefused(_) => gst::error_msg!(gst::StreamError::Format, ("{}", text)),
+        PublisherError::MediaLost(_) => gst::error_msg!(gst::ResourceError::Write, ("{}", text)),
+        PublisherError::Other(_) => gst::error_msg!(gst::ResourceError::Failed, ("{}", text)),
+    }
 }
 
 #[glib::object_subclass]
@@ -558,14 +579,14 @@ impl LiveKitSink {
                 gst::info!(CAT, imp = self, "left the room: {reason}");
                 post(Disconnected { reason }.to_message(&*obj));
             }
-            PublisherEvent::Failed { message } => {
+            PublisherEvent::Failed { error } => {
                 post(
                     Disconnected {
-                        reason: message.clone(),
+                        reason: error.to_string(),
                     }
                     .to_message(&*obj),
                 );
-                gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{}", message));
+                self.post_error_message(publisher_error_message(&error));
             }
         }
     }
