@@ -64,8 +64,9 @@ fn size(caps: &gst::Caps) -> (i32, i32) {
 
 #[test]
 fn simulcastenc_src_caps_follow_the_preset_for_the_input_size() {
+    type Size = (i32, i32);
     // (preset, input, each layer's expected output)
-    let cases: &[(&str, (i32, i32), &[(i32, i32)])] = &[
+    let cases: &[(&str, Size, &[Size])] = &[
         (
             "h264-720p-30fps-3-layers",
             (1280, 720),
