@@ -476,20 +476,70 @@ impl LiveKitSink {
         })
     }
 
+    /// What the session reports: keyframe requests and dynacast go upstream
+    /// on the layer's pad, the rest becomes a bus message.
     fn on_publisher_event(
         &self,
         event: PublisherEvent,
         pad_of_layer: &HashMap<usize, String>,
         dynacast: bool,
     ) {
+        match event {
+            PublisherEvent::KeyframeRequest { layer } => {
+                self.request_keyframes(layer, pad_of_layer)
+            }
+            PublisherEvent::LayerActive { layer, active } => {
+                if dynacast {
+                    self.set_layer_active(layer, active, pad_of_layer);
+                }
+            }
+            event => self.post_publisher_event(event),
+        }
+    }
+
+    fn video_pad(&self, layer: usize, pad_of_layer: &HashMap<usize, String>) -> Option<gst::Pad> {
+        pad_of_layer
+            .get(&layer)
+            .and_then(|name| self.obj().static_pad(name))
+    }
+
+    /// Asks the encoder of `layer` (every layer when `None`) for a keyframe.
+    fn request_keyframes(&self, layer: Option<usize>, pad_of_layer: &HashMap<usize, String>) {
+        let pads: Vec<gst::Pad> = match layer {
+            Some(layer) => self.video_pad(layer, pad_of_layer).into_iter().collect(),
+            None => pad_of_layer
+                .keys()
+                .filter_map(|l| self.video_pad(*l, pad_of_layer))
+                .collect(),
+        };
+        for pad in pads {
+            gst::debug!(CAT, imp = self, "keyframe requested on {}", pad.name());
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            pad.push_event(event);
+        }
+    }
+
+    /// Dynacast: tells the encoder of `layer` whether anyone watches it.
+    fn set_layer_active(&self, layer: usize, active: bool, pad_of_layer: &HashMap<usize, String>) {
+        if let Some(pad) = self.video_pad(layer, pad_of_layer) {
+            gst::info!(
+                CAT,
+                imp = self,
+                "dynacast: layer {layer} ({}) active={active}",
+                pad.name()
+            );
+            pad.push_event(LayerActive { active }.to_event());
+        }
+    }
+
+    /// Reports a session event on the bus (and in the log); a failure is
+    /// also the element's error.
+    fn post_publisher_event(&self, event: PublisherEvent) {
         let obj = self.obj();
         let post = |message: gst::Message| {
             let _ = obj.post_message(message);
-        };
-        let video_pad = |layer: usize| {
-            pad_of_layer
-                .get(&layer)
-                .and_then(|name| obj.static_pad(name))
         };
         match event {
             PublisherEvent::Connected {
@@ -532,33 +582,6 @@ impl LiveKitSink {
             PublisherEvent::MediaConnected => {
                 gst::info!(CAT, imp = self, "media connected");
             }
-            PublisherEvent::KeyframeRequest { layer } => {
-                let pads: Vec<gst::Pad> = match layer {
-                    Some(layer) => video_pad(layer).into_iter().collect(),
-                    None => pad_of_layer.keys().filter_map(|l| video_pad(*l)).collect(),
-                };
-                for pad in pads {
-                    gst::debug!(CAT, imp = self, "keyframe requested on {}", pad.name());
-                    let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-                        .all_headers(true)
-                        .build();
-                    pad.push_event(event);
-                }
-            }
-            PublisherEvent::LayerActive { layer, active } => {
-                if !dynacast {
-                    return;
-                }
-                if let Some(pad) = video_pad(layer) {
-                    gst::info!(
-                        CAT,
-                        imp = self,
-                        "dynacast: layer {layer} ({}) active={active}",
-                        pad.name()
-                    );
-                    pad.push_event(LayerActive { active }.to_event());
-                }
-            }
             PublisherEvent::Resumed { reason } => {
                 gst::info!(
                     CAT,
@@ -588,6 +611,8 @@ impl LiveKitSink {
                 );
                 self.post_error_message(publisher_error_message(&error));
             }
+            // Handled on the pads by on_publisher_event.
+            PublisherEvent::KeyframeRequest { .. } | PublisherEvent::LayerActive { .. } => {}
         }
     }
 
