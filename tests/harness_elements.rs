@@ -108,3 +108,36 @@ fn simulcastenc_does_not_scale_a_small_source_up() {
     let caps = layer_caps("h264-720p-30fps-3-layers", 0, 640, 360);
     assert_eq!(size(&caps), (640, 360), "{caps}");
 }
+
+/// livekitsink's request pads are of its own pad type, which knows its kind:
+/// one audio pad at most, at most MAX_LAYERS video pads, whatever they are named.
+#[test]
+fn livekitsink_request_pads_carry_their_kind() {
+    use gstlivekitingress::livekit::tracks::MAX_LAYERS;
+    init();
+    let sink = gst::ElementFactory::make("livekitsink")
+        .build()
+        .expect("livekitsink");
+    let audio = sink.request_pad_simple("audio_%u").expect("an audio pad");
+    assert_eq!(audio.type_().name(), "GstLiveKitSinkPad");
+    assert!(
+        sink.request_pad_simple("audio_%u").is_none(),
+        "one audio track"
+    );
+    let video: Vec<gst::Pad> = (0..MAX_LAYERS)
+        .map(|i| {
+            sink.request_pad_simple("video_%u")
+                .unwrap_or_else(|| panic!("video pad {i}"))
+        })
+        .collect();
+    assert!(video
+        .iter()
+        .all(|p| p.type_().name() == "GstLiveKitSinkPad"));
+    assert!(
+        sink.request_pad_simple("video_%u").is_none(),
+        "at most {MAX_LAYERS} layers"
+    );
+    // Released pads make room again.
+    sink.release_request_pad(&audio);
+    assert!(sink.request_pad_simple("audio_%u").is_some());
+}

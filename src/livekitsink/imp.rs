@@ -1,3 +1,4 @@
+use super::pad::{LiveKitSinkPad, PadKind};
 use super::wallclock::Wallclock;
 use super::{AudioSource, VideoSource};
 use crate::codec::{self, SpsProfile, VideoCodec, OPUS, VIDEO_CODECS};
@@ -82,8 +83,9 @@ impl Default for Settings {
 }
 
 /// What a sink pad has told us so far.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct PadInfo {
+    kind: PadKind,
     caps: Option<gst::Caps>,
     /// The SPS of the first H.264 buffer, read when the caps lack the profile.
     sps: Option<SpsProfile>,
@@ -92,6 +94,16 @@ struct PadInfo {
 }
 
 impl PadInfo {
+    fn new(kind: PadKind) -> PadInfo {
+        PadInfo {
+            kind,
+            caps: None,
+            sps: None,
+            bitrate: 0,
+            eos: false,
+        }
+    }
+
     /// H.264 caps without a profile: the join waits for the stream's SPS.
     fn needs_sps(&self) -> bool {
         self.sps.is_none()
@@ -173,6 +185,15 @@ struct State {
     failed: bool,
 }
 
+impl State {
+    /// What `pad` has told so far (an entry made when it was requested).
+    fn info(&mut self, pad: &LiveKitSinkPad) -> &mut PadInfo {
+        self.pads
+            .entry(pad.name().to_string())
+            .or_insert_with(|| PadInfo::new(pad.kind()))
+    }
+}
+
 #[derive(Default)]
 pub struct LiveKitSink {
     settings: Mutex<Settings>,
@@ -207,16 +228,15 @@ impl ObjectSubclass for LiveKitSink {
 }
 
 impl LiveKitSink {
-    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+    fn sink_event(&self, pad: &LiveKitSinkPad, event: gst::Event) -> bool {
         use gst::EventView;
         match event.view() {
             EventView::Caps(caps) => {
                 let mut state = lock(&self.state);
-                state.pads.entry(pad.name().to_string()).or_default().caps =
-                    Some(caps.caps_owned());
+                state.info(pad).caps = Some(caps.caps_owned());
                 // An audio pad that came after the join: publish it now.
                 let late_audio = match state.session.as_mut() {
-                    Some(session) if pad.name().starts_with("audio_") && !session.has_audio => {
+                    Some(session) if pad.kind() == PadKind::Audio && !session.has_audio => {
                         session.has_audio = true;
                         Some(session.media.clone())
                     }
@@ -240,11 +260,7 @@ impl LiveKitSink {
                     .get::<gst::tags::NominalBitrate>()
                     .or_else(|| tag.tag().get::<gst::tags::Bitrate>())
                 {
-                    lock(&self.state)
-                        .pads
-                        .entry(pad.name().to_string())
-                        .or_default()
-                        .bitrate = bitrate.get();
+                    lock(&self.state).info(pad).bitrate = bitrate.get();
                 }
                 true
             }
@@ -257,10 +273,10 @@ impl LiveKitSink {
         }
     }
 
-    fn on_pad_eos(&self, pad: &gst::Pad) {
+    fn on_pad_eos(&self, pad: &LiveKitSinkPad) {
         let (all_eos, media, left) = {
             let mut state = lock(&self.state);
-            state.pads.entry(pad.name().to_string()).or_default().eos = true;
+            state.info(pad).eos = true;
             let all_eos = state.pads.values().all(|p| p.eos);
             let session = if all_eos { state.session.take() } else { None };
             let (media, left) = match session {
@@ -328,11 +344,13 @@ impl LiveKitSink {
             let Some(caps) = info.caps.clone() else {
                 continue;
             };
-            if name.starts_with("video_") {
-                video_codecs.push(layer_codec(info)?);
-                video_pads.push((name.clone(), caps, info.bitrate));
-            } else if name.starts_with("audio_") && audio_caps.is_none() {
-                audio_caps = Some(caps);
+            match info.kind {
+                PadKind::Video => {
+                    video_codecs.push(layer_codec(info)?);
+                    video_pads.push((name.clone(), caps, info.bitrate));
+                }
+                PadKind::Audio if audio_caps.is_none() => audio_caps = Some(caps),
+                PadKind::Audio => {}
             }
         }
         let size = |caps: &gst::Caps| {
@@ -618,7 +636,7 @@ impl LiveKitSink {
 
     fn chain(
         &self,
-        pad: &gst::Pad,
+        pad: &LiveKitSinkPad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let running_time = pad
@@ -639,7 +657,7 @@ impl LiveKitSink {
         let Some(session) = state.session.as_mut() else {
             // Not joined yet: media before the room is ready is of no use to
             // anyone, but an SPS may tell the profile the caps did not.
-            let info = state.pads.entry(pad.name().to_string()).or_default();
+            let info = state.info(pad);
             if info.needs_sps() {
                 if let Some(sps) = buffer
                     .map_readable()
@@ -853,18 +871,20 @@ impl ElementImpl for LiveKitSink {
             }
             let audio = gst::Caps::builder(OPUS.caps_name).build();
             vec![
-                gst::PadTemplate::new(
+                gst::PadTemplate::with_gtype(
                     "video_%u",
                     gst::PadDirection::Sink,
                     gst::PadPresence::Request,
                     &video,
+                    LiveKitSinkPad::static_type(),
                 )
                 .expect("valid video template"),
-                gst::PadTemplate::new(
+                gst::PadTemplate::with_gtype(
                     "audio_%u",
                     gst::PadDirection::Sink,
                     gst::PadPresence::Request,
                     &audio,
+                    LiveKitSinkPad::static_type(),
                 )
                 .expect("valid audio template"),
             ]
@@ -878,13 +898,17 @@ impl ElementImpl for LiveKitSink {
         name: Option<&str>,
         _caps: Option<&gst::Caps>,
     ) -> Option<gst::Pad> {
+        let kind = PadKind::of_template(templ.name_template())?;
         let prefix = templ.name_template().trim_end_matches("%u").to_string();
-        let existing: Vec<String> = self
-            .obj()
-            .sink_pads()
-            .iter()
-            .map(|p| p.name().to_string())
-            .collect();
+        let sink_pads = self.obj().sink_pads();
+        let existing: Vec<String> = sink_pads.iter().map(|p| p.name().to_string()).collect();
+        let existing_of = |k: PadKind| {
+            sink_pads
+                .iter()
+                .filter_map(|p| p.downcast_ref::<LiveKitSinkPad>())
+                .filter(|p| p.kind() == k)
+                .count()
+        };
         let name = match name {
             Some(n) if !existing.iter().any(|e| e == n) => n.to_string(),
             Some(n) => {
@@ -895,7 +919,7 @@ impl ElementImpl for LiveKitSink {
                 .map(|i| format!("{prefix}{i}"))
                 .find(|n| !existing.contains(n))?,
         };
-        if prefix == "audio_" && existing.iter().any(|e| e.starts_with("audio_")) {
+        if kind == PadKind::Audio && existing_of(PadKind::Audio) > 0 {
             gst::error!(
                 CAT,
                 imp = self,
@@ -903,15 +927,13 @@ impl ElementImpl for LiveKitSink {
             );
             return None;
         }
-        if prefix == "video_"
-            && existing.iter().filter(|e| e.starts_with("video_")).count() >= MAX_LAYERS
-        {
+        if kind == PadKind::Video && existing_of(PadKind::Video) >= MAX_LAYERS {
             gst::error!(CAT, imp = self, "at most {MAX_LAYERS} video layers");
             return None;
         }
         // Simulcast layers are announced together, so video pads come before
         // the join; an audio track can still be published later.
-        if lock(&self.state).session.is_some() && prefix == "video_" {
+        if lock(&self.state).session.is_some() && kind == PadKind::Video {
             gst::error!(
                 CAT,
                 imp = self,
@@ -919,7 +941,7 @@ impl ElementImpl for LiveKitSink {
             );
             return None;
         }
-        let pad = gst::Pad::builder_from_template(templ)
+        let pad = gst::PadBuilder::<LiveKitSinkPad>::from_template(templ)
             .name(name.as_str())
             .chain_function(|pad, parent, buffer| {
                 LiveKitSink::catch_panic_pad_function(
@@ -936,8 +958,12 @@ impl ElementImpl for LiveKitSink {
                 )
             })
             .build();
+        pad.set_kind(kind);
+        lock(&self.state)
+            .pads
+            .insert(name.clone(), PadInfo::new(kind));
         self.obj().add_pad(&pad).ok()?;
-        Some(pad)
+        Some(pad.upcast())
     }
 
     fn release_pad(&self, pad: &gst::Pad) {

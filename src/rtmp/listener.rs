@@ -337,11 +337,6 @@ impl Listener {
         self.admission.limits()
     }
 
-    /// Connections that have not started publishing, now.
-    pub fn pending_connections(&self) -> usize {
-        self.admission.pending()
-    }
-
     /// Lets an application decide on every publish on this port.
     pub fn set_authorizer(&self, authorizer: Option<Authorizer>) {
         *lock(&self.authorizer) = authorizer;
