@@ -171,6 +171,22 @@ mod tests {
     }
 
     #[test]
+    fn signal_errors_have_their_kind() {
+        use axum::http::StatusCode;
+        let url = "ws://server";
+        let err = |e| describe_signal_error(url, &e);
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
+            let e = err(SignalError::Client(status, "no".into()));
+            assert!(matches!(e, PublisherError::NotAuthorized(_)), "{e:?}");
+            assert!(e.to_string().contains("refused the credentials"), "{e}");
+        }
+        let e = err(SignalError::Client(StatusCode::NOT_FOUND, "no room".into()));
+        assert!(matches!(e, PublisherError::Refused(_)), "{e:?}");
+        let e = err(SignalError::Server(StatusCode::BAD_GATEWAY, "down".into()));
+        assert!(matches!(e, PublisherError::Unreachable(_)), "{e:?}");
+    }
+
+    #[test]
     fn a_session_that_never_got_in_fails_at_once() {
         let mut rejoin = Rejoin::default();
         let refused = PublisherError::NotAuthorized("refused".into());

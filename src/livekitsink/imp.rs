@@ -986,3 +986,42 @@ impl ElementImpl for LiveKitSink {
         Ok(success)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind of failure posts the GStreamer error an application can match.
+    #[test]
+    fn publisher_errors_post_their_domain() {
+        gst::init().expect("gstreamer");
+        let _ = crate::plugin_register_static();
+        let sink = gst::ElementFactory::make("livekitsink")
+            .build()
+            .expect("livekitsink")
+            .downcast::<super::super::LiveKitSink>()
+            .expect("a LiveKitSink");
+        let bus = gst::Bus::new();
+        sink.set_bus(Some(&bus));
+        let posted = |error: PublisherError| {
+            sink.imp()
+                .post_error_message(publisher_error_message(&error));
+            let message = bus.pop().expect("a message");
+            let gst::MessageView::Error(e) = message.view() else {
+                panic!("{message:?}");
+            };
+            assert_eq!(e.error().message(), error.to_string());
+            e.error()
+        };
+        let auth = posted(PublisherError::NotAuthorized(
+            "refused the credentials".into(),
+        ));
+        assert!(auth.matches(gst::ResourceError::NotAuthorized));
+        let away = posted(PublisherError::Unreachable("did not answer".into()));
+        assert!(away.matches(gst::ResourceError::OpenWrite));
+        let codec = posted(PublisherError::CodecRefused("codec refused".into()));
+        assert!(codec.matches(gst::StreamError::Format));
+        let lost = posted(PublisherError::MediaLost("lost".into()));
+        assert!(lost.matches(gst::ResourceError::Write));
+    }
+}
