@@ -7,7 +7,7 @@ mod common;
 use common::{RedisServer, ScratchDir};
 use gstlivekitingress::supervisor::config::RedisConfig;
 use gstlivekitingress::supervisor::store::{
-    redis::RedisStore, settle_orphan, sqlite::SqliteStore, Store,
+    redis::RedisStore, settle_orphan, sqlite::SqliteStore, Store, StoreError,
 };
 use livekit_protocol as proto;
 use proto::ingress_state::Status;
@@ -375,5 +375,29 @@ fn unreachable_redis_is_a_clear_error() {
     })
     .err()
     .expect("no redis there");
-    assert!(err.contains("cannot reach Redis"), "{err}");
+    assert!(matches!(err, StoreError::Unreachable(_)), "{err:?}");
+    assert!(err.to_string().contains("cannot reach Redis"), "{err}");
+}
+
+/// A record that no longer decodes is a corrupt record, not an unreachable
+/// store (the API answers `internal`, not `unavailable`).
+#[test]
+fn sqlite_store_reports_a_damaged_record_as_corrupt() {
+    let dir = ScratchDir::new("sqlite-corrupt");
+    let path = dir.path().join("ingress.db");
+    let store = SqliteStore::open(&path).expect("open");
+    store
+        .put(&ingress("IN_bad", "key-bad", "room"))
+        .expect("put");
+    {
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.execute(
+            "UPDATE ingress SET info = x'ffffffff' WHERE ingress_id = 'IN_bad'",
+            [],
+        )
+        .expect("damage");
+    }
+    let err = store.get("IN_bad").expect_err("damaged record");
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+    assert!(err.to_string().starts_with("ingress store: "), "{err}");
 }

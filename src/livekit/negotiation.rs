@@ -6,6 +6,7 @@
 //! the server publishes while an offer is unanswered waits for that answer,
 //! and the tracks of the start wait for each other to go in one offer.
 
+use super::publisher::PublisherError;
 use super::tracks::{AudioTrackSpec, VideoTrackSpec};
 use crate::codec::OPUS;
 use livekit_protocol as proto;
@@ -199,7 +200,10 @@ impl Negotiation {
 
     /// The server refused a request. A refused track of the start ends the
     /// session; a late one is dropped.
-    pub fn on_request_refused(&mut self, response: &proto::RequestResponse) -> Result<(), String> {
+    pub fn on_request_refused(
+        &mut self,
+        response: &proto::RequestResponse,
+    ) -> Result<(), PublisherError> {
         // Older servers do not say which request it was: blame the first waiting track.
         let cid = match &response.request {
             Some(proto::request_response::Request::AddTrack(request)) => Some(request.cid.as_str()),
@@ -219,25 +223,26 @@ impl Negotiation {
             tracing::warn!("{message}");
             Ok(())
         } else {
-            Err(message)
+            Err(PublisherError::Refused(message))
         }
     }
 
     /// The answer to our offer: the tracks in it start sending, and a track
     /// that waited for the answer is offered.
-    pub fn on_answer(&mut self, rtc: &mut Rtc, sdp: &str) -> Result<(), String> {
+    pub fn on_answer(&mut self, rtc: &mut Rtc, sdp: &str) -> Result<(), PublisherError> {
         tracing::debug!("answer:\n{sdp}");
         if let Some(kind) = rejected_media(sdp) {
             return Err(self.codec_refused(kind));
         }
-        let answer = SdpAnswer::from_sdp_string(sdp)
-            .map_err(|e| format!("the LiveKit server sent an unreadable answer: {e}"))?;
+        let answer = SdpAnswer::from_sdp_string(sdp).map_err(|e| {
+            PublisherError::Other(format!("the LiveKit server sent an unreadable answer: {e}"))
+        })?;
         let Some(pending) = self.pending_offer.take() else {
             return Ok(());
         };
-        rtc.sdp_api()
-            .accept_answer(pending, answer)
-            .map_err(|e| format!("the LiveKit server's answer was refused: {e}"))?;
+        rtc.sdp_api().accept_answer(pending, answer).map_err(|e| {
+            PublisherError::Other(format!("the LiveKit server's answer was refused: {e}"))
+        })?;
         let video_codec = match self.video_spec.as_ref().map(|s| s.codec.is_h264()) {
             Some(false) => Codec::Vp8,
             _ => Codec::H264,
@@ -285,13 +290,13 @@ impl Negotiation {
 
     /// Gives up on overdue tracks: the session for one of the start, the
     /// track for a late one.
-    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), String> {
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), PublisherError> {
         let overdue = |t: &Track| matches!(t.state, TrackState::Requested { since } if now >= since + PUBLISH_TIMEOUT);
         if let Some(track) = self.tracks.iter().find(|t| overdue(t) && !t.late) {
-            return Err(format!(
+            return Err(PublisherError::Refused(format!(
                 "the LiveKit server did not publish track {:?}",
                 track.name
-            ));
+            )));
         }
         self.tracks.retain(|t| {
             let keep = !overdue(t);
@@ -413,12 +418,14 @@ impl Negotiation {
             .push_back(Action::Signal(Box::new(Request::Offer(offer))));
     }
 
-    fn codec_refused(&self, kind: MediaKind) -> String {
+    fn codec_refused(&self, kind: MediaKind) -> PublisherError {
         let mime = match kind {
             MediaKind::Video => self.video_spec.as_ref().map_or("video", |s| s.codec.mime()),
             MediaKind::Audio => OPUS.mime,
         };
-        format!("the LiveKit server does not accept {mime} in this room (codec refused)")
+        PublisherError::CodecRefused(format!(
+            "the LiveKit server does not accept {mime} in this room (codec refused)"
+        ))
     }
 
     #[cfg(test)]
@@ -677,7 +684,7 @@ mod tests {
                 .on_track_published(&mut self.rtc, published);
         }
 
-        fn answer(&mut self, offer: &proto::SessionDescription) -> Result<(), String> {
+        fn answer(&mut self, offer: &proto::SessionDescription) -> Result<(), PublisherError> {
             let offer = SdpOffer::from_sdp_string(&offer.sdp).expect("a readable offer");
             let answer = self.server.sdp_api().accept_offer(offer).expect("answered");
             self.negotiation
@@ -783,7 +790,9 @@ mod tests {
         let refused = f.negotiation.on_request_refused(&refusal(&video_cid));
         assert_eq!(
             refused,
-            Err("the LiveKit server refused track \"video\": no".into())
+            Err(PublisherError::Refused(
+                "the LiveKit server refused track \"video\": no".into()
+            ))
         );
 
         let mut f = Fixture::new(Some(video()), None);
@@ -807,7 +816,9 @@ mod tests {
         assert_eq!(f.negotiation.handle_timeout(f.now), Ok(()));
         assert_eq!(
             f.negotiation.handle_timeout(deadline),
-            Err("the LiveKit server did not publish track \"video\"".into())
+            Err(PublisherError::Refused(
+                "the LiveKit server did not publish track \"video\"".into()
+            ))
         );
     }
 
@@ -820,6 +831,8 @@ mod tests {
         // A server that only takes VP8 answers with the m-line rejected.
         f.server = Rtc::builder().clear_codecs().enable_vp8(true).build(f.now);
         let err = f.answer(&offer).expect_err("refused");
+        assert!(matches!(err, PublisherError::CodecRefused(_)), "{err:?}");
+        let err = err.to_string();
         assert!(
             err.contains("video/H264") && err.contains("codec refused"),
             "{err}"

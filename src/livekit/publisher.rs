@@ -81,10 +81,51 @@ pub enum PublisherEvent {
     Rejoining { reason: String },
     /// The session ended normally.
     Disconnected { reason: String },
-    /// The session failed; the text is meant for the user.
-    Failed { message: String },
+    /// The session failed; its message is meant for the user.
+    Failed { error: PublisherError },
     /// What was sent so far and what the room asked for, once per stats interval.
     Stats(Box<SendStats>),
+}
+
+/// Why a publishing session failed, by what its owner can do about it; the
+/// message is meant for the user.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PublisherError {
+    /// The server refused the credentials (HTTP 401/403), or no token could be made.
+    #[error("{0}")]
+    NotAuthorized(String),
+    /// The server could not be reached, or did not answer in time (signal
+    /// connection, address lookup, ICE/DTLS).
+    #[error("{0}")]
+    Unreachable(String),
+    /// The server refused to join, to publish a track, or ended the session
+    /// before the tracks were published.
+    #[error("{0}")]
+    Refused(String),
+    /// The server does not accept the track's codec in this room.
+    #[error("{0}")]
+    CodecRefused(String),
+    /// The connection (signal or media) was lost and could not be restored.
+    #[error("{0}")]
+    MediaLost(String),
+    /// Anything else (WebRTC, local sockets, an unreadable answer).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl PublisherError {
+    /// The same kind with its message rewritten.
+    pub fn map_message(self, f: impl FnOnce(String) -> String) -> PublisherError {
+        use PublisherError::*;
+        match self {
+            NotAuthorized(m) => NotAuthorized(f(m)),
+            Unreachable(m) => Unreachable(f(m)),
+            Refused(m) => Refused(f(m)),
+            CodecRefused(m) => CodecRefused(f(m)),
+            MediaLost(m) => MediaLost(f(m)),
+            Other(m) => Other(f(m)),
+        }
+    }
 }
 
 pub type EventSink = Arc<dyn Fn(PublisherEvent) + Send + Sync>;
@@ -115,8 +156,8 @@ pub async fn run(
                 events(PublisherEvent::Disconnected { reason });
                 return;
             }
-            Next::Fail(message) => {
-                events(PublisherEvent::Failed { message });
+            Next::Fail(error) => {
+                events(PublisherEvent::Failed { error });
                 return;
             }
             Next::Rejoin { reason, after } => (reason, after),

@@ -5,7 +5,7 @@
 
 use super::layer_sync::LayerSync;
 use super::negotiation::{rtc_config, Action, Negotiation};
-use super::publisher::{EventSink, MediaInput, PublisherConfig, PublisherEvent};
+use super::publisher::{EventSink, MediaInput, PublisherConfig, PublisherError, PublisherEvent};
 use super::signalling::{self, SignalEvents, STEP_TIMEOUT};
 use super::stats::{StatsCollector, StreamStats};
 use super::token::Tokens;
@@ -60,11 +60,14 @@ pub(super) async fn run(
     media: &mut mpsc::Receiver<MediaInput>,
     events: EventSink,
     joined: &mut bool,
-) -> Result<String, String> {
+) -> Result<String, PublisherError> {
     install_crypto();
     // A fresh token for every join: the one we started with may have expired.
-    let (signal, join, mut signal_events) =
-        signalling::join(&config.url, &tokens.for_join()?).await?;
+    let (signal, join, mut signal_events) = signalling::join(
+        &config.url,
+        &tokens.for_join().map_err(PublisherError::NotAuthorized)?,
+    )
+    .await?;
     let room = join.room.unwrap_or_default();
     let participant = join.participant.unwrap_or_default();
     events(PublisherEvent::Connected {
@@ -76,14 +79,15 @@ pub(super) async fn run(
     let ip = local_ip_towards(&config.url).await?;
     let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
         .await
-        .map_err(|e| format!("cannot open a UDP socket on {ip}: {e}"))?;
+        .map_err(|e| PublisherError::Other(format!("cannot open a UDP socket on {ip}: {e}")))?;
     let local = socket
         .local_addr()
-        .map_err(|e| format!("UDP socket has no address: {e}"))?;
+        .map_err(|e| PublisherError::Other(format!("UDP socket has no address: {e}")))?;
     let now = Instant::now();
     let mut rtc = rtc_config(config.video.as_ref(), config.stats_interval).build(now);
-    let candidate = Candidate::host(local, "udp")
-        .map_err(|e| format!("cannot use {local} as an ICE candidate: {e}"))?;
+    let candidate = Candidate::host(local, "udp").map_err(|e| {
+        PublisherError::Other(format!("cannot use {local} as an ICE candidate: {e}"))
+    })?;
     rtc.add_local_candidate(candidate);
 
     let mut session = Session {
@@ -118,7 +122,7 @@ impl Session {
         media: &mut mpsc::Receiver<MediaInput>,
         signal_events: &mut SignalEvents,
         joined: &mut bool,
-    ) -> Result<String, String> {
+    ) -> Result<String, PublisherError> {
         let mut buf = vec![0u8; 2000];
         loop {
             self.flush_actions().await;
@@ -126,7 +130,7 @@ impl Session {
             let wait = self.drive()?.saturating_duration_since(Instant::now());
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
-                    let (n, source) = received.map_err(|e| format!("UDP receive failed: {e}"))?;
+                    let (n, source) = received.map_err(|e| PublisherError::MediaLost(format!("UDP receive failed: {e}")))?;
                     self.on_datagram(buf.get(..n).unwrap_or_default(), source)?;
                 }
                 _ = tokio::time::sleep(wait) => self.on_timeout(Instant::now())?,
@@ -142,7 +146,7 @@ impl Session {
                         }
                     },
                     Some(SignalEvent::Close(reason)) => self.resume(&reason).await?,
-                    None => return Err("the signal connection ended".into()),
+                    None => return Err(PublisherError::MediaLost("the signal connection ended".into())),
                 },
                 input = media.recv() => match input {
                     Some(MediaInput::Finish) | None => return Ok("end of stream".into()),
@@ -158,7 +162,7 @@ impl Session {
     /// When the loop must wake next: str0m's timer, a frame `layer_sync`
     /// holds, a track the server has yet to publish, the media connection's
     /// deadline.
-    fn drive(&mut self) -> Result<Instant, String> {
+    fn drive(&mut self) -> Result<Instant, PublisherError> {
         let at = self.poll_rtc()?;
         Ok([
             Some(at),
@@ -172,20 +176,20 @@ impl Session {
         .unwrap_or(at))
     }
 
-    fn on_timeout(&mut self, now: Instant) -> Result<(), String> {
+    fn on_timeout(&mut self, now: Instant) -> Result<(), PublisherError> {
         if self.connect_deadline.is_some_and(|d| now >= d) {
-            return Err(
+            return Err(PublisherError::Unreachable(
                 "the media connection to the LiveKit server did not come up (ICE/DTLS timed out)"
                     .into(),
-            );
+            ));
         }
         self.negotiation.handle_timeout(now)?;
         self.rtc
             .handle_input(Input::Timeout(now))
-            .map_err(|e| format!("WebRTC failed: {e}"))
+            .map_err(webrtc_error)
     }
 
-    fn on_datagram(&mut self, packet: &[u8], source: SocketAddr) -> Result<(), String> {
+    fn on_datagram(&mut self, packet: &[u8], source: SocketAddr) -> Result<(), PublisherError> {
         let Ok(contents) = packet.try_into() else {
             return Ok(());
         };
@@ -199,9 +203,7 @@ impl Session {
             },
         );
         if self.rtc.accepts(&input) {
-            self.rtc
-                .handle_input(input)
-                .map_err(|e| format!("WebRTC failed: {e}"))?;
+            self.rtc.handle_input(input).map_err(webrtc_error)?;
         }
         Ok(())
     }
@@ -258,13 +260,9 @@ impl Session {
 
     /// Lets str0m send what it has and handles its events; returns when it next
     /// wants time.
-    fn poll_rtc(&mut self) -> Result<Instant, String> {
+    fn poll_rtc(&mut self) -> Result<Instant, PublisherError> {
         loop {
-            match self
-                .rtc
-                .poll_output()
-                .map_err(|e| format!("WebRTC failed: {e}"))?
-            {
+            match self.rtc.poll_output().map_err(webrtc_error)? {
                 Output::Timeout(at) => {
                     // str0m hands out one interval's stats events together.
                     if std::mem::take(&mut self.stats_due) {
@@ -282,7 +280,7 @@ impl Session {
         }
     }
 
-    fn on_rtc_event(&mut self, event: Event) -> Result<(), String> {
+    fn on_rtc_event(&mut self, event: Event) -> Result<(), PublisherError> {
         match event {
             Event::Connected => {
                 self.media_connected = true;
@@ -291,7 +289,9 @@ impl Session {
                 (self.events)(PublisherEvent::KeyframeRequest { layer: None });
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                return Err("the media connection to the LiveKit server was lost".into());
+                return Err(PublisherError::MediaLost(
+                    "the media connection to the LiveKit server was lost".into(),
+                ));
             }
             // PLI and FIR from the room: the encoder of that layer makes a keyframe.
             Event::KeyframeRequest(req) => {
@@ -365,7 +365,7 @@ impl Session {
     }
 
     /// Handles a signal message; `Some(reason)` ends the session.
-    fn on_signal(&mut self, message: Response) -> Result<Option<String>, String> {
+    fn on_signal(&mut self, message: Response) -> Result<Option<String>, PublisherError> {
         match message {
             Response::Answer(answer) => self.negotiation.on_answer(&mut self.rtc, &answer.sdp)?,
             Response::TrackPublished(published) => self
@@ -390,9 +390,9 @@ impl Session {
             }
             Response::Leave(leave) => {
                 if let Some(name) = self.negotiation.waiting_to_start() {
-                    return Err(format!(
+                    return Err(PublisherError::Refused(format!(
                         "the LiveKit server closed the session while publishing {name:?}"
-                    ));
+                    )));
                 }
                 return Ok(Some(format!(
                     "the LiveKit server asked to leave ({})",
@@ -444,9 +444,11 @@ impl Session {
     /// The signal connection dropped: if media still flows, resume it in
     /// place (same participant, same tracks, nothing for subscribers to
     /// notice); otherwise, or if the server will not resume, the caller rejoins.
-    async fn resume(&mut self, reason: &str) -> Result<(), String> {
+    async fn resume(&mut self, reason: &str) -> Result<(), PublisherError> {
         if !self.media_connected {
-            return Err(format!("the signal connection closed: {reason}"));
+            return Err(PublisherError::MediaLost(format!(
+                "the signal connection closed: {reason}"
+            )));
         }
         tracing::info!("signal connection lost ({reason}); resuming");
         signalling::resume(&self.signal, reason, self.negotiation.sync_state()).await?;
@@ -457,13 +459,17 @@ impl Session {
     }
 }
 
+fn webrtc_error(e: str0m::RtcError) -> PublisherError {
+    PublisherError::Other(format!("WebRTC failed: {e}"))
+}
+
 fn install_crypto() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 }
 
 /// The local address to use towards the server: the one the OS routes to it.
-async fn local_ip_towards(url: &str) -> Result<IpAddr, String> {
+async fn local_ip_towards(url: &str) -> Result<IpAddr, PublisherError> {
     let without_scheme = url.split("://").nth(1).unwrap_or(url);
     let host_port = without_scheme.split('/').next().unwrap_or(without_scheme);
     let default_port = if url.starts_with("wss") || url.starts_with("https") {
@@ -481,9 +487,9 @@ async fn local_ip_towards(url: &str) -> Result<IpAddr, String> {
     };
     let addr = tokio::net::lookup_host(&target)
         .await
-        .map_err(|e| format!("cannot resolve {target}: {e}"))?
+        .map_err(|e| PublisherError::Unreachable(format!("cannot resolve {target}: {e}")))?
         .next()
-        .ok_or_else(|| format!("{target} has no address"))?;
+        .ok_or_else(|| PublisherError::Unreachable(format!("{target} has no address")))?;
     let probe = std::net::UdpSocket::bind(if addr.is_ipv4() {
         "0.0.0.0:0"
     } else {
@@ -491,6 +497,6 @@ async fn local_ip_towards(url: &str) -> Result<IpAddr, String> {
     })
     .and_then(|s| s.connect(addr).map(|_| s))
     .and_then(|s| s.local_addr())
-    .map_err(|e| format!("no route to {addr}: {e}"))?;
+    .map_err(|e| PublisherError::Unreachable(format!("no route to {addr}: {e}")))?;
     Ok(probe.ip())
 }

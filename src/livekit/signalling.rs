@@ -3,6 +3,7 @@
 //! from `token::Tokens`; resumes use the server's refreshed token, which
 //! livekit-signaling keeps.
 
+use super::publisher::PublisherError;
 use livekit_protocol as proto;
 use livekit_signaling::{SignalClient, SignalError, SignalEvent, SignalOptions};
 use proto::signal_request::Message as Request;
@@ -24,14 +25,16 @@ pub type SignalEvents = mpsc::UnboundedReceiver<SignalEvent>;
 pub async fn join(
     url: &str,
     token: &str,
-) -> Result<(SignalClient, proto::JoinResponse, SignalEvents), String> {
+) -> Result<(SignalClient, proto::JoinResponse, SignalEvents), PublisherError> {
     let mut options = SignalOptions::default();
     options.auto_subscribe = false;
     options.region_failover = false;
     let connect = SignalClient::connect(url, token, options, None);
     tokio::time::timeout(STEP_TIMEOUT, connect)
         .await
-        .map_err(|_| format!("the LiveKit server at {url} did not answer"))?
+        .map_err(|_| {
+            PublisherError::Unreachable(format!("the LiveKit server at {url} did not answer"))
+        })?
         .map_err(|e| describe_signal_error(url, &e))
 }
 
@@ -41,19 +44,19 @@ pub async fn resume(
     signal: &SignalClient,
     reason: &str,
     state: proto::SyncState,
-) -> Result<(), String> {
+) -> Result<(), PublisherError> {
     let restart = signal.restart(proto::ReconnectReason::RrSignalDisconnected);
     match tokio::time::timeout(STEP_TIMEOUT, restart).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            return Err(format!(
+            return Err(PublisherError::MediaLost(format!(
                 "the signal connection closed ({reason}) and could not be resumed: {e}"
-            ))
+            )))
         }
         Err(_) => {
-            return Err(format!(
+            return Err(PublisherError::MediaLost(format!(
                 "the signal connection closed ({reason}) and resuming it timed out"
-            ))
+            )))
         }
     }
     signal.send(Request::SyncState(state)).await;
@@ -74,16 +77,20 @@ pub async fn leave(signal: &SignalClient) {
     signal.close().await;
 }
 
-/// A signal error in words a user can act on.
-fn describe_signal_error(url: &str, err: &SignalError) -> String {
+/// A signal error in words a user can act on, and of the kind it is.
+fn describe_signal_error(url: &str, err: &SignalError) -> PublisherError {
     match err {
         SignalError::Client(status, body) if status.as_u16() == 401 || status.as_u16() == 403 => {
-            format!("the LiveKit server at {url} refused the credentials ({status}): {body}")
+            PublisherError::NotAuthorized(format!(
+                "the LiveKit server at {url} refused the credentials ({status}): {body}"
+            ))
         }
-        SignalError::Client(status, body) => {
-            format!("the LiveKit server at {url} refused to join ({status}): {body}")
-        }
-        other => format!("cannot join the room on the LiveKit server at {url}: {other}"),
+        SignalError::Client(status, body) => PublisherError::Refused(format!(
+            "the LiveKit server at {url} refused to join ({status}): {body}"
+        )),
+        other => PublisherError::Unreachable(format!(
+            "cannot join the room on the LiveKit server at {url}: {other}"
+        )),
     }
 }
 
@@ -92,8 +99,8 @@ fn describe_signal_error(url: &str, err: &SignalError) -> String {
 pub enum Next {
     /// It ended as asked (end of stream, the server's leave).
     Done(String),
-    /// Give up; the text is for the user.
-    Fail(String),
+    /// Give up; the message is for the user.
+    Fail(PublisherError),
     /// Join again after `after`, with a fresh token.
     Rejoin { reason: String, after: Duration },
 }
@@ -121,13 +128,13 @@ impl Rejoin {
     /// A session ended with `outcome`; `joined` if media had flowed in it.
     pub fn session_ended(
         &mut self,
-        outcome: Result<String, String>,
+        outcome: Result<String, PublisherError>,
         joined: bool,
         now: Instant,
     ) -> Next {
         let message = match outcome {
             Ok(reason) => return Next::Done(reason),
-            Err(message) => message,
+            Err(error) => error,
         };
         if joined {
             // A new loss: its own minute, from short pauses again.
@@ -138,12 +145,14 @@ impl Rejoin {
             return Next::Fail(message);
         };
         if now.duration_since(since) > REJOIN_FOR {
-            return Next::Fail(format!("{message}; rejoining failed for {REJOIN_FOR:?}"));
+            return Next::Fail(
+                message.map_message(|m| format!("{m}; rejoining failed for {REJOIN_FOR:?}")),
+            );
         }
         let after = self.pause;
         self.pause = (self.pause * 2).min(LONGEST_PAUSE);
         Next::Rejoin {
-            reason: message,
+            reason: message.to_string(),
             after,
         }
     }
@@ -155,15 +164,34 @@ mod tests {
     use crate::livekit::token::{Credentials, Identity, Tokens};
     use livekit_api::access_token::TokenVerifier;
 
-    fn lost() -> Result<String, String> {
-        Err("the media connection to the LiveKit server was lost".into())
+    fn lost() -> Result<String, PublisherError> {
+        Err(PublisherError::MediaLost(
+            "the media connection to the LiveKit server was lost".into(),
+        ))
+    }
+
+    #[test]
+    fn signal_errors_have_their_kind() {
+        use axum::http::StatusCode;
+        let url = "ws://server";
+        let err = |e| describe_signal_error(url, &e);
+        for status in [StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN] {
+            let e = err(SignalError::Client(status, "no".into()));
+            assert!(matches!(e, PublisherError::NotAuthorized(_)), "{e:?}");
+            assert!(e.to_string().contains("refused the credentials"), "{e}");
+        }
+        let e = err(SignalError::Client(StatusCode::NOT_FOUND, "no room".into()));
+        assert!(matches!(e, PublisherError::Refused(_)), "{e:?}");
+        let e = err(SignalError::Server(StatusCode::BAD_GATEWAY, "down".into()));
+        assert!(matches!(e, PublisherError::Unreachable(_)), "{e:?}");
     }
 
     #[test]
     fn a_session_that_never_got_in_fails_at_once() {
         let mut rejoin = Rejoin::default();
-        let next = rejoin.session_ended(Err("refused".into()), false, Instant::now());
-        assert_eq!(next, Next::Fail("refused".into()));
+        let refused = PublisherError::NotAuthorized("refused".into());
+        let next = rejoin.session_ended(Err(refused.clone()), false, Instant::now());
+        assert_eq!(next, Next::Fail(refused), "the kind is kept");
         let next = rejoin.session_ended(Ok("end of stream".into()), false, Instant::now());
         assert_eq!(next, Next::Done("end of stream".into()));
     }
@@ -199,7 +227,7 @@ mod tests {
         assert_eq!(
             next,
             Next::Rejoin {
-                reason: lost().unwrap_err(),
+                reason: lost().unwrap_err().to_string(),
                 after: FIRST_PAUSE
             }
         );

@@ -1,7 +1,10 @@
+use super::pad::{LiveKitSinkPad, PadKind};
 use super::wallclock::Wallclock;
 use super::TrackSource;
 use crate::codec::{self, SpsProfile, VideoCodec, OPUS, VIDEO_CODECS};
-use crate::livekit::publisher::{self, MediaInput, PublisherConfig, PublisherEvent};
+use crate::livekit::publisher::{
+    self, MediaInput, PublisherConfig, PublisherError, PublisherEvent,
+};
 use crate::livekit::token::{self, Credentials, Identity};
 use crate::livekit::tracks::{AudioTrackSpec, LayerSpec, VideoTrackSpec, MAX_LAYERS};
 use crate::messages::layer_active::LayerActive;
@@ -79,8 +82,9 @@ impl Default for Settings {
 }
 
 /// What a sink pad has told us so far.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 struct PadInfo {
+    kind: PadKind,
     caps: Option<gst::Caps>,
     /// The SPS of the first H.264 buffer, read when the caps lack the profile.
     sps: Option<SpsProfile>,
@@ -89,6 +93,16 @@ struct PadInfo {
 }
 
 impl PadInfo {
+    fn new(kind: PadKind) -> PadInfo {
+        PadInfo {
+            kind,
+            caps: None,
+            sps: None,
+            bitrate: 0,
+            eos: false,
+        }
+    }
+
     /// H.264 caps without a profile: the join waits for the stream's SPS.
     fn needs_sps(&self) -> bool {
         self.sps.is_none()
@@ -167,11 +181,39 @@ struct State {
     failed: bool,
 }
 
+impl State {
+    /// What `pad` has told so far (an entry made when it was requested).
+    fn info(&mut self, pad: &LiveKitSinkPad) -> &mut PadInfo {
+        self.pads
+            .entry(pad.name().to_string())
+            .or_insert_with(|| PadInfo::new(pad.kind()))
+    }
+}
+
 #[derive(Default)]
 pub struct LiveKitSink {
     settings: Mutex<Settings>,
     state: Mutex<State>,
     wallclock: Wallclock,
+}
+
+/// The GStreamer error a failed session posts: refused credentials are
+/// `NotAuthorized`, a server that cannot be reached or refuses to join is
+/// `OpenWrite`, a refused codec is a stream `Format` error, a lost connection
+/// `Write`, the rest `Failed`.
+fn publisher_error_message(error: &PublisherError) -> gst::ErrorMessage {
+    let text = error.to_string();
+    match error {
+        PublisherError::NotAuthorized(_) => {
+            gst::error_msg!(gst::ResourceError::NotAuthorized, ("{}", text))
+        }
+        PublisherError::Unreachable(_) | PublisherError::Refused(_) => {
+            gst::error_msg!(gst::ResourceError::OpenWrite, ("{}", text))
+        }
+        PublisherError::CodecRefused(_) => gst::error_msg!(gst::StreamError::Format, ("{}", text)),
+        PublisherError::MediaLost(_) => gst::error_msg!(gst::ResourceError::Write, ("{}", text)),
+        PublisherError::Other(_) => gst::error_msg!(gst::ResourceError::Failed, ("{}", text)),
+    }
 }
 
 #[glib::object_subclass]
@@ -182,16 +224,15 @@ impl ObjectSubclass for LiveKitSink {
 }
 
 impl LiveKitSink {
-    fn sink_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+    fn sink_event(&self, pad: &LiveKitSinkPad, event: gst::Event) -> bool {
         use gst::EventView;
         match event.view() {
             EventView::Caps(caps) => {
                 let mut state = lock(&self.state);
-                state.pads.entry(pad.name().to_string()).or_default().caps =
-                    Some(caps.caps_owned());
+                state.info(pad).caps = Some(caps.caps_owned());
                 // An audio pad that came after the join: publish it now.
                 let late_audio = match state.session.as_mut() {
-                    Some(session) if pad.name().starts_with("audio_") && !session.has_audio => {
+                    Some(session) if pad.kind() == PadKind::Audio && !session.has_audio => {
                         session.has_audio = true;
                         Some(session.media.clone())
                     }
@@ -215,11 +256,7 @@ impl LiveKitSink {
                     .get::<gst::tags::NominalBitrate>()
                     .or_else(|| tag.tag().get::<gst::tags::Bitrate>())
                 {
-                    lock(&self.state)
-                        .pads
-                        .entry(pad.name().to_string())
-                        .or_default()
-                        .bitrate = bitrate.get();
+                    lock(&self.state).info(pad).bitrate = bitrate.get();
                 }
                 true
             }
@@ -232,10 +269,10 @@ impl LiveKitSink {
         }
     }
 
-    fn on_pad_eos(&self, pad: &gst::Pad) {
+    fn on_pad_eos(&self, pad: &LiveKitSinkPad) {
         let (all_eos, media, left) = {
             let mut state = lock(&self.state);
-            state.pads.entry(pad.name().to_string()).or_default().eos = true;
+            state.info(pad).eos = true;
             let all_eos = state.pads.values().all(|p| p.eos);
             let session = if all_eos { state.session.take() } else { None };
             let (media, left) = match session {
@@ -303,11 +340,13 @@ impl LiveKitSink {
             let Some(caps) = info.caps.clone() else {
                 continue;
             };
-            if name.starts_with("video_") {
-                video_codecs.push(layer_codec(info)?);
-                video_pads.push((name.clone(), caps, info.bitrate));
-            } else if name.starts_with("audio_") && audio_caps.is_none() {
-                audio_caps = Some(caps);
+            match info.kind {
+                PadKind::Video => {
+                    video_codecs.push(layer_codec(info)?);
+                    video_pads.push((name.clone(), caps, info.bitrate));
+                }
+                PadKind::Audio if audio_caps.is_none() => audio_caps = Some(caps),
+                PadKind::Audio => {}
             }
         }
         let size = |caps: &gst::Caps| {
@@ -448,20 +487,70 @@ impl LiveKitSink {
         })
     }
 
+    /// What the session reports: keyframe requests and dynacast go upstream
+    /// on the layer's pad, the rest becomes a bus message.
     fn on_publisher_event(
         &self,
         event: PublisherEvent,
         pad_of_layer: &HashMap<usize, String>,
         dynacast: bool,
     ) {
+        match event {
+            PublisherEvent::KeyframeRequest { layer } => {
+                self.request_keyframes(layer, pad_of_layer)
+            }
+            PublisherEvent::LayerActive { layer, active } => {
+                if dynacast {
+                    self.set_layer_active(layer, active, pad_of_layer);
+                }
+            }
+            event => self.post_publisher_event(event),
+        }
+    }
+
+    fn video_pad(&self, layer: usize, pad_of_layer: &HashMap<usize, String>) -> Option<gst::Pad> {
+        pad_of_layer
+            .get(&layer)
+            .and_then(|name| self.obj().static_pad(name))
+    }
+
+    /// Asks the encoder of `layer` (every layer when `None`) for a keyframe.
+    fn request_keyframes(&self, layer: Option<usize>, pad_of_layer: &HashMap<usize, String>) {
+        let pads: Vec<gst::Pad> = match layer {
+            Some(layer) => self.video_pad(layer, pad_of_layer).into_iter().collect(),
+            None => pad_of_layer
+                .keys()
+                .filter_map(|l| self.video_pad(*l, pad_of_layer))
+                .collect(),
+        };
+        for pad in pads {
+            gst::debug!(CAT, imp = self, "keyframe requested on {}", pad.name());
+            let event = gst_video::UpstreamForceKeyUnitEvent::builder()
+                .all_headers(true)
+                .build();
+            pad.push_event(event);
+        }
+    }
+
+    /// Dynacast: tells the encoder of `layer` whether anyone watches it.
+    fn set_layer_active(&self, layer: usize, active: bool, pad_of_layer: &HashMap<usize, String>) {
+        if let Some(pad) = self.video_pad(layer, pad_of_layer) {
+            gst::info!(
+                CAT,
+                imp = self,
+                "dynacast: layer {layer} ({}) active={active}",
+                pad.name()
+            );
+            pad.push_event(LayerActive { active }.to_event());
+        }
+    }
+
+    /// Reports a session event on the bus (and in the log); a failure is
+    /// also the element's error.
+    fn post_publisher_event(&self, event: PublisherEvent) {
         let obj = self.obj();
         let post = |message: gst::Message| {
             let _ = obj.post_message(message);
-        };
-        let video_pad = |layer: usize| {
-            pad_of_layer
-                .get(&layer)
-                .and_then(|name| obj.static_pad(name))
         };
         match event {
             PublisherEvent::Connected {
@@ -504,33 +593,6 @@ impl LiveKitSink {
             PublisherEvent::MediaConnected => {
                 gst::info!(CAT, imp = self, "media connected");
             }
-            PublisherEvent::KeyframeRequest { layer } => {
-                let pads: Vec<gst::Pad> = match layer {
-                    Some(layer) => video_pad(layer).into_iter().collect(),
-                    None => pad_of_layer.keys().filter_map(|l| video_pad(*l)).collect(),
-                };
-                for pad in pads {
-                    gst::debug!(CAT, imp = self, "keyframe requested on {}", pad.name());
-                    let event = gst_video::UpstreamForceKeyUnitEvent::builder()
-                        .all_headers(true)
-                        .build();
-                    pad.push_event(event);
-                }
-            }
-            PublisherEvent::LayerActive { layer, active } => {
-                if !dynacast {
-                    return;
-                }
-                if let Some(pad) = video_pad(layer) {
-                    gst::info!(
-                        CAT,
-                        imp = self,
-                        "dynacast: layer {layer} ({}) active={active}",
-                        pad.name()
-                    );
-                    pad.push_event(LayerActive { active }.to_event());
-                }
-            }
             PublisherEvent::Resumed { reason } => {
                 gst::info!(
                     CAT,
@@ -551,21 +613,23 @@ impl LiveKitSink {
                 gst::info!(CAT, imp = self, "left the room: {reason}");
                 post(Disconnected { reason }.to_message(&*obj));
             }
-            PublisherEvent::Failed { message } => {
+            PublisherEvent::Failed { error } => {
                 post(
                     Disconnected {
-                        reason: message.clone(),
+                        reason: error.to_string(),
                     }
                     .to_message(&*obj),
                 );
-                gst::element_imp_error!(self, gst::ResourceError::OpenWrite, ("{}", message));
+                self.post_error_message(publisher_error_message(&error));
             }
+            // Handled on the pads by on_publisher_event.
+            PublisherEvent::KeyframeRequest { .. } | PublisherEvent::LayerActive { .. } => {}
         }
     }
 
     fn chain(
         &self,
-        pad: &gst::Pad,
+        pad: &LiveKitSinkPad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         let running_time = pad
@@ -586,7 +650,7 @@ impl LiveKitSink {
         let Some(session) = state.session.as_mut() else {
             // Not joined yet: media before the room is ready is of no use to
             // anyone, but an SPS may tell the profile the caps did not.
-            let info = state.pads.entry(pad.name().to_string()).or_default();
+            let info = state.info(pad);
             if info.needs_sps() {
                 if let Some(sps) = buffer
                     .map_readable()
@@ -810,18 +874,20 @@ impl ElementImpl for LiveKitSink {
             }
             let audio = gst::Caps::builder(OPUS.caps_name).build();
             vec![
-                gst::PadTemplate::new(
+                gst::PadTemplate::with_gtype(
                     "video_%u",
                     gst::PadDirection::Sink,
                     gst::PadPresence::Request,
                     &video,
+                    LiveKitSinkPad::static_type(),
                 )
                 .expect("valid video template"),
-                gst::PadTemplate::new(
+                gst::PadTemplate::with_gtype(
                     "audio_%u",
                     gst::PadDirection::Sink,
                     gst::PadPresence::Request,
                     &audio,
+                    LiveKitSinkPad::static_type(),
                 )
                 .expect("valid audio template"),
             ]
@@ -835,13 +901,17 @@ impl ElementImpl for LiveKitSink {
         name: Option<&str>,
         _caps: Option<&gst::Caps>,
     ) -> Option<gst::Pad> {
+        let kind = PadKind::of_template(templ.name_template())?;
         let prefix = templ.name_template().trim_end_matches("%u").to_string();
-        let existing: Vec<String> = self
-            .obj()
-            .sink_pads()
-            .iter()
-            .map(|p| p.name().to_string())
-            .collect();
+        let sink_pads = self.obj().sink_pads();
+        let existing: Vec<String> = sink_pads.iter().map(|p| p.name().to_string()).collect();
+        let existing_of = |k: PadKind| {
+            sink_pads
+                .iter()
+                .filter_map(|p| p.downcast_ref::<LiveKitSinkPad>())
+                .filter(|p| p.kind() == k)
+                .count()
+        };
         let name = match name {
             Some(n) if !existing.iter().any(|e| e == n) => n.to_string(),
             Some(n) => {
@@ -852,7 +922,7 @@ impl ElementImpl for LiveKitSink {
                 .map(|i| format!("{prefix}{i}"))
                 .find(|n| !existing.contains(n))?,
         };
-        if prefix == "audio_" && existing.iter().any(|e| e.starts_with("audio_")) {
+        if kind == PadKind::Audio && existing_of(PadKind::Audio) > 0 {
             gst::error!(
                 CAT,
                 imp = self,
@@ -860,15 +930,13 @@ impl ElementImpl for LiveKitSink {
             );
             return None;
         }
-        if prefix == "video_"
-            && existing.iter().filter(|e| e.starts_with("video_")).count() >= MAX_LAYERS
-        {
+        if kind == PadKind::Video && existing_of(PadKind::Video) >= MAX_LAYERS {
             gst::error!(CAT, imp = self, "at most {MAX_LAYERS} video layers");
             return None;
         }
         // Simulcast layers are announced together, so video pads come before
         // the join; an audio track can still be published later.
-        if lock(&self.state).session.is_some() && prefix == "video_" {
+        if lock(&self.state).session.is_some() && kind == PadKind::Video {
             gst::error!(
                 CAT,
                 imp = self,
@@ -876,7 +944,7 @@ impl ElementImpl for LiveKitSink {
             );
             return None;
         }
-        let pad = gst::Pad::builder_from_template(templ)
+        let pad = gst::PadBuilder::<LiveKitSinkPad>::from_template(templ)
             .name(name.as_str())
             .chain_function(|pad, parent, buffer| {
                 LiveKitSink::catch_panic_pad_function(
@@ -893,8 +961,12 @@ impl ElementImpl for LiveKitSink {
                 )
             })
             .build();
+        pad.set_kind(kind);
+        lock(&self.state)
+            .pads
+            .insert(name.clone(), PadInfo::new(kind));
         self.obj().add_pad(&pad).ok()?;
-        Some(pad)
+        Some(pad.upcast())
     }
 
     fn release_pad(&self, pad: &gst::Pad) {
@@ -915,5 +987,44 @@ impl ElementImpl for LiveKitSink {
             return Ok(gst::StateChangeSuccess::NoPreroll);
         }
         Ok(success)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each kind of failure posts the GStreamer error an application can match.
+    #[test]
+    fn publisher_errors_post_their_domain() {
+        gst::init().expect("gstreamer");
+        let _ = crate::plugin_register_static();
+        let sink = gst::ElementFactory::make("livekitsink")
+            .build()
+            .expect("livekitsink")
+            .downcast::<super::super::LiveKitSink>()
+            .expect("a LiveKitSink");
+        let bus = gst::Bus::new();
+        sink.set_bus(Some(&bus));
+        let posted = |error: PublisherError| {
+            sink.imp()
+                .post_error_message(publisher_error_message(&error));
+            let message = bus.pop().expect("a message");
+            let gst::MessageView::Error(e) = message.view() else {
+                panic!("{message:?}");
+            };
+            assert_eq!(e.error().message(), error.to_string());
+            e.error()
+        };
+        let auth = posted(PublisherError::NotAuthorized(
+            "refused the credentials".into(),
+        ));
+        assert!(auth.matches(gst::ResourceError::NotAuthorized));
+        let away = posted(PublisherError::Unreachable("did not answer".into()));
+        assert!(away.matches(gst::ResourceError::OpenWrite));
+        let codec = posted(PublisherError::CodecRefused("codec refused".into()));
+        assert!(codec.matches(gst::StreamError::Format));
+        let lost = posted(PublisherError::MediaLost("lost".into()));
+        assert!(lost.matches(gst::ResourceError::Write));
     }
 }

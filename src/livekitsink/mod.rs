@@ -23,6 +23,7 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
+mod pad;
 mod wallclock;
 
 glib::wrapper! {

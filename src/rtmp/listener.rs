@@ -119,12 +119,42 @@ pub struct Listener {
     config: ListenerConfig,
 }
 
+/// Why a listener could not be set up or a key claimed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The address could not be bound (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS certificate or key file could not be read.
+    #[error("cannot read TLS {what} {path}: {source}")]
+    TlsFile {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS files were read but make no usable identity.
+    #[error("{0}")]
+    Tls(String),
+    /// Another element holds the stream key on this port.
+    #[error("stream key {key} is already claimed on port {port}")]
+    KeyClaimed {
+        /// Redacted as in logs.
+        key: String,
+        port: u16,
+    },
+}
+
 type Registry = Mutex<HashMap<(String, u16), Weak<Listener>>>;
 static LISTENERS: LazyLock<Registry> = LazyLock::new(Default::default);
 
 /// The listener for `config`'s address and port, bound on first use and kept
 /// while someone holds it.
-pub fn listener(config: &ListenerConfig) -> Result<Arc<Listener>, String> {
+pub fn listener(config: &ListenerConfig) -> Result<Arc<Listener>, ListenerError> {
     let mut registry = lock(&LISTENERS);
     let id = (config.address.clone(), config.port);
     if let Some(existing) = registry.get(&id).and_then(Weak::upgrade) {
@@ -137,10 +167,12 @@ pub fn listener(config: &ListenerConfig) -> Result<Arc<Listener>, String> {
     let addr = format!("{}:{}", config.address, config.port);
     let runtime = crate::runtime::handle();
     let std_listener = bind_retrying(&addr)?;
-    std_listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local_addr = std_listener.local_addr().map_err(|e| e.to_string())?;
+    let bind_error = |source| ListenerError::Bind {
+        addr: addr.clone(),
+        source,
+    };
+    std_listener.set_nonblocking(true).map_err(bind_error)?;
+    let local_addr = std_listener.local_addr().map_err(bind_error)?;
     let shutdown = Arc::new(Notify::new());
     let listener = Arc::new(Listener {
         local_addr,
@@ -170,7 +202,7 @@ pub fn listener(config: &ListenerConfig) -> Result<Arc<Listener>, String> {
 
 /// Binds `addr`; a listener that was just released may still be closing its
 /// socket on the IO runtime, so an address in use is retried for a moment.
-fn bind_retrying(addr: &str) -> Result<std::net::TcpListener, String> {
+fn bind_retrying(addr: &str) -> Result<std::net::TcpListener, ListenerError> {
     let mut attempts = 0;
     loop {
         match std::net::TcpListener::bind(addr) {
@@ -179,7 +211,12 @@ fn bind_retrying(addr: &str) -> Result<std::net::TcpListener, String> {
                 attempts += 1;
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(e) => return Err(format!("cannot listen on {addr}: {e}")),
+            Err(source) => {
+                return Err(ListenerError::Bind {
+                    addr: addr.to_string(),
+                    source,
+                })
+            }
         }
     }
 }
@@ -190,15 +227,23 @@ impl Drop for Listener {
     }
 }
 
-fn tls_acceptor(files: &TlsFiles) -> Result<tokio_native_tls::TlsAcceptor, String> {
-    let cert = std::fs::read(&files.certificate)
-        .map_err(|e| format!("cannot read TLS certificate {}: {e}", files.certificate))?;
-    let key =
-        std::fs::read(&files.key).map_err(|e| format!("cannot read TLS key {}: {e}", files.key))?;
-    let identity = native_tls::Identity::from_pkcs8(&cert, &key)
-        .map_err(|e| format!("unusable TLS certificate or key (PEM, PKCS#8): {e}"))?;
-    let acceptor =
-        native_tls::TlsAcceptor::new(identity).map_err(|e| format!("TLS setup failed: {e}"))?;
+fn tls_acceptor(files: &TlsFiles) -> Result<tokio_native_tls::TlsAcceptor, ListenerError> {
+    let read = |what, path: &String| {
+        std::fs::read(path).map_err(|source| ListenerError::TlsFile {
+            what,
+            path: path.clone(),
+            source,
+        })
+    };
+    let cert = read("certificate", &files.certificate)?;
+    let key = read("key", &files.key)?;
+    let identity = native_tls::Identity::from_pkcs8(&cert, &key).map_err(|e| {
+        ListenerError::Tls(format!(
+            "unusable TLS certificate or key (PEM, PKCS#8): {e}"
+        ))
+    })?;
+    let acceptor = native_tls::TlsAcceptor::new(identity)
+        .map_err(|e| ListenerError::Tls(format!("TLS setup failed: {e}")))?;
     Ok(tokio_native_tls::TlsAcceptor::from(acceptor))
 }
 
@@ -292,11 +337,6 @@ impl Listener {
         self.admission.limits()
     }
 
-    /// Connections that have not started publishing, now.
-    pub fn pending_connections(&self) -> usize {
-        self.admission.pending()
-    }
-
     /// Lets an application decide on every publish on this port.
     pub fn set_authorizer(&self, authorizer: Option<Authorizer>) {
         *lock(&self.authorizer) = authorizer;
@@ -304,14 +344,13 @@ impl Listener {
 
     /// Claims publishes on `key` (an empty key takes any key no one else claimed),
     /// optionally only on application `app`.
-    pub fn claim(self: &Arc<Self>, key: &str, app: Option<&str>) -> Result<Claim, String> {
+    pub fn claim(self: &Arc<Self>, key: &str, app: Option<&str>) -> Result<Claim, ListenerError> {
         let mut claims = lock(&self.claims);
         if claims.by_key.contains_key(key) {
-            return Err(format!(
-                "stream key {} is already claimed on port {}",
-                redact_key(key),
-                self.local_addr.port()
-            ));
+            return Err(ListenerError::KeyClaimed {
+                key: redact_key(key),
+                port: self.local_addr.port(),
+            });
         }
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         claims
@@ -633,5 +672,61 @@ impl Connection<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(port: u16, tls: Option<TlsFiles>) -> ListenerConfig {
+        ListenerConfig {
+            address: "127.0.0.1".into(),
+            port,
+            tls,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn setup_errors_say_their_kind() {
+        let l = listener(&config(0, None)).expect("listener");
+        let _claim = l.claim("secret-key", None).expect("first claim");
+        match l.claim("secret-key", None) {
+            Err(ListenerError::KeyClaimed { key, port }) => {
+                assert_eq!(port, l.local_addr().port());
+                assert!(!key.contains("secret"), "{key}");
+            }
+            other => panic!("{:?}", other.err()),
+        }
+        // Port 0's listener is shared while held: let it go before asking for TLS.
+        drop((_claim, l));
+
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = taken.local_addr().expect("addr").port();
+        // A foreign socket on the port: binding fails (after the short retry).
+        match listener(&config(port, None)) {
+            Err(e @ ListenerError::Bind { .. }) => {
+                assert!(
+                    e.to_string().starts_with("cannot listen on 127.0.0.1:"),
+                    "{e}"
+                )
+            }
+            other => panic!("{:?}", other.err()),
+        }
+
+        let missing = TlsFiles {
+            certificate: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+        };
+        match listener(&config(0, Some(missing))) {
+            Err(e @ ListenerError::TlsFile { .. }) => assert!(
+                e.to_string()
+                    .starts_with("cannot read TLS certificate /nonexistent/cert.pem"),
+                "{e}"
+            ),
+            other => panic!("{:?}", other.err()),
+        }
     }
 }

@@ -1,7 +1,7 @@
 use crate::messages::rtmp::{Metadata, PublishStarted, PublishStopped, Stats};
 use crate::messages::BusMessage;
 use crate::rtmp::flv::{self, AudioTag, InputVideoCodec, VideoTag};
-use crate::rtmp::listener::{self, Claim, ListenerConfig, StreamEvent, TlsFiles};
+use crate::rtmp::listener::{self, Claim, ListenerConfig, ListenerError, StreamEvent, TlsFiles};
 use crate::rtmp::redact::redact_key;
 use crate::rtmp::timestamps::{TimestampError, TimestampMapper};
 use crate::sync::lock;
@@ -85,6 +85,17 @@ pub struct RtmpIngressSrc {
     state: Mutex<Option<State>>,
 }
 
+/// The GStreamer error for a listener that could not be set up: the key held
+/// by another element is busy, unusable TLS files are settings, the rest
+/// (bind, unreadable files) cannot be opened.
+fn listener_error_domain(e: &ListenerError) -> gst::ResourceError {
+    match e {
+        ListenerError::KeyClaimed { .. } => gst::ResourceError::Busy,
+        ListenerError::Tls(_) => gst::ResourceError::Settings,
+        ListenerError::Bind { .. } | ListenerError::TlsFile { .. } => gst::ResourceError::OpenRead,
+    }
+}
+
 #[glib::object_subclass]
 impl ObjectSubclass for RtmpIngressSrc {
     const NAME: &'static str = "GstRtmpIngressSrc";
@@ -142,12 +153,10 @@ impl RtmpIngressSrc {
             handshake_timeout: Duration::from_secs(settings.handshake_timeout.into()),
             idle_timeout: Duration::from_secs(settings.idle_timeout.into()),
         };
-        let listener = listener::listener(&config)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::OpenRead, ("{}", e)))?;
         let app = (!settings.app.is_empty()).then_some(settings.app.as_str());
-        let claim = listener
-            .claim(&settings.stream_key, app)
-            .map_err(|e| gst::error_msg!(gst::ResourceError::Busy, ("{}", e)))?;
+        let claim = listener::listener(&config)
+            .and_then(|listener| listener.claim(&settings.stream_key, app))
+            .map_err(|e| gst::error_msg!(listener_error_domain(&e), ("{}", e)))?;
         gst::info!(
             CAT,
             imp = self,
@@ -265,112 +274,146 @@ impl RtmpIngressSrc {
         event: StreamEvent,
     ) -> Result<bool, gst::FlowError> {
         match event {
-            StreamEvent::Started { app, key, peer } => {
-                gst::info!(
-                    CAT,
-                    imp = self,
-                    "publish of {} on {app:?} from {peer}",
-                    redact_key(&key)
-                );
-                stream.waiting_since = Some(Instant::now());
-                // The key goes on the bus only to an application that lets
-                // any key in (it needs to know which one came); one that set
-                // the key knows it, and GStreamer's debug log prints every
-                // message posted.
-                let any_key = lock(&self.settings).stream_key.is_empty();
-                stream.key = if any_key { key } else { String::new() };
-                self.post(&PublishStarted {
-                    app,
-                    peer: peer.to_string(),
-                    key: any_key.then(|| stream.key.clone()),
-                });
-            }
+            StreamEvent::Started { app, key, peer } => self.on_started(stream, app, key, peer),
             StreamEvent::Metadata(metadata) => self.on_metadata(stream, &metadata),
-            StreamEvent::Video { timestamp, data } => {
-                stream.video_bytes += data.len() as u64;
-                match flv::parse_video(&data) {
-                    Ok(VideoTag::SequenceHeader { codec, config }) => {
-                        self.ensure_video_pad(stream, codec, &config)?
-                    }
-                    Ok(VideoTag::Frame {
-                        keyframe,
-                        cts,
-                        data,
-                        ..
-                    }) => {
-                        if let Some(pad) = stream.video.clone() {
-                            let (pts, dts) = self.timestamps(stream, timestamp, cts)?;
-                            let mut buffer = gst::Buffer::from_slice(data);
-                            if let Some(b) = buffer.get_mut() {
-                                b.set_pts(pts);
-                                b.set_dts(dts);
-                                if !keyframe {
-                                    b.set_flags(gst::BufferFlags::DELTA_UNIT);
-                                }
-                            }
-                            self.push(&pad, buffer)?;
-                        }
-                    }
-                    Ok(VideoTag::Other) => {}
-                    Err(e) => {
-                        gst::element_imp_error!(
-                            self,
-                            gst::StreamError::CodecNotFound,
-                            ("unusable video from the publisher: {}", e)
-                        );
-                        return Err(gst::FlowError::NotNegotiated);
-                    }
-                }
-                self.check_tracks_known(stream);
-            }
-            StreamEvent::Audio { timestamp, data } => {
-                stream.audio_bytes += data.len() as u64;
-                match flv::parse_audio(&data) {
-                    Ok(AudioTag::AacConfig(config)) => self.ensure_audio_pad(stream, &config)?,
-                    Ok(AudioTag::AacFrame(data)) => {
-                        if let Some(pad) = stream.audio.clone() {
-                            let (pts, _) = self.timestamps(stream, timestamp, 0)?;
-                            let mut buffer = gst::Buffer::from_slice(data);
-                            if let Some(b) = buffer.get_mut() {
-                                b.set_pts(pts);
-                                b.set_dts(pts);
-                            }
-                            self.push(&pad, buffer)?;
-                        }
-                    }
-                    Err(e) => {
-                        gst::element_imp_error!(
-                            self,
-                            gst::StreamError::CodecNotFound,
-                            ("unusable audio from the publisher: {}", e)
-                        );
-                        return Err(gst::FlowError::NotNegotiated);
-                    }
-                }
-                self.check_tracks_known(stream);
-            }
+            StreamEvent::Video { timestamp, data } => self.on_video(stream, timestamp, &data)?,
+            StreamEvent::Audio { timestamp, data } => self.on_audio(stream, timestamp, &data)?,
             StreamEvent::Ended { reason } => {
-                gst::info!(CAT, imp = self, "publish ended: {reason}");
-                self.post(&PublishStopped {
-                    reason,
-                    key: (!stream.key.is_empty()).then(|| stream.key.clone()),
-                });
-                if !stream.no_more_pads {
-                    self.obj().no_more_pads();
-                }
-                for pad in [&stream.video, &stream.audio].into_iter().flatten() {
-                    pad.push_event(gst::event::Eos::new());
-                }
-                if stream.video.is_none() && stream.audio.is_none() {
-                    // Nothing was ever published: the pipeline still has to end.
-                    let obj = self.obj();
-                    let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
-                }
+                self.on_ended(stream, reason);
                 return Ok(false);
             }
         }
         self.maybe_post_stats(stream);
         Ok(true)
+    }
+
+    fn on_started(
+        &self,
+        stream: &mut Stream,
+        app: String,
+        key: String,
+        peer: std::net::SocketAddr,
+    ) {
+        gst::info!(
+            CAT,
+            imp = self,
+            "publish of {} on {app:?} from {peer}",
+            redact_key(&key)
+        );
+        stream.waiting_since = Some(Instant::now());
+        // The key goes on the bus only to an application that lets
+        // any key in (it needs to know which one came); one that set
+        // the key knows it, and GStreamer's debug log prints every
+        // message posted.
+        let any_key = lock(&self.settings).stream_key.is_empty();
+        stream.key = if any_key { key } else { String::new() };
+        self.post(&PublishStarted {
+            app,
+            peer: peer.to_string(),
+            key: any_key.then(|| stream.key.clone()),
+        });
+    }
+
+    /// One FLV video tag: a sequence header makes or updates the pad, a frame
+    /// is pushed with its timestamps.
+    fn on_video(
+        &self,
+        stream: &mut Stream,
+        timestamp: u32,
+        data: &bytes::Bytes,
+    ) -> Result<(), gst::FlowError> {
+        stream.video_bytes += data.len() as u64;
+        match flv::parse_video(data) {
+            Ok(VideoTag::SequenceHeader { codec, config }) => {
+                self.ensure_video_pad(stream, codec, &config)?
+            }
+            Ok(VideoTag::Frame {
+                keyframe,
+                cts,
+                data,
+                ..
+            }) => {
+                if let Some(pad) = stream.video.clone() {
+                    let (pts, dts) = self.timestamps(stream, timestamp, cts)?;
+                    let mut buffer = gst::Buffer::from_slice(data);
+                    if let Some(b) = buffer.get_mut() {
+                        b.set_pts(pts);
+                        b.set_dts(dts);
+                        if !keyframe {
+                            b.set_flags(gst::BufferFlags::DELTA_UNIT);
+                        }
+                    }
+                    self.push(&pad, buffer)?;
+                }
+            }
+            Ok(VideoTag::Other) => {}
+            Err(e) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::CodecNotFound,
+                    ("unusable video from the publisher: {}", e)
+                );
+                return Err(gst::FlowError::NotNegotiated);
+            }
+        }
+        self.check_tracks_known(stream);
+        Ok(())
+    }
+
+    /// One FLV audio tag: the AAC config makes or updates the pad, a frame
+    /// is pushed with its timestamp.
+    fn on_audio(
+        &self,
+        stream: &mut Stream,
+        timestamp: u32,
+        data: &bytes::Bytes,
+    ) -> Result<(), gst::FlowError> {
+        stream.audio_bytes += data.len() as u64;
+        match flv::parse_audio(data) {
+            Ok(AudioTag::AacConfig(config)) => self.ensure_audio_pad(stream, &config)?,
+            Ok(AudioTag::AacFrame(data)) => {
+                if let Some(pad) = stream.audio.clone() {
+                    let (pts, _) = self.timestamps(stream, timestamp, 0)?;
+                    let mut buffer = gst::Buffer::from_slice(data);
+                    if let Some(b) = buffer.get_mut() {
+                        b.set_pts(pts);
+                        b.set_dts(pts);
+                    }
+                    self.push(&pad, buffer)?;
+                }
+            }
+            Err(e) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::CodecNotFound,
+                    ("unusable audio from the publisher: {}", e)
+                );
+                return Err(gst::FlowError::NotNegotiated);
+            }
+        }
+        self.check_tracks_known(stream);
+        Ok(())
+    }
+
+    /// The publish is over: the bus hears why, and every pad gets EOS (the
+    /// pipeline gets one itself when nothing was ever published).
+    fn on_ended(&self, stream: &mut Stream, reason: String) {
+        gst::info!(CAT, imp = self, "publish ended: {reason}");
+        self.post(&PublishStopped {
+            reason,
+            key: (!stream.key.is_empty()).then(|| stream.key.clone()),
+        });
+        if !stream.no_more_pads {
+            self.obj().no_more_pads();
+        }
+        for pad in [&stream.video, &stream.audio].into_iter().flatten() {
+            pad.push_event(gst::event::Eos::new());
+        }
+        if stream.video.is_none() && stream.audio.is_none() {
+            // Nothing was ever published: the pipeline still has to end.
+            let obj = self.obj();
+            let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
+        }
     }
 
     fn on_metadata(&self, stream: &mut Stream, m: &StreamMetadata) {

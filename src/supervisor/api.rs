@@ -8,7 +8,7 @@
 use super::ingress::{self, ApiError};
 use super::serve::{BODY_TIMEOUT, MAX_BODY};
 use super::sessions::Sessions;
-use super::store::{self, Store};
+use super::store::{self, Store, StoreError};
 use super::webhooks;
 use crate::livekit::stats::{SendStats, StreamStats};
 use axum::body::{Body, Bytes};
@@ -259,8 +259,13 @@ impl Api {
         Ok(())
     }
 
-    fn store_err(e: String) -> ApiError {
-        ApiError::Internal(e)
+    /// A store that does not answer is `unavailable` (retry later); a record
+    /// it cannot read, or any other failure, is `internal`.
+    fn store_err(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Unreachable(m) => ApiError::Unavailable(m),
+            StoreError::Corrupt(m) | StoreError::Other(m) => ApiError::Internal(m),
+        }
     }
 
     /// Ends an ingress's session, here or on the node that runs it.
@@ -577,4 +582,20 @@ fn sent_metrics(sent: &[(String, SendStats)]) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_to_twirp_codes_by_kind() {
+        let unreachable = Api::store_err(StoreError::unreachable("connection refused"));
+        assert_eq!(unreachable.code(), "unavailable");
+        assert_eq!(unreachable.http_status(), 503);
+        assert_eq!(unreachable.to_string(), "ingress store: connection refused");
+        let corrupt = Api::store_err(StoreError::corrupt("bad protobuf"));
+        assert_eq!(corrupt.code(), "internal");
+        assert_eq!(Api::store_err(StoreError::other("x")).code(), "internal");
+    }
 }

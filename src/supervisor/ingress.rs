@@ -24,6 +24,9 @@ pub enum ApiError {
     Unimplemented(String),
     #[error("{0}")]
     Internal(String),
+    /// A dependency (the store) does not answer now; the caller may retry.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -37,6 +40,7 @@ impl ApiError {
             ApiError::PermissionDenied(_) => "permission_denied",
             ApiError::Unimplemented(_) => "unimplemented",
             ApiError::Internal(_) => "internal",
+            ApiError::Unavailable(_) => "unavailable",
         }
     }
 
@@ -50,6 +54,7 @@ impl ApiError {
             ApiError::PermissionDenied(_) => 403,
             ApiError::Unimplemented(_) => 501,
             ApiError::Internal(_) => 500,
+            ApiError::Unavailable(_) => 503,
         }
     }
 }

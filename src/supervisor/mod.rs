@@ -53,7 +53,8 @@ impl Service {
             tls: None,
             handshake_timeout: Duration::from_secs(config.rtmp_limits.publish_deadline.into()),
             idle_timeout: Duration::from_secs(30),
-        })?;
+        })
+        .map_err(|e| e.to_string())?;
         listener.set_limits(crate::rtmp::admission::Limits {
             max_pending: config.rtmp_limits.max_pending_connections,
             max_pending_per_ip: config.rtmp_limits.max_pending_per_address,

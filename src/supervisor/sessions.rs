@@ -139,7 +139,7 @@ impl Sessions {
         let info = match self.store.by_stream_key(&request.key) {
             Ok(Some(info)) => info,
             Ok(None) => return self.refuse("unknown stream key"),
-            Err(e) => return self.refuse(&e),
+            Err(e) => return self.refuse(&e.to_string()),
         };
         if let Err(reason) = may_publish(&info) {
             return self.refuse(&reason);
@@ -147,7 +147,7 @@ impl Sessions {
         match self.store.claim(&info.ingress_id) {
             Ok(true) => {}
             Ok(false) => return self.refuse("this ingress is already publishing"),
-            Err(e) => return self.refuse(&e),
+            Err(e) => return self.refuse(&e.to_string()),
         }
         let id = info.ingress_id.clone();
         let started_at = now_nanos();

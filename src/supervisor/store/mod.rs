@@ -35,30 +35,30 @@ pub trait Store: Send + Sync {
     /// Inserts or replaces an ingress's info. Its state is written only when
     /// the ingress has none yet (a new ingress); after that only
     /// [`Store::put_state`] and [`Store::swap_state`] change it.
-    fn put(&self, info: &proto::IngressInfo) -> Result<(), String>;
+    fn put(&self, info: &proto::IngressInfo) -> Result<(), StoreError>;
     /// An ingress with its current state.
-    fn get(&self, ingress_id: &str) -> Result<Option<proto::IngressInfo>, String>;
-    fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, String>;
+    fn get(&self, ingress_id: &str) -> Result<Option<proto::IngressInfo>, StoreError>;
+    fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, StoreError>;
     /// Every ingress, or those of one room and/or one id (empty means any).
-    fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, String>;
+    fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, StoreError>;
     /// Removes an ingress, info and state.
-    fn delete(&self, ingress_id: &str) -> Result<(), String>;
+    fn delete(&self, ingress_id: &str) -> Result<(), StoreError>;
 
     /// Takes the right to run the ingress's stream; false when a session, on
     /// this node or another, holds it.
-    fn claim(&self, ingress_id: &str) -> Result<bool, String>;
+    fn claim(&self, ingress_id: &str) -> Result<bool, StoreError>;
     /// Keeps a claim alive while the stream runs; false when it was lost.
-    fn renew(&self, ingress_id: &str) -> Result<bool, String>;
+    fn renew(&self, ingress_id: &str) -> Result<bool, StoreError>;
     /// Gives a claim back (only this node's own).
     fn release(&self, ingress_id: &str);
     /// Whether any node holds the ingress's claim.
-    fn is_claimed(&self, ingress_id: &str) -> Result<bool, String>;
+    fn is_claimed(&self, ingress_id: &str) -> Result<bool, StoreError>;
     /// Writes a stream's state, in one step with the checks that this node
     /// holds the ingress's claim (a node whose claim lapsed must not write over
     /// the node that took the key over), that the ingress exists, and that the
     /// stored state is not newer (ordered by `started_at`, then `updated_at`).
     /// False, and nothing written, when a check fails.
-    fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, String>;
+    fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, StoreError>;
     /// Replaces the state only if it is still `expected` (compare and set):
     /// how the API resets an ingress in error without racing its sessions.
     fn swap_state(
@@ -66,34 +66,78 @@ pub trait Store: Send + Sync {
         ingress_id: &str,
         expected: &proto::IngressState,
         state: &proto::IngressState,
-    ) -> Result<bool, String>;
+    ) -> Result<bool, StoreError>;
 
     /// Asks the node that holds the ingress's claim, wherever it runs, to stop
     /// its session. The request waits for that node (it survives the node's
     /// reconnects) until it is taken or the claim it was meant for lapses.
-    fn request_stop(&self, ingress_id: &str) -> Result<(), String>;
+    fn request_stop(&self, ingress_id: &str) -> Result<(), StoreError>;
     /// Delivers stop requests meant for this node to `handler` until `alive`
     /// returns false (checked about once a second).
     fn watch_stops(
         &self,
         handler: StopHandler,
         alive: Box<dyn Fn() -> bool + Send>,
-    ) -> Result<(), String>;
+    ) -> Result<(), StoreError>;
 
     /// Whether the store answers now (for `/health`).
-    fn ping(&self) -> Result<(), String>;
+    fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Opens the configured store: Redis when an address is given, else SQLite.
-pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, String> {
+pub fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     match &config.redis {
         Some(redis) => Ok(Arc::new(redis::RedisStore::connect(redis)?)),
         None => Ok(Arc::new(sqlite::SqliteStore::open(&config.sqlite)?)),
     }
 }
 
-fn store_error<E: std::fmt::Display>(e: E) -> String {
-    format!("ingress store: {e}")
+/// What went wrong in a store call, by what a caller can do about it. Each
+/// kind carries the backend's message as it is logged and shown.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend did not answer: connection refused, dropped or timed out,
+    /// database busy. Worth retrying; the API answers `unavailable`.
+    #[error("{0}")]
+    Unreachable(String),
+    /// A stored record could not be read back (bad protobuf, damaged file).
+    /// Retrying does not help; the API answers `internal`.
+    #[error("{0}")]
+    Corrupt(String),
+    /// Anything else the backend or its setup reported (bad address, a file
+    /// that cannot be created, a failed query).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl StoreError {
+    pub fn unreachable(e: impl std::fmt::Display) -> StoreError {
+        StoreError::Unreachable(format!("ingress store: {e}"))
+    }
+
+    pub fn corrupt(e: impl std::fmt::Display) -> StoreError {
+        StoreError::Corrupt(format!("ingress store: {e}"))
+    }
+
+    pub fn other(e: impl std::fmt::Display) -> StoreError {
+        StoreError::Other(format!("ingress store: {e}"))
+    }
+
+    /// The same kind, its message prefixed with `context`.
+    pub fn context(self, context: impl std::fmt::Display) -> StoreError {
+        match self {
+            StoreError::Unreachable(m) => StoreError::Unreachable(format!("{context}: {m}")),
+            StoreError::Corrupt(m) => StoreError::Corrupt(format!("{context}: {m}")),
+            StoreError::Other(m) => StoreError::Other(format!("{context}: {m}")),
+        }
+    }
+}
+
+/// For callers that only report the error (the service's start, sessions).
+impl From<StoreError> for String {
+    fn from(e: StoreError) -> String {
+        e.to_string()
+    }
 }
 
 /// Whether a state says a stream is running.
@@ -115,7 +159,7 @@ fn state_order(state: &proto::IngressState) -> (i64, i64) {
 /// session can start or write in between, and the state is read again under
 /// it. `info` is updated to what is stored afterwards. Returns whether it
 /// repaired anything.
-pub fn settle_orphan(store: &dyn Store, info: &mut proto::IngressInfo) -> Result<bool, String> {
+pub fn settle_orphan(store: &dyn Store, info: &mut proto::IngressInfo) -> Result<bool, StoreError> {
     if !is_live(info.state.as_ref()) || !store.claim(&info.ingress_id)? {
         return Ok(false);
     }
@@ -146,7 +190,7 @@ pub fn settle_orphan(store: &dyn Store, info: &mut proto::IngressInfo) -> Result
 }
 
 /// [`settle_orphan`] over every ingress (at start and shutdown).
-pub fn settle_orphans(store: &dyn Store) -> Result<(), String> {
+pub fn settle_orphans(store: &dyn Store) -> Result<(), StoreError> {
     for mut info in store.list("", "")? {
         settle_orphan(store, &mut info)?;
     }

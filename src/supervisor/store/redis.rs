@@ -18,7 +18,7 @@
 //! state writes have their own connection, so an API call or a metrics scrape
 //! on a slow Redis never holds up a session's renewals.
 
-use super::{state_order, store_error as io, StopHandler, Store, LEASE};
+use super::{state_order, StopHandler, Store, StoreError, LEASE};
 use crate::supervisor::config::RedisConfig;
 use crate::sync::lock;
 use livekit_protocol as proto;
@@ -104,13 +104,13 @@ impl Lane {
     fn run<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
-    ) -> Result<T, String> {
+    ) -> Result<T, StoreError> {
         let mut slot = lock(&self.connection);
         if slot.is_none() {
-            *slot = Some(open_connection(&self.client).map_err(io)?);
+            *slot = Some(open_connection(&self.client).map_err(StoreError::unreachable)?);
         }
         let Some(connection) = slot.as_mut() else {
-            return Err(io("no connection"));
+            return Err(StoreError::unreachable("no connection"));
         };
         let result = f(connection);
         if let Err(e) = &result {
@@ -118,7 +118,17 @@ impl Lane {
                 *slot = None;
             }
         }
-        result.map_err(io)
+        result.map_err(redis_error)
+    }
+}
+
+/// Errors of the connection (refused, dropped, timed out) say Redis does not
+/// answer; the rest (a script's error, a wrong type) are the store's own.
+fn redis_error(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
+        StoreError::unreachable(e)
+    } else {
+        StoreError::other(e)
     }
 }
 
@@ -152,12 +162,13 @@ pub struct RedisStore {
     scripts: Scripts,
 }
 
-fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo, String> {
+fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo, StoreError> {
     let (host, port) = match config.address.rsplit_once(':') {
         Some((host, port)) => (
             host,
-            port.parse::<u16>()
-                .map_err(|_| format!("redis address {:?}: bad port", config.address))?,
+            port.parse::<u16>().map_err(|_| {
+                StoreError::Other(format!("redis address {:?}: bad port", config.address))
+            })?,
         ),
         None => (config.address.as_str(), 6379),
     };
@@ -170,7 +181,7 @@ fn connection_info(config: &RedisConfig) -> Result<redis::ConnectionInfo, String
     }
     Ok(ConnectionAddr::Tcp(host.to_string(), port)
         .into_connection_info()
-        .map_err(io)?
+        .map_err(StoreError::other)?
         .set_redis_settings(settings))
 }
 
@@ -184,8 +195,8 @@ fn order_string(state: &proto::IngressState) -> String {
 
 impl RedisStore {
     /// Connects (and checks the connection works) to the configured Redis.
-    pub fn connect(config: &RedisConfig) -> Result<RedisStore, String> {
-        let client = redis::Client::open(connection_info(config)?).map_err(io)?;
+    pub fn connect(config: &RedisConfig) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(connection_info(config)?).map_err(StoreError::other)?;
         let store = RedisStore {
             prefix: config.prefix.clone(),
             node: format!("{:016x}", rand::random::<u64>()),
@@ -204,7 +215,7 @@ impl RedisStore {
         };
         store
             .ping()
-            .map_err(|e| format!("cannot reach Redis at {}: {e}", config.address))?;
+            .map_err(|e| e.context(format!("cannot reach Redis at {}", config.address)))?;
         store.move_from_single_hash()?;
         Ok(store)
     }
@@ -231,7 +242,7 @@ impl RedisStore {
 
     /// Earlier versions kept every ingress, state inside, in one hash
     /// `{p}:ingress`: move each into its own records, once.
-    fn move_from_single_hash(&self) -> Result<(), String> {
+    fn move_from_single_hash(&self) -> Result<(), StoreError> {
         let old = self.key("ingress");
         let kind: String = self
             .commands
@@ -241,7 +252,7 @@ impl RedisStore {
         }
         let blobs: HashMap<String, Vec<u8>> = self.commands.run(|c| c.hgetall(&old))?;
         for (id, blob) in blobs {
-            let info = proto::IngressInfo::decode(blob.as_slice()).map_err(io)?;
+            let info = proto::IngressInfo::decode(blob.as_slice()).map_err(StoreError::corrupt)?;
             self.put(&info)?;
             self.commands.run(|c| c.hdel::<_, _, ()>(&old, &id))?;
         }
@@ -250,7 +261,7 @@ impl RedisStore {
     }
 
     /// Ingresses with their states, in id order.
-    fn load(&self, ids: Vec<String>) -> Result<Vec<proto::IngressInfo>, String> {
+    fn load(&self, ids: Vec<String>) -> Result<Vec<proto::IngressInfo>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -263,10 +274,11 @@ impl RedisStore {
         let mut items = Vec::with_capacity(ids.len());
         for pair in blobs.chunks(2) {
             let [Some(info), state] = pair else { continue };
-            let mut info = proto::IngressInfo::decode(info.as_slice()).map_err(io)?;
+            let mut info =
+                proto::IngressInfo::decode(info.as_slice()).map_err(StoreError::corrupt)?;
             info.state = state
                 .as_ref()
-                .map(|s| proto::IngressState::decode(s.as_slice()).map_err(io))
+                .map(|s| proto::IngressState::decode(s.as_slice()).map_err(StoreError::corrupt))
                 .transpose()?;
             items.push(info);
         }
@@ -276,7 +288,7 @@ impl RedisStore {
 }
 
 impl Store for RedisStore {
-    fn put(&self, info: &proto::IngressInfo) -> Result<(), String> {
+    fn put(&self, info: &proto::IngressInfo) -> Result<(), StoreError> {
         let stripped = proto::IngressInfo {
             state: None,
             ..info.clone()
@@ -297,11 +309,11 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    fn get(&self, ingress_id: &str) -> Result<Option<proto::IngressInfo>, String> {
+    fn get(&self, ingress_id: &str) -> Result<Option<proto::IngressInfo>, StoreError> {
         Ok(self.load(vec![ingress_id.to_string()])?.pop())
     }
 
-    fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, String> {
+    fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, StoreError> {
         let id: Option<String> = self
             .commands
             .run(|c| c.hget(self.key("stream_key"), stream_key))?;
@@ -311,7 +323,7 @@ impl Store for RedisStore {
         }
     }
 
-    fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, String> {
+    fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, StoreError> {
         let ids: Vec<String> = if !ingress_id.is_empty() {
             vec![ingress_id.to_string()]
         } else if !room.is_empty() {
@@ -327,7 +339,7 @@ impl Store for RedisStore {
             .collect())
     }
 
-    fn delete(&self, ingress_id: &str) -> Result<(), String> {
+    fn delete(&self, ingress_id: &str) -> Result<(), StoreError> {
         self.commands.run(|c| {
             self.scripts
                 .delete
@@ -338,7 +350,7 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    fn claim(&self, ingress_id: &str) -> Result<bool, String> {
+    fn claim(&self, ingress_id: &str) -> Result<bool, StoreError> {
         let value = format!("{}:{:032x}", self.node, rand::random::<u128>());
         let set: Option<String> = self.leases.run(|c| {
             redis::cmd("SET")
@@ -355,7 +367,7 @@ impl Store for RedisStore {
         Ok(set.is_some())
     }
 
-    fn renew(&self, ingress_id: &str) -> Result<bool, String> {
+    fn renew(&self, ingress_id: &str) -> Result<bool, StoreError> {
         let Some(value) = lock(&self.tokens).get(ingress_id).cloned() else {
             return Ok(false);
         };
@@ -386,11 +398,11 @@ impl Store for RedisStore {
         }
     }
 
-    fn is_claimed(&self, ingress_id: &str) -> Result<bool, String> {
+    fn is_claimed(&self, ingress_id: &str) -> Result<bool, StoreError> {
         self.leases.run(|c| c.exists(self.lease_key(ingress_id)))
     }
 
-    fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, String> {
+    fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, StoreError> {
         let Some(value) = lock(&self.tokens).get(ingress_id).cloned() else {
             return Ok(false);
         };
@@ -413,7 +425,7 @@ impl Store for RedisStore {
         ingress_id: &str,
         expected: &proto::IngressState,
         state: &proto::IngressState,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, StoreError> {
         let swapped: i64 = self.commands.run(|c| {
             self.scripts
                 .swap_state
@@ -426,7 +438,7 @@ impl Store for RedisStore {
         Ok(swapped == 1)
     }
 
-    fn request_stop(&self, ingress_id: &str) -> Result<(), String> {
+    fn request_stop(&self, ingress_id: &str) -> Result<(), StoreError> {
         let holder: Option<String> = self.commands.run(|c| c.get(self.lease_key(ingress_id)))?;
         let Some((node, _)) = holder.as_deref().and_then(|h| h.split_once(':')) else {
             return Ok(());
@@ -446,7 +458,7 @@ impl Store for RedisStore {
         &self,
         handler: StopHandler,
         alive: Box<dyn Fn() -> bool + Send>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         let client = self.client.clone();
         let queue = self.stops_key(&self.node);
         std::thread::Builder::new()
@@ -460,10 +472,10 @@ impl Store for RedisStore {
                 }
             })
             .map(|_| ())
-            .map_err(|e| format!("cannot watch stop requests: {e}"))
+            .map_err(|e| StoreError::Other(format!("cannot watch stop requests: {e}")))
     }
 
-    fn ping(&self) -> Result<(), String> {
+    fn ping(&self) -> Result<(), StoreError> {
         self.commands
             .run(|c| redis::cmd("PING").query::<String>(c))
             .map(|_| ())

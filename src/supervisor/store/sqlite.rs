@@ -5,7 +5,7 @@
 //! no one else to reach. The file holds every stream key: it is created
 //! readable by its owner only.
 
-use super::{state_order, store_error as io, StopHandler, Store};
+use super::{state_order, StopHandler, Store, StoreError};
 use crate::sync::lock;
 use livekit_protocol as proto;
 use prost::Message;
@@ -36,14 +36,14 @@ const SCHEMA: &str = "PRAGMA journal_mode = WAL;
 
 /// Creates the file (and its directory) for its owner only, before SQLite
 /// opens it; SQLite gives its WAL and shared-memory files the same mode.
-fn create_private(path: &Path) -> Result<(), String> {
+fn create_private(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", dir.display())))?;
     }
     std::fs::OpenOptions::new()
         .create(true)
@@ -51,21 +51,32 @@ fn create_private(path: &Path) -> Result<(), String> {
         .mode(0o600)
         .open(path)
         .map(|_| ())
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+        .map_err(|e| StoreError::Other(format!("cannot create {}: {e}", path.display())))
 }
 
-fn decode_state(blob: Option<Vec<u8>>) -> Result<Option<proto::IngressState>, String> {
-    blob.map(|b| proto::IngressState::decode(b.as_slice()).map_err(io))
+/// A busy or locked database is one that does not answer now; a damaged one
+/// holds corrupt records.
+fn db_error(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::unreachable(e),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::corrupt(e),
+        _ => StoreError::other(e),
+    }
+}
+
+fn decode_state(blob: Option<Vec<u8>>) -> Result<Option<proto::IngressState>, StoreError> {
+    blob.map(|b| proto::IngressState::decode(b.as_slice()).map_err(StoreError::corrupt))
         .transpose()
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the SQLite store at `path`.
-    pub fn open(path: &Path) -> Result<SqliteStore, String> {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         create_private(path)?;
-        let db =
-            Connection::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        db.execute_batch(SCHEMA).map_err(io)?;
+        let db = Connection::open(path)
+            .map_err(|e| StoreError::Other(format!("cannot open {}: {e}", path.display())))?;
+        db.execute_batch(SCHEMA).map_err(db_error)?;
         let store = SqliteStore {
             db: Mutex::new(db),
             claims: Mutex::default(),
@@ -76,29 +87,30 @@ impl SqliteStore {
 
     /// Files written before states had their own table kept the state inside
     /// the info: move it out once.
-    fn move_states_out_of_info(&self) -> Result<(), String> {
+    fn move_states_out_of_info(&self) -> Result<(), StoreError> {
         let db = self.db();
         let mut stmt = db
             .prepare(
                 "SELECT ingress_id, info FROM ingress
                  WHERE ingress_id NOT IN (SELECT ingress_id FROM ingress_state)",
             )
-            .map_err(io)?;
+            .map_err(db_error)?;
         let rows: Vec<(String, Vec<u8>)> = stmt
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .map_err(io)?
+            .map_err(db_error)?
             .collect::<Result<_, _>>()
-            .map_err(io)?;
+            .map_err(db_error)?;
         drop(stmt);
         for (id, blob) in rows {
-            let mut info = proto::IngressInfo::decode(blob.as_slice()).map_err(io)?;
+            let mut info =
+                proto::IngressInfo::decode(blob.as_slice()).map_err(StoreError::corrupt)?;
             let state = info.state.take().unwrap_or_default();
             insert_state(&db, &id, &state)?;
             db.execute(
                 "UPDATE ingress SET info = ?2 WHERE ingress_id = ?1",
                 params![id, info.encode_to_vec()],
             )
-            .map_err(io)?;
+            .map_err(db_error)?;
         }
         Ok(())
     }
@@ -109,7 +121,7 @@ impl SqliteStore {
 
     /// Ingresses with their states, selected by `filter` (a WHERE clause on
     /// table `i`).
-    fn select(&self, filter: &str, values: &[&str]) -> Result<Vec<proto::IngressInfo>, String> {
+    fn select(&self, filter: &str, values: &[&str]) -> Result<Vec<proto::IngressInfo>, StoreError> {
         let db = self.db();
         let mut stmt = db
             .prepare(&format!(
@@ -117,44 +129,45 @@ impl SqliteStore {
                  LEFT JOIN ingress_state s ON s.ingress_id = i.ingress_id
                  WHERE {filter} ORDER BY i.rowid"
             ))
-            .map_err(io)?;
+            .map_err(db_error)?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(values), |row| {
                 Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Option<Vec<u8>>>(1)?))
             })
-            .map_err(io)?;
+            .map_err(db_error)?;
         rows.map(|row| {
-            let (info, state) = row.map_err(io)?;
-            let mut info = proto::IngressInfo::decode(info.as_slice()).map_err(io)?;
+            let (info, state) = row.map_err(db_error)?;
+            let mut info =
+                proto::IngressInfo::decode(info.as_slice()).map_err(StoreError::corrupt)?;
             info.state = decode_state(state)?;
             Ok(info)
         })
         .collect()
     }
 
-    fn one(&self, filter: &str, value: &str) -> Result<Option<proto::IngressInfo>, String> {
+    fn one(&self, filter: &str, value: &str) -> Result<Option<proto::IngressInfo>, StoreError> {
         Ok(self.select(filter, &[value])?.into_iter().next())
     }
 }
 
-fn insert_state(db: &Connection, id: &str, state: &proto::IngressState) -> Result<(), String> {
+fn insert_state(db: &Connection, id: &str, state: &proto::IngressState) -> Result<(), StoreError> {
     db.execute(
         "INSERT INTO ingress_state (ingress_id, started_at, updated_at, state) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT(ingress_id) DO UPDATE SET started_at = ?2, updated_at = ?3, state = ?4",
         params![id, state.started_at, state.updated_at, state.encode_to_vec()],
     )
     .map(|_| ())
-    .map_err(io)
+    .map_err(db_error)
 }
 
 impl Store for SqliteStore {
-    fn put(&self, info: &proto::IngressInfo) -> Result<(), String> {
+    fn put(&self, info: &proto::IngressInfo) -> Result<(), StoreError> {
         let stripped = proto::IngressInfo {
             state: None,
             ..info.clone()
         };
         let mut db = self.db();
-        let tx = db.transaction().map_err(io)?;
+        let tx = db.transaction().map_err(db_error)?;
         tx.execute(
             "INSERT INTO ingress (ingress_id, stream_key, room_name, info) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(ingress_id) DO UPDATE SET stream_key = ?2, room_name = ?3, info = ?4",
@@ -165,7 +178,7 @@ impl Store for SqliteStore {
                 stripped.encode_to_vec()
             ],
         )
-        .map_err(io)?;
+        .map_err(db_error)?;
         let state = info.state.clone().unwrap_or_default();
         tx.execute(
             "INSERT OR IGNORE INTO ingress_state (ingress_id, started_at, updated_at, state)
@@ -177,43 +190,43 @@ impl Store for SqliteStore {
                 state.encode_to_vec()
             ],
         )
-        .map_err(io)?;
-        tx.commit().map_err(io)
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)
     }
 
-    fn get(&self, ingress_id: &str) -> Result<Option<proto::IngressInfo>, String> {
+    fn get(&self, ingress_id: &str) -> Result<Option<proto::IngressInfo>, StoreError> {
         self.one("i.ingress_id = ?1", ingress_id)
     }
 
-    fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, String> {
+    fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, StoreError> {
         self.one("i.stream_key = ?1", stream_key)
     }
 
-    fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, String> {
+    fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, StoreError> {
         self.select(
             "(?1 = '' OR i.room_name = ?1) AND (?2 = '' OR i.ingress_id = ?2)",
             &[room, ingress_id],
         )
     }
 
-    fn delete(&self, ingress_id: &str) -> Result<(), String> {
+    fn delete(&self, ingress_id: &str) -> Result<(), StoreError> {
         let mut db = self.db();
-        let tx = db.transaction().map_err(io)?;
+        let tx = db.transaction().map_err(db_error)?;
         for table in ["ingress", "ingress_state"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE ingress_id = ?1"),
                 [ingress_id],
             )
-            .map_err(io)?;
+            .map_err(db_error)?;
         }
-        tx.commit().map_err(io)
+        tx.commit().map_err(db_error)
     }
 
-    fn claim(&self, ingress_id: &str) -> Result<bool, String> {
+    fn claim(&self, ingress_id: &str) -> Result<bool, StoreError> {
         Ok(lock(&self.claims).insert(ingress_id.to_string()))
     }
 
-    fn renew(&self, ingress_id: &str) -> Result<bool, String> {
+    fn renew(&self, ingress_id: &str) -> Result<bool, StoreError> {
         Ok(lock(&self.claims).contains(ingress_id))
     }
 
@@ -221,11 +234,11 @@ impl Store for SqliteStore {
         lock(&self.claims).remove(ingress_id);
     }
 
-    fn is_claimed(&self, ingress_id: &str) -> Result<bool, String> {
+    fn is_claimed(&self, ingress_id: &str) -> Result<bool, StoreError> {
         Ok(lock(&self.claims).contains(ingress_id))
     }
 
-    fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, String> {
+    fn put_state(&self, ingress_id: &str, state: &proto::IngressState) -> Result<bool, StoreError> {
         if !lock(&self.claims).contains(ingress_id) {
             return Ok(false);
         }
@@ -245,7 +258,7 @@ impl Store for SqliteStore {
                 },
             )
             .optional()
-            .map_err(io)?;
+            .map_err(db_error)?;
         match stored {
             Some(order) if order <= state_order(state) => {
                 insert_state(&db, ingress_id, state)?;
@@ -260,7 +273,7 @@ impl Store for SqliteStore {
         ingress_id: &str,
         expected: &proto::IngressState,
         state: &proto::IngressState,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, StoreError> {
         let db = self.db();
         let stored: Option<Vec<u8>> = db
             .query_row(
@@ -269,7 +282,7 @@ impl Store for SqliteStore {
                 |row| row.get(0),
             )
             .optional()
-            .map_err(io)?;
+            .map_err(db_error)?;
         if decode_state(stored)?.as_ref() != Some(expected) {
             return Ok(false);
         }
@@ -277,7 +290,7 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    fn request_stop(&self, _ingress_id: &str) -> Result<(), String> {
+    fn request_stop(&self, _ingress_id: &str) -> Result<(), StoreError> {
         // One node: its own sessions were stopped by the caller.
         Ok(())
     }
@@ -286,16 +299,16 @@ impl Store for SqliteStore {
         &self,
         _handler: StopHandler,
         _alive: Box<dyn Fn() -> bool + Send>,
-    ) -> Result<(), String> {
+    ) -> Result<(), StoreError> {
         Ok(())
     }
 
-    fn ping(&self) -> Result<(), String> {
+    fn ping(&self) -> Result<(), StoreError> {
         self.db()
             .query_row("SELECT count(*) FROM ingress", [], |row| {
                 row.get::<_, i64>(0)
             })
             .map(|_| ())
-            .map_err(io)
+            .map_err(db_error)
     }
 }
