@@ -722,6 +722,46 @@ fn waiting_connections_are_bounded_per_address() {
 // pushed, every 200 ms: `frames <key>=<n> ...`. Its resource limits, CPU time
 // and logs are then its own.
 
+/// Adds an rtmpingresssrc for `key` on `port` whose pads each end in a
+/// fakesink (not synchronised, not prerolling: a live source), calling
+/// `on_video_buffer` for every video buffer.
+fn add_source_into_fakesinks(
+    pipeline: &gst::Pipeline,
+    port: u32,
+    key: &str,
+    on_video_buffer: impl Fn() + Clone + Send + Sync + 'static,
+) {
+    let src = gst::ElementFactory::make("rtmpingresssrc")
+        .property("address", "127.0.0.1")
+        .property("port", port)
+        .property("stream-key", key)
+        .build()
+        .expect("rtmpingresssrc");
+    pipeline.add(&src).expect("add");
+    let weak = pipeline.downgrade();
+    src.connect_pad_added(move |_, pad| {
+        let Some(pipeline) = weak.upgrade() else {
+            return;
+        };
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .expect("fakesink");
+        pipeline.add(&sink).expect("add sink");
+        sink.sync_state_with_parent().expect("sync");
+        pad.link(&sink.static_pad("sink").expect("pad"))
+            .expect("link");
+        if pad.name() == "video" {
+            let on_video_buffer = on_video_buffer.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                on_video_buffer();
+                gst::PadProbeReturn::Ok
+            });
+        }
+    });
+}
+
 #[test]
 fn probe_child() {
     let (Ok(port), Ok(keys)) = (
@@ -737,35 +777,9 @@ fn probe_child() {
     let counts: Arc<Vec<std::sync::atomic::AtomicU64>> =
         Arc::new(keys.iter().map(|_| Default::default()).collect());
     for (i, key) in keys.iter().enumerate() {
-        let src = gst::ElementFactory::make("rtmpingresssrc")
-            .property("address", "127.0.0.1")
-            .property("port", port)
-            .property("stream-key", key.as_str())
-            .build()
-            .expect("rtmpingresssrc");
-        pipeline.add(&src).expect("add");
-        let weak = pipeline.downgrade();
         let counts = counts.clone();
-        src.connect_pad_added(move |_, pad| {
-            let Some(pipeline) = weak.upgrade() else {
-                return;
-            };
-            let sink = gst::ElementFactory::make("fakesink")
-                .property("sync", false)
-                .property("async", false)
-                .build()
-                .expect("fakesink");
-            pipeline.add(&sink).expect("add sink");
-            sink.sync_state_with_parent().expect("sync");
-            pad.link(&sink.static_pad("sink").expect("pad"))
-                .expect("link");
-            if pad.name() == "video" {
-                let counts = counts.clone();
-                pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                    counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    gst::PadProbeReturn::Ok
-                });
-            }
+        add_source_into_fakesinks(&pipeline, port, key, move || {
+            counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         });
     }
     pipeline.set_state(gst::State::Playing).expect("playing");
@@ -1085,27 +1099,7 @@ fn crafted_timestamps_end_the_publish_with_an_error_not_a_panic() {
 
     let port = common::free_tcp_port();
     let pipeline = gst::Pipeline::new();
-    let src = gst::ElementFactory::make("rtmpingresssrc")
-        .property("address", "127.0.0.1")
-        .property("port", u32::from(port))
-        .property("stream-key", "clock")
-        .build()
-        .expect("rtmpingresssrc");
-    pipeline.add(&src).expect("add");
-    let weak = pipeline.downgrade();
-    src.connect_pad_added(move |_, pad| {
-        let Some(pipeline) = weak.upgrade() else {
-            return;
-        };
-        let sink = gst::ElementFactory::make("fakesink")
-            .property("sync", false)
-            .build()
-            .expect("fakesink");
-        pipeline.add(&sink).expect("add sink");
-        sink.sync_state_with_parent().expect("sync");
-        pad.link(&sink.static_pad("sink").expect("pad"))
-            .expect("link");
-    });
+    add_source_into_fakesinks(&pipeline, u32::from(port), "clock", || {});
     pipeline.set_state(gst::State::Playing).expect("playing");
 
     let mut c = RawClient::connect(port);
