@@ -488,11 +488,6 @@ impl AudioEncoding {
             }
         }
     }
-
-    /// `opusenc` properties as gst-launch text.
-    pub fn opusenc_properties(&self) -> String {
-        format!("bitrate={} dtx={}", self.bitrate, self.dtx)
-    }
 }
 
 #[cfg(test)]
