@@ -7,11 +7,14 @@
 
 use super::config::Config;
 use super::ingress::{may_publish, now_nanos};
-use super::store::{self, Store};
+use super::store::{self, Store, StoreError};
 use super::webhooks::Webhooks;
 use crate::livekit::stats::SendStats;
 use crate::options;
-use crate::pipeline::{IngressPipeline, LiveKitServer, PipelineConfig, PipelineEvent};
+use crate::pipeline::{
+    IngressPipeline, LiveKitServer, PipelineConfig, PipelineError, PipelineEvent,
+};
+use crate::presets::PresetError;
 use crate::rtmp::listener::{Decision, PublishRequest};
 use crate::sync::lock;
 use gst::prelude::*;
@@ -28,6 +31,33 @@ const PUBLISH_START_WAIT: Duration = Duration::from_secs(10);
 const STOP_WAIT: Duration = Duration::from_secs(5);
 /// How often a stop request not yet acted on is sent again.
 const STOP_RETRY: Duration = Duration::from_secs(2);
+
+/// Why an accepted publish could not start its stream.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The ingress's settings cannot be encoded (the API validates them, but
+    /// an ingress stored by an older version may hold anything).
+    #[error("{0}")]
+    Settings(#[from] PresetError),
+    #[error("{0}")]
+    Pipeline(#[from] PipelineError),
+    #[error("the ingress pipeline could not start")]
+    NotPlaying,
+    #[error("cannot start the session: {0}")]
+    Thread(std::io::Error),
+    #[error("the ingress was deleted")]
+    Deleted,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl StartError {
+    /// Whether the stream itself failed (an ERROR state for its ingress),
+    /// rather than the ingress being gone or the store out of reach.
+    pub fn is_the_streams(&self) -> bool {
+        !matches!(self, StartError::Deleted | StartError::Store(_))
+    }
+}
 
 /// Counters for the metrics endpoint.
 #[derive(Default)]
@@ -92,7 +122,7 @@ pub struct Sessions {
 
 impl Sessions {
     /// Sessions over `store`, following the stop requests other nodes send.
-    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Sessions>, String> {
+    pub fn new(config: Config, store: Arc<dyn Store>) -> Result<Arc<Sessions>, StoreError> {
         let webhook_key = match config.webhook.api_key.as_str() {
             "" => config.api_key.as_str(),
             key => key,
@@ -151,23 +181,25 @@ impl Sessions {
         }
         let id = info.ingress_id.clone();
         let started_at = now_nanos();
-        match self.start(info, request, started_at) {
-            Ok(()) => Decision::Accept,
-            Err(reason) => {
-                tracing::warn!(ingress = %id, "stream not started: {reason}");
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                let failed = proto::IngressState {
-                    status: Status::EndpointError as i32,
-                    error: reason.clone(),
-                    started_at,
-                    ended_at: now_nanos(),
-                    ..Default::default()
-                };
-                self.save_state(&id, &failed);
-                self.store.release(&id);
-                self.refuse(&reason)
-            }
+        let Err(error) = self.start(info, request, started_at) else {
+            return Decision::Accept;
+        };
+        tracing::warn!(ingress = %id, "stream not started: {error}");
+        // A failure of the stream is the ingress's ERROR state; an ingress
+        // deleted meanwhile, or a store that cannot be written, has none to keep.
+        if error.is_the_streams() {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            let failed = proto::IngressState {
+                status: Status::EndpointError as i32,
+                error: error.to_string(),
+                started_at,
+                ended_at: now_nanos(),
+                ..Default::default()
+            };
+            self.save_state(&id, &failed);
         }
+        self.store.release(&id);
+        self.refuse(&error.to_string())
     }
 
     fn refuse(&self, reason: &str) -> Decision {
@@ -180,9 +212,9 @@ impl Sessions {
         mut info: proto::IngressInfo,
         request: PublishRequest,
         started_at: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), StartError> {
         let pipeline_config = self.pipeline_config(&info)?;
-        let pipeline = IngressPipeline::build(&pipeline_config).map_err(|e| e.to_string())?;
+        let pipeline = IngressPipeline::build(&pipeline_config)?;
         let buffering = proto::IngressState {
             status: Status::EndpointBuffering as i32,
             started_at,
@@ -191,13 +223,13 @@ impl Sessions {
         };
         // Only the state: an update made since the key was looked up stays.
         if !self.store.put_state(&info.ingress_id, &buffering)? {
-            return Err("the ingress was deleted".into());
+            return Err(StartError::Deleted);
         }
         info.state = Some(buffering);
         pipeline
             .pipeline()
             .set_state(gst::State::Playing)
-            .map_err(|_| "the ingress pipeline could not start".to_string())?;
+            .map_err(|_| StartError::NotPlaying)?;
         self.stats.started.fetch_add(1, Ordering::Relaxed);
         tracing::info!(ingress = %info.ingress_id, peer = %request.peer, "stream started");
 
@@ -208,7 +240,7 @@ impl Sessions {
         let thread = std::thread::Builder::new()
             .name(format!("session-{id}"))
             .spawn(move || this.run(info, pipeline, thread_stop))
-            .map_err(|e| format!("cannot start the session: {e}"))?;
+            .map_err(StartError::Thread)?;
         lock(&self.live).insert(
             id,
             Live {
@@ -222,7 +254,7 @@ impl Sessions {
 
     /// The pipeline for an ingress: this node's listener and server, and the
     /// ingress's settings resolved once ([`options::resolve`]).
-    fn pipeline_config(&self, info: &proto::IngressInfo) -> Result<PipelineConfig, String> {
+    fn pipeline_config(&self, info: &proto::IngressInfo) -> Result<PipelineConfig, PresetError> {
         Ok(PipelineConfig {
             name: format!("ingress-{}", info.ingress_id),
             rtmp_address: self.config.bind_address.clone(),
@@ -233,7 +265,7 @@ impl Sessions {
                 api_key: self.config.api_key.clone(),
                 api_secret: self.config.api_secret.clone(),
             },
-            options: options::resolve(info).map_err(|e| e.to_string())?,
+            options: options::resolve(info)?,
         })
     }
 
