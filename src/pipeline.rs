@@ -16,7 +16,7 @@ use crate::codec::OPUS;
 use crate::livekit::stats::SendStats;
 use crate::messages::input::{self, InputAudio, InputVideo};
 use crate::messages::livekit::{Connected, TrackPublished};
-use crate::messages::rtmp::{PublishStarted, PublishStopped, Stats};
+use crate::messages::rtmp::{PublishStopped, Stats};
 use crate::messages::BusMessage;
 use crate::options::IngressOptions;
 use crate::presets::VideoLayer;
@@ -64,8 +64,6 @@ pub enum PipelineEvent {
     },
     /// Measured input bitrates, bits per second.
     InputBitrate { video: u32, audio: u32 },
-    /// The publisher's stream reached the source.
-    PublishStarted,
     /// The participant joined the room.
     Connected { room_sid: String },
     /// A track is published in the room.
@@ -434,9 +432,6 @@ impl PipelineEvent {
                 let s = message.structure()?;
                 // Each message's own parser decides; the name only picks it.
                 match s.name().as_str() {
-                    PublishStarted::NAME => {
-                        PublishStarted::from_structure(s).map(|_| PipelineEvent::PublishStarted)
-                    }
                     PublishStopped::NAME => {
                         PublishStopped::from_structure(s).map(|stopped| PipelineEvent::Ended {
                             reason: stopped.reason,

@@ -208,17 +208,23 @@ fn assert_video(d: &Decoded, min_frames: usize) {
     }
 }
 
+/// ffmpeg publishes `seconds` of test pattern (with `extra` encoder
+/// arguments) to `url`, which must succeed; what `rx` received by its end.
+fn publish_to(rx: &Receiver, url: &str, seconds: u32, extra: &str) -> Decoded {
+    let out = test_pattern(seconds, extra, url);
+    assert!(
+        out.status.success(),
+        "ffmpeg to {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rx.wait_end(Duration::from_secs(10))
+}
+
 /// ffmpeg publishes `seconds` of test pattern on `key`, which `rx` decodes
 /// (at least `min_frames` frames of the right size and timing).
 fn publish_and_decode(rx: &Receiver, port: u16, key: &str, seconds: u32, min_frames: usize) {
-    let out = test_pattern(seconds, "", &format!("rtmp://127.0.0.1:{port}/live/{key}"));
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d = rx.wait_end(Duration::from_secs(10));
-    assert_video(&d, min_frames);
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    assert_video(&publish_to(rx, &url, seconds, ""), min_frames);
 }
 
 #[test]
@@ -226,13 +232,12 @@ fn ffmpeg_with_b_frames_and_audio_is_decoded() {
     init();
     let port = common::free_tcp_port();
     let rx = Receiver::start(port, "key1", "");
-    let out = test_pattern(3, "-bf 2", &format!("rtmp://127.0.0.1:{port}/live/key1"));
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let d = publish_to(
+        &rx,
+        &format!("rtmp://127.0.0.1:{port}/live/key1"),
+        3,
+        "-bf 2",
     );
-    let d = rx.wait_end(Duration::from_secs(10));
     assert_video(&d, 85);
     assert!(d.audio_buffers > 50, "audio buffers {}", d.audio_buffers);
     let audio = d
@@ -262,13 +267,12 @@ fn an_element_taking_any_key_names_the_key_in_its_messages() {
     init();
     let port = common::free_tcp_port();
     let rx = Receiver::start(port, "\"\"", "");
-    let out = test_pattern(1, "", &format!("rtmp://127.0.0.1:{port}/live/whichever"));
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let d = publish_to(
+        &rx,
+        &format!("rtmp://127.0.0.1:{port}/live/whichever"),
+        1,
+        "",
     );
-    let d = rx.wait_end(Duration::from_secs(10));
     let started = d
         .messages
         .iter()
@@ -510,13 +514,7 @@ fn rtmps_with_a_configured_certificate() {
             key.display()
         ),
     );
-    let out = test_pattern(2, "", &format!("rtmps://127.0.0.1:{port}/live/secure"));
-    assert!(
-        out.status.success(),
-        "ffmpeg over TLS: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d = rx.wait_end(Duration::from_secs(10));
+    let d = publish_to(&rx, &format!("rtmps://127.0.0.1:{port}/live/secure"), 2, "");
     assert_video(&d, 50);
 }
 

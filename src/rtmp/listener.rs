@@ -540,9 +540,9 @@ impl Connection<'_> {
         // An element that stops taking the stream (it gave up waiting for
         // media, or its pipeline stopped) ends the connection at once, also
         // when the publisher sends nothing that would find out.
-        let element = self.publish.as_ref().map(|p| p.sender.clone());
+        let element = self.publish.as_ref().map(|p| &p.sender);
         let element_gone = async {
-            match &element {
+            match element {
                 Some(sender) => sender.closed().await,
                 None => std::future::pending().await,
             }

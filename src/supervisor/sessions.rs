@@ -25,8 +25,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long an accepted publish may take to reach its pipeline's source.
-const PUBLISH_START_WAIT: Duration = Duration::from_secs(10);
 /// How long stopping an ingress waits for the node running it to let go.
 const STOP_WAIT: Duration = Duration::from_secs(5);
 /// How often a stop request not yet acted on is sent again.
@@ -81,8 +79,6 @@ struct SessionRun {
     /// The ingress as the session started it (for webhooks).
     started: proto::IngressInfo,
     state: proto::IngressState,
-    accepted: Instant,
-    publish_started: bool,
     /// When the claim was last renewed.
     renewed: Instant,
     claim_lost: bool,
@@ -94,8 +90,6 @@ impl SessionRun {
             id: started.ingress_id.clone(),
             state: started.state.clone().unwrap_or_default(),
             started,
-            accepted: Instant::now(),
-            publish_started: false,
             renewed: Instant::now(),
             claim_lost: false,
         }
@@ -316,15 +310,12 @@ impl Sessions {
     }
 
     /// Between bus messages: whether the session must end (stopped by the
-    /// service, a publisher that never started, a lapsed claim).
+    /// service, a lapsed claim). A publisher that goes away at any point is
+    /// the listener's to notice: every publish it hands to the source ends
+    /// with an end-of-publish event, so the pipeline reaches EOS.
     fn check(&self, session: &mut SessionRun, stop: &AtomicBool) -> Option<Result<String, String>> {
         if stop.load(Ordering::Relaxed) {
             return Some(Ok("stopped by the service".into()));
-        }
-        // A publisher that went away between the accept and its first
-        // message never reaches the source: do not wait for it for ever.
-        if !session.publish_started && session.accepted.elapsed() >= PUBLISH_START_WAIT {
-            return Some(Ok("the publisher left before its stream started".into()));
         }
         self.renew_claim(session)
     }
@@ -357,10 +348,6 @@ impl Sessions {
     fn apply(&self, session: &mut SessionRun, event: PipelineEvent) -> Step {
         let state = &mut session.state;
         match event {
-            PipelineEvent::PublishStarted => {
-                session.publish_started = true;
-                return Step::Continue;
-            }
             PipelineEvent::Connected { room_sid } => state.room_id = room_sid,
             PipelineEvent::TrackPublished { info } => {
                 // A rejoin publishes the track anew: keep only the current one.
