@@ -8,6 +8,7 @@ use gstlivekitingress::livekit::stats::SendStats;
 use gstlivekitingress::messages::layer_active::LayerActive;
 use gstlivekitingress::messages::livekit::{Connected, Reconnecting, Resumed, TrackPublished};
 use gstlivekitingress::messages::BusMessage;
+use gstlivekitingress::presets::VideoPreset;
 use livekit_api::services::room::RoomClient;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -159,7 +160,22 @@ fn subscribers_decode_each_simulcast_layer_and_the_audio() {
     ];
     let reports = common::watch_layers(&server, "sink-simulcast", 2, &expected);
     let stats = last_message(&pipeline, SendStats::NAME);
+    let announced = layer_bitrates(&server, "sink-simulcast", "publisher");
     pipeline.set_state(gst::State::Null).expect("stop");
+
+    // The server's TrackInfo carries every layer's bitrate, as simulcastenc
+    // tagged it from its default preset.
+    let mut preset: Vec<u32> = VideoPreset::default()
+        .encoding()
+        .layers
+        .iter()
+        .map(|l| l.bitrate)
+        .collect();
+    preset.sort();
+    assert_eq!(
+        announced, preset,
+        "layer bitrates in the TrackInfo, low to high"
+    );
 
     for ((quality, size), report) in expected.iter().zip(&reports) {
         let participant = report["participants"]
@@ -462,6 +478,25 @@ fn a_restarted_server_is_rejoined_and_the_tracks_republished() {
         common::frames(video) >= 30,
         "video after the restart: {video}"
     );
+}
+
+/// The bitrate of each layer of `identity`'s video track in the server's
+/// TrackInfo, low to high.
+fn layer_bitrates(server: &LiveKitServer, room: &str, identity: &str) -> Vec<u32> {
+    let participants = block_on(rooms(server).list_participants(room)).expect("participants");
+    let participant = participants
+        .into_iter()
+        .find(|p| p.identity == identity)
+        .expect("the publisher is listed");
+    let video = participant
+        .tracks
+        .into_iter()
+        .find(|t| t.r#type == livekit_protocol::TrackType::Video as i32)
+        .expect("a video track");
+    #[allow(deprecated)] // the TrackInfo field the server fills for one codec
+    let mut layers = video.layers;
+    layers.sort_by_key(|l| l.quality);
+    layers.iter().map(|l| l.bitrate).collect()
 }
 
 /// The participant's sid and its tracks' sids, as the server lists them.

@@ -89,6 +89,9 @@ struct PadInfo {
     /// The SPS of the first H.264 buffer, read when the caps lack the profile.
     sps: Option<SpsProfile>,
     bitrate: u32,
+    /// A buffer has arrived: every sticky event before it (the bitrate tag
+    /// among them) has been seen.
+    flowing: bool,
     eos: bool,
 }
 
@@ -99,8 +102,20 @@ impl PadInfo {
             caps: None,
             sps: None,
             bitrate: 0,
+            flowing: false,
             eos: false,
         }
+    }
+
+    /// Whether the join has all it needs from this pad: its caps, the SPS
+    /// where the caps lack the profile, and for a video layer its bitrate.
+    /// The bitrate tag travels after the caps (an encoder tags its first
+    /// buffer), so a layer without one is waited for until it flows: the
+    /// AddTrack then carries every layer's bitrate the stream announces.
+    fn ready_to_join(&self) -> bool {
+        self.caps.is_some()
+            && !self.needs_sps()
+            && (self.kind == PadKind::Audio || self.bitrate > 0 || self.flowing)
     }
 
     /// H.264 caps without a profile: the join waits for the stream's SPS.
@@ -257,6 +272,7 @@ impl LiveKitSink {
                     .or_else(|| tag.tag().get::<gst::tags::Bitrate>())
                 {
                     lock(&self.state).info(pad).bitrate = bitrate.get();
+                    self.maybe_start();
                 }
                 true
             }
@@ -313,7 +329,7 @@ impl LiveKitSink {
                 state
                     .pads
                     .get(p.name().as_str())
-                    .is_none_or(|i| i.caps.is_none() || i.needs_sps())
+                    .is_none_or(|i| !i.ready_to_join())
             })
         {
             return;
@@ -649,8 +665,11 @@ impl LiveKitSink {
         }
         let Some(session) = state.session.as_mut() else {
             // Not joined yet: media before the room is ready is of no use to
-            // anyone, but an SPS may tell the profile the caps did not.
+            // anyone, but it ends the wait for a bitrate tag, and an SPS may
+            // tell the profile the caps did not.
             let info = state.info(pad);
+            let was_ready = info.ready_to_join();
+            info.flowing = true;
             if info.needs_sps() {
                 if let Some(sps) = buffer
                     .map_readable()
@@ -659,9 +678,11 @@ impl LiveKitSink {
                 {
                     gst::info!(CAT, obj = pad, "profile from the SPS: {sps:?}");
                     info.sps = Some(sps);
-                    drop(state);
-                    self.maybe_start();
                 }
+            }
+            if !was_ready && info.ready_to_join() {
+                drop(state);
+                self.maybe_start();
             }
             return Ok(gst::FlowSuccess::Ok);
         };

@@ -4,7 +4,9 @@
 //! byte-stream access units or VP8); they are ordered by size to become the
 //! LiveKit layers q, h and f, and each layer's bitrate is read from its
 //! `nominal-bitrate` tag. `audio_%u` takes Opus. The element joins the room when
-//! every requested pad has its caps, and leaves at EOS.
+//! every requested pad has its caps and every video pad its bitrate tag or its
+//! first buffer (the tag, when there is one, comes before it), so the track
+//! announces each layer's bitrate; it leaves at EOS.
 //!
 //! Upstream it sends force-key-unit events when the room asks for a keyframe and,
 //! with `dynacast`, `livekit-layer-active` custom events (field `active`) when no

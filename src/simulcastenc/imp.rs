@@ -5,6 +5,7 @@ use crate::sync::lock;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -120,6 +121,37 @@ pub struct SimulcastEnc {
     settings: Mutex<Settings>,
     state: Mutex<State>,
     sinkpad: gst::GhostPad,
+    /// Running time (ns) of the newest frame handed to the layers' queues,
+    /// `u64::MAX` before the first: a keyframe is asked for after it.
+    newest_fanned_out: AtomicU64,
+}
+
+/// Drops the bitrate an encoder tags its output with, so that the layer's
+/// own (taginject's, after it) is the one downstream reads. x264enc tags its
+/// `bitrate` property times 1024, and which of the two tags arrived last
+/// decided the bitrate a LiveKit track announced.
+fn strip_encoder_bitrate(pad: &gst::Pad) {
+    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, |_, info| {
+        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let gst::EventView::Tag(tag) = event.view() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let mut list = tag.tag_owned();
+        {
+            let list = list.make_mut();
+            list.remove::<gst::tags::NominalBitrate>();
+            list.remove::<gst::tags::Bitrate>();
+            list.remove::<gst::tags::MinimumBitrate>();
+            list.remove::<gst::tags::MaximumBitrate>();
+        }
+        if list.n_tags() == 0 {
+            return gst::PadProbeReturn::Drop;
+        }
+        info.data = Some(gst::PadProbeData::Event(gst::event::Tag::new(list)));
+        gst::PadProbeReturn::Ok
+    });
 }
 
 fn make(factory: &str) -> Result<gst::Element, String> {
@@ -141,6 +173,7 @@ impl ObjectSubclass for SimulcastEnc {
             settings: Mutex::default(),
             state: Mutex::default(),
             sinkpad,
+            newest_fanned_out: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -192,6 +225,7 @@ impl SimulcastEnc {
         rate.set_property("drop-only", true);
         rate.set_property("max-rate", encoding.framerate.ceil().max(1.0) as i32);
         let tee = make("tee")?;
+        self.watch_fan_out(&tee.static_pad("sink").ok_or("tee has no sink pad")?);
         let head = [convert.clone(), rate, tee.clone()];
         obj.add_many(&head).map_err(|e| e.to_string())?;
         gst::Element::link_many(&head).map_err(|e| e.to_string())?;
@@ -230,6 +264,7 @@ impl SimulcastEnc {
             tee.link(&chain[0]).map_err(|e| e.to_string())?;
             state.elements.extend(chain);
 
+            strip_encoder_bitrate(&tags.static_pad("sink").ok_or("taginject has no sink pad")?);
             let target = tags.static_pad("src").ok_or("taginject has no src pad")?;
             let templ = obj.pad_template("src_%u").ok_or("no src template")?;
             let ghost = gst::GhostPad::builder_from_template_with_target(&templ, &target)
@@ -341,8 +376,30 @@ impl SimulcastEnc {
         });
     }
 
-    /// Asks the encoders of `layer` (all active layers when `None`) for a keyframe
-    /// on their next frame: they see the same frames, so the keyframes line up.
+    /// Notes the running time of each frame that enters the layers' queues.
+    fn watch_fan_out(&self, pad: &gst::Pad) {
+        let this = self.downgrade();
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            let (Some(imp), Some(buffer)) = (this.upgrade(), info.buffer()) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let running_time = pad.sticky_event::<gst::event::Segment>(0).and_then(|e| {
+                e.segment()
+                    .downcast_ref::<gst::ClockTime>()
+                    .and_then(|s| s.to_running_time(buffer.pts()))
+            });
+            if let Some(running_time) = running_time {
+                imp.newest_fanned_out
+                    .store(running_time.nseconds(), Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    /// Asks the encoders of `layer` (all active layers when `None`) for a
+    /// keyframe on the first frame after the newest one fanned out. Each layer
+    /// has its own queue, filled to its own level, so "your next frame" would
+    /// be a different frame per layer; a running time names the same one.
     fn force_keyframes(&self, layer: Option<usize>) {
         let encoders: Vec<gst::Element> = {
             let state = lock(&self.state);
@@ -356,11 +413,16 @@ impl SimulcastEnc {
                 .map(|(_, l)| l.encoder.clone())
                 .collect()
         };
+        let after = match self.newest_fanned_out.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            newest => Some(gst::ClockTime::from_nseconds(newest + 1)),
+        };
         for encoder in encoders {
             // An upstream event sent to the element is handled by its src pad, as
             // if it came from downstream.
             encoder.send_event(
                 gst_video::UpstreamForceKeyUnitEvent::builder()
+                    .running_time(after)
                     .all_headers(true)
                     .build(),
             );
