@@ -494,6 +494,16 @@ impl AudioEncoding {
 mod tests {
     use super::*;
 
+    /// A custom layer without a bitrate.
+    fn layer(quality: Quality, width: u32, height: u32) -> VideoLayer {
+        VideoLayer {
+            quality,
+            width,
+            height,
+            bitrate: 0,
+        }
+    }
+
     fn sizes(e: &VideoEncoding) -> Vec<(u32, u32, u32)> {
         e.layers
             .iter()
@@ -577,47 +587,22 @@ mod tests {
 
     #[test]
     fn invalid_custom_settings_are_refused() {
-        let odd = [VideoLayer {
-            quality: Quality::High,
-            width: 1281,
-            height: 720,
-            bitrate: 0,
-        }];
+        let odd = [layer(Quality::High, 1281, 720)];
         assert!(matches!(
             VideoEncoding::custom(VideoCodec::H264Baseline, None, &odd),
             Err(PresetError::OddLayer { .. })
         ));
         let shrinking = [
-            VideoLayer {
-                quality: Quality::High,
-                width: 640,
-                height: 360,
-                bitrate: 0,
-            },
-            VideoLayer {
-                quality: Quality::Low,
-                width: 1280,
-                height: 720,
-                bitrate: 0,
-            },
+            layer(Quality::High, 640, 360),
+            layer(Quality::Low, 1280, 720),
         ];
         assert!(matches!(
             VideoEncoding::custom(VideoCodec::H264Baseline, None, &shrinking),
             Err(PresetError::LayersDoNotGrow { .. })
         ));
         let twice = [
-            VideoLayer {
-                quality: Quality::High,
-                width: 640,
-                height: 360,
-                bitrate: 0,
-            },
-            VideoLayer {
-                quality: Quality::High,
-                width: 1280,
-                height: 720,
-                bitrate: 0,
-            },
+            layer(Quality::High, 640, 360),
+            layer(Quality::High, 1280, 720),
         ];
         assert_eq!(
             VideoEncoding::custom(VideoCodec::H264Baseline, None, &twice),
@@ -630,12 +615,7 @@ mod tests {
 
     #[test]
     fn fitting_keeps_aspect_and_never_upscales() {
-        let hd = VideoLayer {
-            quality: Quality::High,
-            width: 1280,
-            height: 720,
-            bitrate: 0,
-        };
+        let hd = layer(Quality::High, 1280, 720);
         assert_eq!(fit_layer(&hd, 1920, 1080), (1280, 720));
         assert_eq!(fit_layer(&hd, 640, 480), (640, 480), "no upscale");
         assert_eq!(

@@ -4,9 +4,10 @@
 //! by the scripted RTMP client on loopback, the element's only input).
 //!
 //! Not here, and why: livekitsink stamps RTP time and orders layers only
-//! once joined (before that it drops media), so its timing is covered by the
-//! unit tests of `livekitsink::wallclock` and `livekit::layer_sync`, and end
-//! to end in tests/livekitsink.rs against a server.
+//! once joined (before that it drops media), so that logic is unit-tested
+//! where it lives (`plan_tracks` and `rtp_time` in livekitsink, its
+//! `wallclock`, `livekit::layer_sync`) and end to end in tests/livekitsink.rs
+//! against a server.
 
 mod common;
 

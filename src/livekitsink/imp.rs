@@ -156,6 +156,92 @@ fn layer_codec(info: &PadInfo) -> Result<(VideoCodec, Option<u8>), String> {
     }
 }
 
+/// What the join publishes, from what the pads have told.
+#[derive(Debug)]
+struct TrackPlan {
+    video: Option<VideoTrackSpec>,
+    audio: Option<AudioTrackSpec>,
+    /// Video pad name -> layer index, 0 the smallest picture.
+    layers: HashMap<String, usize>,
+}
+
+/// The tracks the pads make: one video track whose layers are the video pads
+/// ordered by picture size (whatever their names or the order they were
+/// requested in), with their bitrates, and the first audio pad's track.
+fn plan_tracks(settings: &Settings, pads: &HashMap<String, PadInfo>) -> Result<TrackPlan, String> {
+    let mut video_pads: Vec<(&str, (u32, u32), u32)> = Vec::new();
+    let mut video_codecs: Vec<(VideoCodec, Option<u8>)> = Vec::new();
+    let mut audio_caps = None;
+    for (name, info) in pads {
+        let Some(caps) = info.caps.as_ref() else {
+            continue;
+        };
+        match info.kind {
+            PadKind::Video => {
+                video_codecs.push(layer_codec(info)?);
+                video_pads.push((name, picture_size(caps), info.bitrate));
+            }
+            PadKind::Audio if audio_caps.is_none() => audio_caps = Some(caps),
+            PadKind::Audio => {}
+        }
+    }
+    video_pads.sort_by_key(|(name, (w, h), _)| (u64::from(*w) * u64::from(*h), *name));
+    if video_pads.len() > MAX_LAYERS {
+        return Err(format!(
+            "a LiveKit video track has at most {MAX_LAYERS} simulcast layers, {} video pads were linked",
+            video_pads.len()
+        ));
+    }
+
+    let video = match video_codecs.first() {
+        None => None,
+        Some(&(codec, _)) => {
+            // One track, one codec: its layers are offered as one variant.
+            if let Some((other, _)) = video_codecs.iter().find(|(c, _)| *c != codec) {
+                return Err(format!(
+                    "the video layers of one track must share a codec: {} and {}",
+                    codec.name(),
+                    other.name()
+                ));
+            }
+            Some(VideoTrackSpec {
+                name: settings.video_track_name.clone(),
+                source: settings.video_track_source.to_proto(),
+                codec,
+                // The offer's level must cover the largest layer's.
+                h264_level: video_codecs.iter().filter_map(|(_, l)| *l).max(),
+                layers: video_pads
+                    .iter()
+                    .map(|&(_, (width, height), bitrate)| LayerSpec {
+                        width,
+                        height,
+                        bitrate,
+                    })
+                    .collect(),
+            })
+        }
+    };
+    Ok(TrackPlan {
+        video,
+        audio: audio_caps.map(|caps| audio_spec(settings, caps)),
+        layers: video_pads
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _, _))| (name.to_string(), i))
+            .collect(),
+    })
+}
+
+/// The width and height a caps structure gives (0 where absent).
+fn picture_size(caps: &gst::CapsRef) -> (u32, u32) {
+    caps.structure(0).map_or((0, 0), |s| {
+        (
+            s.get::<i32>("width").unwrap_or(0).max(0) as u32,
+            s.get::<i32>("height").unwrap_or(0).max(0) as u32,
+        )
+    })
+}
+
 /// The running session, from the first complete set of caps to stop.
 struct Session {
     media: mpsc::Sender<MediaInput>,
@@ -349,78 +435,11 @@ impl LiveKitSink {
         settings: &Settings,
         pads: &HashMap<String, PadInfo>,
     ) -> Result<Session, String> {
-        let mut video_pads: Vec<(String, gst::Caps, u32)> = Vec::new();
-        let mut video_codecs: Vec<(VideoCodec, Option<u8>)> = Vec::new();
-        let mut audio_caps = None;
-        for (name, info) in pads {
-            let Some(caps) = info.caps.clone() else {
-                continue;
-            };
-            match info.kind {
-                PadKind::Video => {
-                    video_codecs.push(layer_codec(info)?);
-                    video_pads.push((name.clone(), caps, info.bitrate));
-                }
-                PadKind::Audio if audio_caps.is_none() => audio_caps = Some(caps),
-                PadKind::Audio => {}
-            }
-        }
-        let size = |caps: &gst::Caps| {
-            caps.structure(0)
-                .map(|s| {
-                    (
-                        s.get::<i32>("width").unwrap_or(0).max(0) as u32,
-                        s.get::<i32>("height").unwrap_or(0).max(0) as u32,
-                    )
-                })
-                .unwrap_or((0, 0))
-        };
-        video_pads.sort_by_key(|(_, caps, _)| {
-            let (w, h) = size(caps);
-            u64::from(w) * u64::from(h)
-        });
-        if video_pads.len() > MAX_LAYERS {
-            return Err(format!(
-                "a LiveKit video track has at most {MAX_LAYERS} simulcast layers, {} video pads were linked",
-                video_pads.len()
-            ));
-        }
-
-        let video = match video_codecs.first() {
-            None => None,
-            Some((codec, _)) => {
-                let codec = *codec;
-                // One track, one codec: its layers are offered as one variant.
-                if let Some((other, _)) = video_codecs.iter().find(|(c, _)| *c != codec) {
-                    return Err(format!(
-                        "the video layers of one track must share a codec: {} and {}",
-                        codec.name(),
-                        other.name()
-                    ));
-                }
-                // The offer's level must cover the largest layer's.
-                let h264_level = video_codecs.iter().filter_map(|(_, l)| *l).max();
-                let layers = video_pads
-                    .iter()
-                    .map(|(_, caps, bitrate)| {
-                        let (width, height) = size(caps);
-                        LayerSpec {
-                            width,
-                            height,
-                            bitrate: *bitrate,
-                        }
-                    })
-                    .collect();
-                Some(VideoTrackSpec {
-                    name: settings.video_track_name.clone(),
-                    source: settings.video_track_source.to_proto(),
-                    codec,
-                    h264_level,
-                    layers,
-                })
-            }
-        };
-        let audio = audio_caps.map(|caps| audio_spec(settings, &caps));
+        let TrackPlan {
+            video,
+            audio,
+            layers,
+        } = plan_tracks(settings, pads)?;
 
         let credentials = if settings.token.is_empty() {
             if settings.api_key.is_empty() || settings.api_secret.is_empty() {
@@ -449,11 +468,6 @@ impl LiveKitSink {
             Credentials::Token(settings.token.clone())
         };
 
-        let layers: HashMap<String, usize> = video_pads
-            .iter()
-            .enumerate()
-            .map(|(i, (name, _, _))| (name.clone(), i))
-            .collect();
         gst::info!(
             CAT,
             imp = self,
@@ -1014,6 +1028,120 @@ impl ElementImpl for LiveKitSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A pad of `kind` that has had `caps` and, for video, a bitrate tag.
+    fn pad(kind: PadKind, caps: &str, bitrate: u32) -> PadInfo {
+        gst::init().expect("gstreamer");
+        PadInfo {
+            caps: Some(caps.parse().expect("caps")),
+            bitrate,
+            ..PadInfo::new(kind)
+        }
+    }
+
+    fn h264(width: u32, height: u32, level: &str) -> String {
+        format!(
+            "video/x-h264,profile=constrained-baseline,level=(string){level},\
+             width={width},height={height}"
+        )
+    }
+
+    /// Layers are ordered by picture size, not by pad name or request order,
+    /// and carry their own bitrates; the offer's level is the largest layer's.
+    #[test]
+    fn layers_are_ordered_by_size_with_their_bitrates() {
+        let pads = HashMap::from([
+            (
+                "video_0".into(),
+                pad(PadKind::Video, &h264(320, 180, "2.1"), 237_500),
+            ),
+            (
+                "video_1".into(),
+                pad(PadKind::Video, &h264(1280, 720, "3.1"), 1_900_000),
+            ),
+            (
+                "video_7".into(),
+                pad(PadKind::Video, &h264(640, 360, "3"), 671_751),
+            ),
+            (
+                "audio_0".into(),
+                pad(PadKind::Audio, "audio/x-opus,channels=1", 0),
+            ),
+        ]);
+        let plan = plan_tracks(&Settings::default(), &pads).expect("a plan");
+        let video = plan.video.expect("a video track");
+        assert_eq!(video.codec, VideoCodec::H264Baseline);
+        assert_eq!(video.h264_level, Some(31));
+        let layers: Vec<(u32, u32, u32)> = video
+            .layers
+            .iter()
+            .map(|l| (l.width, l.height, l.bitrate))
+            .collect();
+        assert_eq!(
+            layers,
+            [
+                (320, 180, 237_500),
+                (640, 360, 671_751),
+                (1280, 720, 1_900_000)
+            ]
+        );
+        assert_eq!(
+            plan.layers,
+            HashMap::from([
+                ("video_0".to_string(), 0),
+                ("video_7".to_string(), 1),
+                ("video_1".to_string(), 2)
+            ])
+        );
+        assert!(!plan.audio.expect("an audio track").stereo);
+    }
+
+    #[test]
+    fn layers_of_two_codecs_or_too_many_layers_are_refused() {
+        let vp8 = pad(PadKind::Video, "video/x-vp8,width=640,height=360", 500_000);
+        let mixed = HashMap::from([
+            (
+                "video_0".into(),
+                pad(PadKind::Video, &h264(1280, 720, "3.1"), 1),
+            ),
+            ("video_1".into(), vp8.clone()),
+        ]);
+        let error = plan_tracks(&Settings::default(), &mixed).unwrap_err();
+        assert!(error.contains("must share a codec"), "{error}");
+
+        let many: HashMap<String, PadInfo> = (0..=MAX_LAYERS)
+            .map(|i| (format!("video_{i}"), vp8.clone()))
+            .collect();
+        let error = plan_tracks(&Settings::default(), &many).unwrap_err();
+        assert!(error.contains("at most 3 simulcast layers"), "{error}");
+    }
+
+    /// Audio alone is a plan too (no video track, no layers).
+    #[test]
+    fn audio_alone_makes_an_audio_track() {
+        let pads = HashMap::from([(
+            "audio_0".into(),
+            pad(PadKind::Audio, "audio/x-opus,channels=2", 0),
+        )]);
+        let plan = plan_tracks(&Settings::default(), &pads).expect("a plan");
+        assert!(plan.video.is_none() && plan.layers.is_empty());
+        assert!(plan.audio.expect("audio").stereo);
+    }
+
+    /// Running time onto the codecs' RTP clocks, exact and without overflow
+    /// for a stream that runs for weeks.
+    #[test]
+    fn running_time_maps_onto_the_rtp_clock() {
+        let ms = gst::ClockTime::from_mseconds;
+        assert_eq!(rtp_time(ms(1000), 90_000), 90_000);
+        assert_eq!(
+            rtp_time(gst::ClockTime::from_nseconds(33_366_667), 90_000),
+            3003
+        );
+        assert_eq!(rtp_time(ms(20), 48_000), 960);
+        let weeks = gst::ClockTime::from_seconds(60 * 60 * 24 * 7 * 4);
+        assert_eq!(rtp_time(weeks, 90_000), 2_419_200 * 90_000);
+    }
 
     /// Each kind of failure posts the GStreamer error an application can match.
     #[test]

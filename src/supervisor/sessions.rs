@@ -81,7 +81,6 @@ struct SessionRun {
     state: proto::IngressState,
     /// When the claim was last renewed.
     renewed: Instant,
-    claim_lost: bool,
 }
 
 impl SessionRun {
@@ -91,7 +90,6 @@ impl SessionRun {
             state: started.state.clone().unwrap_or_default(),
             started,
             renewed: Instant::now(),
-            claim_lost: false,
         }
     }
 }
@@ -103,7 +101,45 @@ enum Step {
     /// The state changed: store it.
     Save,
     /// The stream is over, with this outcome.
-    End(Result<String, String>),
+    End(Outcome),
+}
+
+/// How a session ended: the ingress goes INACTIVE, or ERROR for a failure.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// The publisher finished (the reason the pipeline gave).
+    Finished(String),
+    /// The service stopped it (the ingress deleted, disabled or updated, or
+    /// the service shutting down).
+    Stopped,
+    /// The stream itself failed.
+    Failed(String),
+    /// The claim lapsed, so another node may have taken the key: this one
+    /// must not go on streaming.
+    ClaimLapsed,
+}
+
+impl Outcome {
+    /// The error the ingress's state shows, `None` for an ending that is not
+    /// a failure.
+    fn error(&self) -> Option<String> {
+        match self {
+            Outcome::Finished(_) | Outcome::Stopped => None,
+            Outcome::Failed(message) => Some(message.clone()),
+            Outcome::ClaimLapsed => Some("the ingress's claim lapsed; the stream was ended".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Finished(reason) => f.write_str(reason),
+            Outcome::Stopped => f.write_str("stopped by the service"),
+            Outcome::Failed(message) => f.write_str(message),
+            Outcome::ClaimLapsed => f.write_str("the claim lapsed"),
+        }
+    }
 }
 
 pub struct Sessions {
@@ -280,16 +316,16 @@ impl Sessions {
     }
 
     /// Applies the pipeline's events to the session's state until the stream
-    /// ends, is stopped, or the session must give up: its outcome (`Err` for
+    /// ends, is stopped, or the session must give up: its outcome.
     /// a failure).
     fn follow(
         &self,
         session: &mut SessionRun,
         pipeline: &IngressPipeline,
         stop: &AtomicBool,
-    ) -> Result<String, String> {
+    ) -> Outcome {
         let Some(bus) = pipeline.pipeline().bus() else {
-            return Ok("stopped".into());
+            return Outcome::Stopped;
         };
         loop {
             if let Some(outcome) = self.check(session, stop) {
@@ -313,16 +349,16 @@ impl Sessions {
     /// service, a lapsed claim). A publisher that goes away at any point is
     /// the listener's to notice: every publish it hands to the source ends
     /// with an end-of-publish event, so the pipeline reaches EOS.
-    fn check(&self, session: &mut SessionRun, stop: &AtomicBool) -> Option<Result<String, String>> {
+    fn check(&self, session: &mut SessionRun, stop: &AtomicBool) -> Option<Outcome> {
         if stop.load(Ordering::Relaxed) {
-            return Some(Ok("stopped by the service".into()));
+            return Some(Outcome::Stopped);
         }
         self.renew_claim(session)
     }
 
     /// Renews the session's claim when a third of the lease has passed; an
     /// outcome when the claim lapsed.
-    fn renew_claim(&self, session: &mut SessionRun) -> Option<Result<String, String>> {
+    fn renew_claim(&self, session: &mut SessionRun) -> Option<Outcome> {
         if session.renewed.elapsed() < store::LEASE / 3 {
             return None;
         }
@@ -330,12 +366,7 @@ impl Sessions {
         match self.store.renew(&session.id) {
             Ok(true) => None,
             // Another node may take the key now: this session must not go on.
-            Ok(false) => {
-                session.claim_lost = true;
-                Some(Err(
-                    "the ingress's claim lapsed; the stream was ended".into()
-                ))
-            }
+            Ok(false) => Some(Outcome::ClaimLapsed),
             // The store is unreachable: keep streaming, the claim has time left.
             Err(e) => {
                 tracing::warn!(ingress = %session.id, "cannot renew the claim: {e}");
@@ -389,8 +420,8 @@ impl Sessions {
                     a.average_bitrate = audio;
                 }
             }
-            PipelineEvent::Ended { reason } => return Step::End(Ok(reason)),
-            PipelineEvent::Failed { message } => return Step::End(Err(message)),
+            PipelineEvent::Ended { reason } => return Step::End(Outcome::Finished(reason)),
+            PipelineEvent::Failed { message } => return Step::End(Outcome::Failed(message)),
             PipelineEvent::Sent(sent) => {
                 // Counters for /metrics, not part of the ingress's state.
                 if let Some(live) = lock(&self.live).get_mut(&session.id) {
@@ -403,31 +434,30 @@ impl Sessions {
     }
 
     /// Records how the stream ended, gives the claim back and says so.
-    fn end(&self, session: SessionRun, outcome: Result<String, String>) {
+    fn end(&self, session: SessionRun, outcome: Outcome) {
         let SessionRun {
             id,
             started,
             mut state,
-            claim_lost,
             ..
         } = session;
         state.ended_at = now_nanos();
-        match &outcome {
-            Ok(reason) => {
-                tracing::info!(ingress = %id, "stream ended: {reason}");
+        match outcome.error() {
+            None => {
+                tracing::info!(ingress = %id, "stream ended: {outcome}");
                 state.status = Status::EndpointInactive as i32;
                 self.stats.ended.fetch_add(1, Ordering::Relaxed);
             }
-            Err(message) => {
+            Some(message) => {
                 tracing::warn!(ingress = %id, "stream failed: {message}");
                 state.status = Status::EndpointError as i32;
-                state.error = message.clone();
+                state.error = message;
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
             }
         }
         // A lapsed claim no other node took can be had again to write how the
         // stream ended; one that was taken leaves the state to its new holder.
-        if claim_lost {
+        if outcome == Outcome::ClaimLapsed {
             let _ = self.store.claim(&id);
         }
         self.save_state(&id, &state);
