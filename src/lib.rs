@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod decode;
 pub mod fdlimit;
+pub mod input;
 pub mod livekit;
 pub mod livekitsink;
 pub mod messages;

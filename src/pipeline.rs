@@ -13,10 +13,11 @@
 //! contracts, not on their implementation.
 
 use crate::codec::OPUS;
+use crate::input::InputSource;
 use crate::livekit::stats::SendStats;
 use crate::messages::input::{self, InputAudio, InputVideo};
 use crate::messages::livekit::{Connected, TrackPublished};
-use crate::messages::rtmp::{PublishStopped, Stats};
+use crate::messages::publish::{PublishStopped, Stats};
 use crate::messages::BusMessage;
 use crate::options::IngressOptions;
 use crate::presets::VideoLayer;
@@ -33,15 +34,14 @@ pub struct LiveKitServer {
     pub api_secret: String,
 }
 
-/// Everything one ingress pipeline needs: where to listen, where to publish,
-/// and the ingress's resolved, typed options ([`crate::options::resolve`]).
+/// Everything one ingress pipeline needs: where its media comes from, where
+/// to publish, and the ingress's resolved, typed options
+/// ([`crate::options::resolve`]).
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
     /// The pipeline's name, in logs and debug graphs (never the stream key).
     pub name: String,
-    pub rtmp_address: String,
-    pub rtmp_port: u16,
-    pub stream_key: String,
+    pub source: InputSource,
     pub server: LiveKitServer,
     pub options: IngressOptions,
 }
@@ -93,7 +93,7 @@ pub enum PipelineError {
     Link(String),
 }
 
-fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, PipelineError> {
+pub(crate) fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, PipelineError> {
     let mut builder = gst::ElementFactory::make(factory);
     if let Some(name) = name {
         builder = builder.name(name);
@@ -105,7 +105,11 @@ fn make(factory: &str, name: Option<&str>) -> Result<gst::Element, PipelineError
 
 /// Sets a property with a typed value, or says why the element has no such
 /// property or takes another type (where `set_property` would panic).
-fn set<V: ToValue>(element: &gst::Element, property: &str, value: V) -> Result<(), PipelineError> {
+pub(crate) fn set<V: ToValue>(
+    element: &gst::Element,
+    property: &str,
+    value: V,
+) -> Result<(), PipelineError> {
     let invalid = |message: String| PipelineError::InvalidSetting {
         element: element.name().to_string(),
         message,
@@ -165,10 +169,7 @@ impl IngressPipeline {
     /// Builds the pipeline; the branches are completed when the source's pads appear.
     pub fn build(config: &PipelineConfig) -> Result<Self, PipelineError> {
         let pipeline = gst::Pipeline::with_name(&config.name);
-        let src = make("rtmpingresssrc", Some("src"))?;
-        set(&src, "address", &config.rtmp_address)?;
-        set(&src, "port", u32::from(config.rtmp_port))?;
-        set(&src, "stream-key", &config.stream_key)?;
+        let src = config.source.element()?;
 
         let sink = make("livekitsink", Some("sink"))?;
         configure_sink(&sink, config)?;
@@ -497,9 +498,11 @@ mod tests {
     fn config(info: &proto::IngressInfo) -> PipelineConfig {
         PipelineConfig {
             name: "test".into(),
-            rtmp_address: "127.0.0.1".into(),
-            rtmp_port: 1935,
-            stream_key: "key".into(),
+            source: InputSource::Rtmp {
+                address: "127.0.0.1".into(),
+                port: 1935,
+                stream_key: "key".into(),
+            },
             server: LiveKitServer {
                 ws_url: "ws://livekit.invalid".into(),
                 api_key: "key".into(),

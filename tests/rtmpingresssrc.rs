@@ -5,7 +5,8 @@
 mod common;
 
 use gst::prelude::*;
-use gstlivekitingress::messages::rtmp::{Metadata, PublishStarted, PublishStopped};
+use gstlivekitingress::messages::publish::{PublishStarted, PublishStopped};
+use gstlivekitingress::messages::rtmp::Metadata;
 use gstlivekitingress::messages::BusMessage;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -586,7 +587,7 @@ fn broken_publishes_never_leave_the_key_stuck() {
             PublishStopped::NAME,
             Duration::from_secs(if must_end { 10 } else { 3 }),
         );
-        assert!(stopped || !must_end, "{name}: no rtmp-publish-stopped");
+        assert!(stopped || !must_end, "{name}: no ingress-publish-stopped");
         if stopped {
             drop(rx);
             rx = Receiver::start(port, "sticky", "");

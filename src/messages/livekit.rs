@@ -120,17 +120,8 @@ reason_message!(
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::round_trip;
     use super::*;
-
-    fn round_trip<M: BusMessage + PartialEq + std::fmt::Debug>(value: M) {
-        let s = value.to_structure();
-        assert_eq!(s.name(), M::NAME);
-        assert_eq!(M::from_structure(&s), Some(value));
-        assert_eq!(
-            M::from_structure(&gst::Structure::new_empty("rtmp-stats")),
-            None
-        );
-    }
 
     #[test]
     fn livekit_messages_survive_the_bus() {

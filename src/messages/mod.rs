@@ -7,8 +7,9 @@
 //! The names and fields on the bus are a contract with applications (gst-launch
 //! scripts, the README): they do not change with the Rust types.
 //!
-//! - [`rtmp`]: `rtmp-publish-started`, `rtmp-publish-stopped`, `rtmp-metadata`,
-//!   `rtmp-stats` (posted by rtmpingresssrc);
+//! - [`publish`]: `ingress-publish-started`, `ingress-publish-stopped`,
+//!   `ingress-input-stats`, posted by every source element of the input
+//!   contract ([`crate::input`]); [`rtmp`]: `rtmp-metadata` (rtmpingresssrc);
 //! - [`livekit`]: `livekit-connected`, `livekit-track-published`,
 //!   `livekit-resumed`, `livekit-reconnecting`, `livekit-disconnected`;
 //!   [`livekit_stats`]: `livekit-stats` (posted by livekitsink);
@@ -23,6 +24,7 @@ pub mod input;
 pub mod layer_active;
 pub mod livekit;
 pub mod livekit_stats;
+pub mod publish;
 pub mod rtmp;
 
 /// One bus message: its structure name, how it is written and how it is read.
@@ -72,4 +74,18 @@ pub(crate) fn count(s: &gst::StructureRef, field: &str) -> u64 {
 /// [`count`] clamped to `u32`.
 pub(crate) fn count_u32(s: &gst::StructureRef, field: &str) -> u32 {
     count(s, field).min(u64::from(u32::MAX)) as u32
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::BusMessage;
+
+    /// `value` written to a structure reads back the same, and a structure of
+    /// another name reads as nothing.
+    pub fn round_trip<M: BusMessage + PartialEq + std::fmt::Debug>(value: M) {
+        let s = value.to_structure();
+        assert_eq!(s.name(), M::NAME);
+        assert_eq!(M::from_structure(&s), Some(value));
+        assert_eq!(M::from_structure(&gst::Structure::new_empty("other")), None);
+    }
 }

@@ -16,13 +16,13 @@
 use super::admission::{AcceptBackoff, Admission, Limits, Slot};
 use super::redact::{redact_key, MAX_STREAM_KEY_LEN};
 use super::session::{Output, Session};
+use crate::input::InputKind;
+pub use crate::input::{Authorizer, Decision, PublishRequest};
 use crate::sync::lock;
 use bytes::Bytes;
 use rml_rtmp::sessions::StreamMetadata;
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -36,25 +36,6 @@ pub const BAD_NAME: &str = "NetStream.Publish.BadName";
 const CLAIM_WAIT: Duration = Duration::from_secs(5);
 /// Media events buffered per publish; beyond this the socket is read no faster.
 const EVENT_QUEUE: usize = 256;
-
-/// A publish waiting for a decision.
-#[derive(Debug, Clone)]
-pub struct PublishRequest {
-    pub app: String,
-    pub key: String,
-    pub peer: SocketAddr,
-}
-
-/// An application's answer to a publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Accept,
-    /// Refused; the text goes to the publisher in the error status.
-    Reject(String),
-}
-
-pub type Authorizer =
-    Arc<dyn Fn(PublishRequest) -> Pin<Box<dyn Future<Output = Decision> + Send>> + Send + Sync>;
 
 /// What a claimed publish delivers to its element.
 #[derive(Debug, Clone)]
@@ -625,9 +606,10 @@ impl Connection<'_> {
             Err("stream key too long".to_string())
         } else {
             let request = PublishRequest {
-                app: app.clone(),
+                input: InputKind::Rtmp,
                 key: key.clone(),
                 peer,
+                app: app.clone(),
             };
             tokio::time::timeout_at(self.deadline, self.listener.decide(&request))
                 .await

@@ -1,4 +1,5 @@
-use crate::messages::rtmp::{Metadata, PublishStarted, PublishStopped, Stats};
+use crate::messages::publish::{PublishStarted, PublishStopped, Stats};
+use crate::messages::rtmp::Metadata;
 use crate::messages::BusMessage;
 use crate::rtmp::flv::{self, AudioTag, InputVideoCodec, VideoTag};
 use crate::rtmp::listener::{self, Claim, ListenerConfig, ListenerError, StreamEvent, TlsFiles};
@@ -22,7 +23,7 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// How often `rtmp-stats` is posted.
+/// How often `ingress-input-stats` is posted.
 const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// With no metadata to say which tracks come, pads are final after this much media.
 const TRACKS_KNOWN_AFTER: Duration = Duration::from_secs(2);
@@ -308,9 +309,10 @@ impl RtmpIngressSrc {
         let any_key = lock(&self.settings).stream_key.is_empty();
         stream.key = if any_key { key } else { String::new() };
         self.post(&PublishStarted {
-            app,
+            input: "rtmp".into(),
             peer: peer.to_string(),
             key: any_key.then(|| stream.key.clone()),
+            app: Some(app),
         });
     }
 

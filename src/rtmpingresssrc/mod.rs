@@ -18,9 +18,11 @@
 //! an error; timestamps that leave the representable range end the publish
 //! with an error. Logs name stream keys only as `key#<8 hex of SHA-256>/<len>`.
 //!
-//! Bus messages (element messages): `rtmp-publish-started` (key, app, peer),
-//! `rtmp-metadata` (onMetaData fields), `rtmp-stats` (bytes, video-bitrate,
-//! audio-bitrate in bit/s), `rtmp-publish-stopped` (key, reason).
+//! Bus messages (element messages), those of the input contract
+//! ([`crate::input`]): `ingress-publish-started` (input `rtmp`, peer, app, key),
+//! `ingress-input-stats` (bytes, video-bitrate, audio-bitrate in bit/s),
+//! `ingress-publish-stopped` (key, reason); and its own `rtmp-metadata`
+//! (onMetaData fields).
 
 use gst::glib;
 use gst::prelude::*;

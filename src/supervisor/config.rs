@@ -24,6 +24,9 @@ pub struct Config {
     pub ws_url: String,
     /// The RTMP port every ingress shares.
     pub rtmp_port: u16,
+    /// When set, an SRT listener on this UDP port takes the stream keys of
+    /// RTMP ingresses as SRT stream ids (an extension LiveKit's ingress lacks).
+    pub srt_port: Option<u16>,
     /// Address the RTMP and HTTP servers listen on. Unset: loopback with the
     /// dev credentials, every interface with real ones (see [`Config::checked_exposure`]).
     pub bind_address: String,
@@ -106,6 +109,7 @@ impl std::fmt::Debug for Config {
             .field("api_secret", &REDACTED)
             .field("ws_url", &self.ws_url)
             .field("rtmp_port", &self.rtmp_port)
+            .field("srt_port", &self.srt_port)
             .field("bind_address", &self.bind_address)
             .field("http_port", &self.http_port)
             .field("prometheus_port", &self.prometheus_port)
@@ -154,6 +158,7 @@ impl Default for Config {
             api_secret: DEV_API_SECRET.into(),
             ws_url: "ws://127.0.0.1:7880".into(),
             rtmp_port: 1935,
+            srt_port: None,
             bind_address: String::new(),
             http_port: 7888,
             prometheus_port: None,
@@ -210,6 +215,9 @@ impl Config {
         }
         if let Some(v) = env("LIVEKIT_INGRESS_RTMP_PORT") {
             self.rtmp_port = port("LIVEKIT_INGRESS_RTMP_PORT", v)?;
+        }
+        if let Some(v) = env("LIVEKIT_INGRESS_SRT_PORT") {
+            self.srt_port = Some(port("LIVEKIT_INGRESS_SRT_PORT", v)?);
         }
         if let Some(v) = env("LIVEKIT_INGRESS_HTTP_PORT") {
             self.http_port = port("LIVEKIT_INGRESS_HTTP_PORT", v)?;

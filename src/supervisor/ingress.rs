@@ -226,6 +226,23 @@ pub fn may_publish(info: &proto::IngressInfo) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a push by `input` may publish to this ingress: an RTMP ingress's
+/// key is taken over RTMP and, where the node listens for it, SRT (the
+/// extension documented in the README); other inputs take no push.
+pub fn takes_push(info: &proto::IngressInfo, input: crate::input::InputKind) -> Result<(), String> {
+    use crate::input::InputKind;
+    let rtmp = info.input_type == proto::IngressInput::RtmpInput as i32;
+    match input {
+        InputKind::Rtmp | InputKind::Srt if rtmp => Ok(()),
+        _ => Err(format!(
+            "this ingress takes {}, not {}",
+            proto::IngressInput::try_from(info.input_type)
+                .map_or("another input", |i| i.as_str_name()),
+            input.name()
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

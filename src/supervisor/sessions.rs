@@ -6,16 +6,16 @@
 //! is what keeps one key from publishing twice, here or on another node.
 
 use super::config::Config;
-use super::ingress::{may_publish, now_nanos};
+use super::ingress::{may_publish, now_nanos, takes_push};
 use super::store::{self, Store, StoreError};
 use super::webhooks::Webhooks;
+use crate::input::{Decision, InputKind, InputSource, PublishRequest};
 use crate::livekit::stats::SendStats;
 use crate::options;
 use crate::pipeline::{
     IngressPipeline, LiveKitServer, PipelineConfig, PipelineError, PipelineEvent,
 };
 use crate::presets::PresetError;
-use crate::rtmp::listener::{Decision, PublishRequest};
 use crate::sync::lock;
 use gst::prelude::*;
 use livekit_protocol as proto;
@@ -201,9 +201,12 @@ impl Sessions {
             Ok(None) => return self.refuse("unknown stream key"),
             Err(e) => return self.refuse(&e.to_string()),
         };
-        if let Err(reason) = may_publish(&info) {
+        if let Err(reason) = may_publish(&info).and_then(|()| takes_push(&info, request.input)) {
             return self.refuse(&reason);
         }
+        let Some(source) = self.push_source(request.input, &info.stream_key) else {
+            return self.refuse("this node does not listen for that input");
+        };
         match self.store.claim(&info.ingress_id) {
             Ok(true) => {}
             Ok(false) => return self.refuse("this ingress is already publishing"),
@@ -211,7 +214,7 @@ impl Sessions {
         }
         let id = info.ingress_id.clone();
         let started_at = now_nanos();
-        let Err(error) = self.start(info, request, started_at) else {
+        let Err(error) = self.start(info, source, &request.peer.to_string(), started_at) else {
             return Decision::Accept;
         };
         tracing::warn!(ingress = %id, "stream not started: {error}");
@@ -240,10 +243,12 @@ impl Sessions {
     fn start(
         self: &Arc<Self>,
         mut info: proto::IngressInfo,
-        request: PublishRequest,
+        source: InputSource,
+        peer: &str,
         started_at: i64,
     ) -> Result<(), StartError> {
-        let pipeline_config = self.pipeline_config(&info)?;
+        let input = source.kind().name();
+        let pipeline_config = self.pipeline_config(&info, source)?;
         let pipeline = IngressPipeline::build(&pipeline_config)?;
         let buffering = proto::IngressState {
             status: Status::EndpointBuffering as i32,
@@ -261,7 +266,7 @@ impl Sessions {
             .set_state(gst::State::Playing)
             .map_err(|_| StartError::NotPlaying)?;
         self.stats.started.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(ingress = %info.ingress_id, peer = %request.peer, "stream started");
+        tracing::info!(ingress = %info.ingress_id, input, peer, "stream started");
 
         let stop = Arc::new(AtomicBool::new(false));
         let this = self.clone();
@@ -282,14 +287,35 @@ impl Sessions {
         Ok(())
     }
 
-    /// The pipeline for an ingress: this node's listener and server, and the
+    /// Where a push publish's media comes from: this node's listener of its
+    /// protocol, claimed by the ingress's stream key.
+    fn push_source(&self, input: InputKind, stream_key: &str) -> Option<InputSource> {
+        let (address, stream_key) = (self.config.bind_address.clone(), stream_key.to_string());
+        match input {
+            InputKind::Rtmp => Some(InputSource::Rtmp {
+                address,
+                port: self.config.rtmp_port,
+                stream_key,
+            }),
+            InputKind::Srt => Some(InputSource::Srt {
+                address,
+                port: self.config.srt_port?,
+                stream_key,
+            }),
+            InputKind::Url => None,
+        }
+    }
+
+    /// The pipeline for an ingress: its source, this node's server, and the
     /// ingress's settings resolved once ([`options::resolve`]).
-    fn pipeline_config(&self, info: &proto::IngressInfo) -> Result<PipelineConfig, PresetError> {
+    fn pipeline_config(
+        &self,
+        info: &proto::IngressInfo,
+        source: InputSource,
+    ) -> Result<PipelineConfig, PresetError> {
         Ok(PipelineConfig {
             name: format!("ingress-{}", info.ingress_id),
-            rtmp_address: self.config.bind_address.clone(),
-            rtmp_port: self.config.rtmp_port,
-            stream_key: info.stream_key.clone(),
+            source,
             server: LiveKitServer {
                 ws_url: self.config.ws_url.clone(),
                 api_key: self.config.api_key.clone(),

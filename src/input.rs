@@ -1,0 +1,137 @@
+//! The input contract: what every source of an ingress pipeline provides, and
+//! how a push input asks the service whether a stream key may publish.
+//!
+//! A **source element** (rtmpingresssrc, srtingresssrc, urlingresssrc):
+//! - adds sometimes pads named `video` and `audio`, at most one of each, with
+//!   encoded, parsed caps (`video/x-h264` byte-stream or avc, `video/x-h265`,
+//!   `video/x-vp8`, `audio/mpeg` AAC, `audio/x-opus`, ...) and timestamped
+//!   buffers, keyframes without the delta-unit flag; then `no-more-pads`, or a
+//!   pad that comes late is still taken;
+//! - sends EOS on every pad when the publisher leaves or the pull ends, and
+//!   posts an element error when the input fails;
+//! - posts the element messages of [`crate::messages::publish`]:
+//!   `ingress-publish-started` (input, peer), `ingress-input-stats` (what
+//!   arrives, measured) and `ingress-publish-stopped` (reason).
+//!
+//! A **push input** (RTMP, SRT) has a listener shared per port by the elements
+//! on it: each element claims its stream key, and the service installs an
+//! [`Authorizer`] that answers every [`PublishRequest`] before any media is
+//! read; a refusal reaches the publisher in its protocol's own words.
+//!
+//! The pipeline is built from an [`InputSource`]: adding an input is a module
+//! with its element plus one arm in [`InputSource::element`].
+
+use crate::pipeline::PipelineError;
+use gst::prelude::*;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// The protocols a publish can come in by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputKind {
+    Rtmp,
+    Srt,
+    Url,
+}
+
+impl InputKind {
+    /// As `ingress-publish-started` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputKind::Rtmp => "rtmp",
+            InputKind::Srt => "srt",
+            InputKind::Url => "url",
+        }
+    }
+}
+
+/// A push publish waiting for a decision.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub input: InputKind,
+    pub key: String,
+    pub peer: SocketAddr,
+    /// The RTMP application the publisher named (empty for other inputs).
+    pub app: String,
+}
+
+/// An application's answer to a publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Accept,
+    /// Refused; the text goes to the publisher.
+    Reject(String),
+}
+
+/// Decides on every publish on a listener's port.
+pub type Authorizer =
+    Arc<dyn Fn(PublishRequest) -> Pin<Box<dyn Future<Output = Decision> + Send>> + Send + Sync>;
+
+/// Where one ingress pipeline's media comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSource {
+    /// A publish on this node's RTMP listener, by stream key.
+    Rtmp {
+        address: String,
+        port: u16,
+        stream_key: String,
+    },
+    /// A publish on this node's SRT listener, by stream key.
+    Srt {
+        address: String,
+        port: u16,
+        stream_key: String,
+    },
+    /// A URL pulled at once (http(s) files and HLS, srt, rtsp, rtmp).
+    Url { url: String },
+}
+
+impl InputSource {
+    pub fn kind(&self) -> InputKind {
+        match self {
+            InputSource::Rtmp { .. } => InputKind::Rtmp,
+            InputSource::Srt { .. } => InputKind::Srt,
+            InputSource::Url { .. } => InputKind::Url,
+        }
+    }
+
+    /// The source element, configured; named `src` in the pipeline.
+    pub fn element(&self) -> Result<gst::Element, PipelineError> {
+        let (factory, properties): (&str, Vec<(&str, glib::Value)>) = match self {
+            InputSource::Rtmp {
+                address,
+                port,
+                stream_key,
+            } => (
+                "rtmpingresssrc",
+                vec![
+                    ("address", address.to_value()),
+                    ("port", u32::from(*port).to_value()),
+                    ("stream-key", stream_key.to_value()),
+                ],
+            ),
+            InputSource::Srt {
+                address,
+                port,
+                stream_key,
+            } => (
+                "srtingresssrc",
+                vec![
+                    ("address", address.to_value()),
+                    ("port", u32::from(*port).to_value()),
+                    ("stream-key", stream_key.to_value()),
+                ],
+            ),
+            InputSource::Url { url } => ("urlingresssrc", vec![("url", url.to_value())]),
+        };
+        let element = crate::pipeline::make(factory, Some("src"))?;
+        for (property, value) in properties {
+            crate::pipeline::set(&element, property, value)?;
+        }
+        Ok(element)
+    }
+}
+
+use gst::glib;

@@ -1,0 +1,164 @@
+//! The messages every source element of the input contract posts (see
+//! [`crate::input`]), whatever its protocol: a publish started and stopped,
+//! and what arrives, measured.
+//!
+//! `key` is in `ingress-publish-started` / `-stopped` only when the element
+//! takes any key (its `stream-key` empty): the application needs to learn which
+//! key came, while one that set the key knows it, and GStreamer's debug log
+//! prints every message posted.
+
+use super::{count, text, BusMessage};
+
+/// `ingress-publish-started`: a publish was accepted (or a pull connected).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PublishStarted {
+    /// The input protocol: `rtmp`, `srt`, `url`.
+    pub input: String,
+    /// The publisher's address (the URL's host for a pull).
+    pub peer: String,
+    pub key: Option<String>,
+    /// The RTMP application the publisher named; `None` for other inputs.
+    pub app: Option<String>,
+}
+
+impl BusMessage for PublishStarted {
+    const NAME: &'static str = "ingress-publish-started";
+
+    fn to_structure(&self) -> gst::Structure {
+        gst::Structure::builder(Self::NAME)
+            .field("input", self.input.as_str())
+            .field("peer", self.peer.as_str())
+            .field_if_some("key", self.key.as_deref())
+            .field_if_some("app", self.app.as_deref())
+            .build()
+    }
+
+    fn from_structure(s: &gst::StructureRef) -> Option<Self> {
+        (s.name() == Self::NAME).then(|| PublishStarted {
+            input: text(s, "input"),
+            peer: text(s, "peer"),
+            key: s.get::<String>("key").ok(),
+            app: s.get::<String>("app").ok(),
+        })
+    }
+}
+
+/// `ingress-publish-stopped`: the publisher left (or the pull ended), however it ended.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PublishStopped {
+    pub reason: String,
+    pub key: Option<String>,
+}
+
+impl BusMessage for PublishStopped {
+    const NAME: &'static str = "ingress-publish-stopped";
+
+    fn to_structure(&self) -> gst::Structure {
+        gst::Structure::builder(Self::NAME)
+            .field("reason", self.reason.as_str())
+            .field_if_some("key", self.key.as_deref())
+            .build()
+    }
+
+    fn from_structure(s: &gst::StructureRef) -> Option<Self> {
+        (s.name() == Self::NAME).then(|| PublishStopped {
+            reason: text(s, "reason"),
+            key: s.get::<String>("key").ok(),
+        })
+    }
+}
+
+/// `ingress-input-stats`: what arrived, every few seconds.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Media bytes since the publish started.
+    pub bytes: u64,
+    /// bit/s over the last interval.
+    pub video_bitrate: u64,
+    pub audio_bitrate: u64,
+}
+
+impl BusMessage for Stats {
+    const NAME: &'static str = "ingress-input-stats";
+
+    fn to_structure(&self) -> gst::Structure {
+        gst::Structure::builder(Self::NAME)
+            .field("bytes", self.bytes)
+            .field("video-bitrate", self.video_bitrate)
+            .field("audio-bitrate", self.audio_bitrate)
+            .build()
+    }
+
+    fn from_structure(s: &gst::StructureRef) -> Option<Self> {
+        (s.name() == Self::NAME).then(|| Stats {
+            bytes: count(s, "bytes"),
+            video_bitrate: count(s, "video-bitrate"),
+            audio_bitrate: count(s, "audio-bitrate"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::round_trip;
+    use super::*;
+
+    #[test]
+    fn publish_messages_survive_the_bus() {
+        gst::init().expect("gstreamer");
+        round_trip(PublishStarted {
+            input: "rtmp".into(),
+            peer: "127.0.0.1:5000".into(),
+            key: Some("k".into()),
+            app: Some("live".into()),
+        });
+        round_trip(PublishStarted {
+            input: "srt".into(),
+            peer: "127.0.0.1:5000".into(),
+            key: None,
+            app: None,
+        });
+        round_trip(PublishStopped {
+            reason: "connection reset".into(),
+            key: None,
+        });
+        round_trip(Stats {
+            bytes: 1 << 40,
+            video_bitrate: 2_500_000,
+            audio_bitrate: 128_000,
+        });
+    }
+
+    #[test]
+    fn no_key_field_without_a_key() {
+        gst::init().expect("gstreamer");
+        let s = PublishStopped {
+            reason: "gone".into(),
+            key: None,
+        }
+        .to_structure();
+        assert!(!s.has_field("key"));
+        assert_eq!(s.get::<String>("reason").as_deref(), Ok("gone"));
+    }
+
+    #[test]
+    fn missing_fields_read_as_today() {
+        gst::init().expect("gstreamer");
+        let empty = |name| gst::Structure::new_empty(name);
+        assert_eq!(
+            PublishStopped::from_structure(&empty(PublishStopped::NAME)),
+            Some(PublishStopped::default())
+        );
+        assert_eq!(
+            Stats::from_structure(&empty(Stats::NAME)),
+            Some(Stats::default())
+        );
+        // Other integer types are read too, clamped at 0.
+        let s = gst::Structure::builder(Stats::NAME)
+            .field("video-bitrate", -5i32)
+            .field("audio-bitrate", 64_000u32)
+            .build();
+        let stats = Stats::from_structure(&s).expect("ingress-input-stats");
+        assert_eq!((stats.video_bitrate, stats.audio_bitrate), (0, 64_000));
+    }
+}
