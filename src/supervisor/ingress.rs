@@ -476,7 +476,12 @@ mod tests {
     fn create_gives_an_inactive_reusable_rtmp_ingress() {
         let info = create(request(), "rtmp://h/live").expect("valid");
         assert!(info.ingress_id.starts_with("IN_") && info.ingress_id.len() == 15);
-        assert_eq!(info.stream_key.len(), 16);
+        // LiveKit's format (protocol's guid): 12 characters of base57.
+        assert_eq!(info.stream_key.len(), ID_SIZE);
+        assert!(info.stream_key.bytes().all(|c| ID_ALPHABET.contains(&c)));
+        assert!(info.ingress_id[3..]
+            .bytes()
+            .all(|c| ID_ALPHABET.contains(&c)));
         assert_eq!(info.url, "rtmp://h/live");
         assert!(info.reusable);
         assert_eq!(
