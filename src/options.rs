@@ -114,6 +114,19 @@ fn name_or(name: Option<&String>, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// Custom video options without their layers of quality OFF, which LiveKit
+/// accepts and which ask for no layer.
+fn without_off_layers(
+    video: Option<&proto::IngressVideoOptions>,
+) -> Option<proto::IngressVideoOptions> {
+    let mut video = video.cloned()?;
+    if let Some(ProtoVideoOptions::Options(o)) = &mut video.encoding_options {
+        o.layers
+            .retain(|l| l.quality != proto::VideoQuality::Off as i32);
+    }
+    Some(video)
+}
+
 /// Resolves an ingress's settings: the video preset (the default one when
 /// none is given) or custom options, the audio preset or options, track names
 /// and sources, and the participant. Refuses what LiveKit refuses.
@@ -127,7 +140,7 @@ pub fn resolve(info: &proto::IngressInfo) -> Result<IngressOptions, PresetError>
     };
     let encoding = match preset {
         Some(preset) => preset.encoding(),
-        None => VideoEncoding::from_proto(video)?,
+        None => VideoEncoding::from_proto(without_off_layers(video).as_ref())?,
     };
     Ok(IngressOptions {
         room_name: info.room_name.clone(),

@@ -22,7 +22,7 @@ use livekit_api::access_token::{AccessTokenError, TokenVerifier};
 use livekit_protocol as proto;
 use prost::Message;
 use proto::ingress_state::Status;
-use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -80,17 +80,128 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// As Twirp reads the Content-Type: its media type (parameters dropped,
+    /// case ignored) must be `application/json` or `application/protobuf`.
     pub fn from_content_type(content_type: &str) -> Result<Encoding, ApiError> {
-        if content_type.starts_with("application/json") {
-            Ok(Encoding::Json)
-        } else if content_type.starts_with("application/protobuf")
-            || content_type.starts_with("application/x-protobuf")
-        {
-            Ok(Encoding::Protobuf)
-        } else {
-            Err(ApiError::InvalidArgument(format!(
-                "unsupported content type {content_type:?} (use application/protobuf or application/json)"
-            )))
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        match media.to_ascii_lowercase().as_str() {
+            "application/json" => Ok(Encoding::Json),
+            "application/protobuf" => Ok(Encoding::Protobuf),
+            _ => Err(ApiError::BadRoute(format!(
+                "unexpected Content-Type: {content_type:?}"
+            ))),
+        }
+    }
+}
+
+/// A message of the API, by its full protobuf name (for its JSON).
+pub trait Named: Message + Default {
+    const NAME: &'static str;
+}
+
+macro_rules! named {
+    ($($t:ident),*) => {
+        $(impl Named for proto::$t {
+            const NAME: &'static str = concat!("livekit.", stringify!($t));
+        })*
+    };
+}
+
+named!(
+    IngressInfo,
+    ListIngressResponse,
+    CreateIngressRequest,
+    UpdateIngressRequest,
+    ListIngressRequest,
+    DeleteIngressRequest
+);
+
+fn descriptor<T: Named>() -> Result<prost_reflect::MessageDescriptor, String> {
+    let pool = DESCRIPTORS.as_ref().map_err(Clone::clone)?;
+    pool.get_message_by_name(T::NAME)
+        .ok_or_else(|| format!("no descriptor for {}", T::NAME))
+}
+
+/// A request in protojson (either field spelling, enums by name or number,
+/// unknown fields ignored: Twirp's reading), through LiveKit's descriptors.
+pub fn from_twirp_json<T: Named>(body: &[u8]) -> Result<T, String> {
+    let descriptor = descriptor::<T>()?;
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let options = prost_reflect::DeserializeOptions::new().deny_unknown_fields(false);
+    let message = prost_reflect::DynamicMessage::deserialize_with_options(
+        descriptor,
+        &mut deserializer,
+        &options,
+    )
+    .map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    T::decode(&message.encode_to_vec()[..]).map_err(|e| e.to_string())
+}
+
+/// The descriptors of LiveKit's ingress messages as the pinned livekit-server
+/// compiles them (`scripts/livekit-descriptor/gen.sh`).
+static DESCRIPTORS: std::sync::LazyLock<Result<prost_reflect::DescriptorPool, String>> =
+    std::sync::LazyLock::new(|| {
+        prost_reflect::DescriptorPool::decode(&include_bytes!("livekit_ingress.desc")[..])
+            .map_err(|e| format!("LiveKit descriptors: {e}"))
+    });
+
+/// `value` in LiveKit's Twirp JSON (protojson with proto field names and
+/// unpopulated fields emitted, 64-bit integers as strings, enums by name).
+pub fn twirp_json<T: Named>(value: &T) -> Result<Vec<u8>, String> {
+    let descriptor = descriptor::<T>()?;
+    let message = prost_reflect::DynamicMessage::decode(descriptor, &value.encode_to_vec()[..])
+        .map_err(|e| e.to_string())?;
+    let options = prost_reflect::SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(false);
+    let mut json = message
+        .serialize_with_options(serde_json::value::Serializer, &options)
+        .map_err(|e| e.to_string())?;
+    unset_messages_as_null(
+        &prost_reflect::ReflectMessage::descriptor(&message),
+        &mut json,
+    );
+    whole_floats_as_integers(&mut json);
+    serde_json::to_vec(&json).map_err(|e| e.to_string())
+}
+
+/// protojson writes a whole double as an integer (`30`, not `30.0`).
+fn whole_floats_as_integers(json: &mut Value) {
+    match json {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15) {
+                *json = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
+    }
+}
+
+/// protojson writes an unset message field (outside a oneof) as `null`;
+/// prost-reflect leaves it out.
+fn unset_messages_as_null(descriptor: &prost_reflect::MessageDescriptor, json: &mut Value) {
+    let Value::Object(map) = json else { return };
+    for field in descriptor.fields() {
+        let prost_reflect::Kind::Message(inner) = field.kind() else {
+            continue;
+        };
+        if field.containing_oneof().is_some() || field.is_map() {
+            continue;
+        }
+        match map.get_mut(field.name()) {
+            None if !field.is_list() => {
+                map.insert(field.name().to_string(), Value::Null);
+            }
+            None => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    unset_messages_as_null(&inner, item);
+                }
+            }
+            Some(value) => unset_messages_as_null(&inner, value),
         }
     }
 }
@@ -120,31 +231,28 @@ fn error_response(err: &ApiError) -> Response {
     twirp_error(status, err.code(), &err.to_string(), false)
 }
 
-fn decode<T: Message + Default + DeserializeOwned>(
-    encoding: Encoding,
-    body: &[u8],
-) -> Result<T, ApiError> {
+fn decode<T: Named>(encoding: Encoding, body: &[u8]) -> Result<T, ApiError> {
+    // Twirp's messages; the parser's reason follows.
     match encoding {
-        Encoding::Protobuf => T::decode(body)
-            .map_err(|e| ApiError::InvalidArgument(format!("malformed protobuf request: {e}"))),
+        Encoding::Protobuf => T::decode(body).map_err(|e| {
+            ApiError::Malformed(format!("the protobuf request could not be decoded: {e}"))
+        }),
         Encoding::Json if body.is_empty() => Ok(T::default()),
-        Encoding::Json => serde_json::from_slice(body)
-            .map_err(|e| ApiError::InvalidArgument(format!("malformed JSON request: {e}"))),
+        Encoding::Json => from_twirp_json(body).map_err(|e| {
+            ApiError::Malformed(format!("the json request could not be decoded: {e}"))
+        }),
     }
 }
 
 /// An answer's body in the request's encoding.
-pub fn encode_body<T: Message + Serialize>(
-    encoding: Encoding,
-    value: &T,
-) -> Result<Vec<u8>, ApiError> {
+pub fn encode_body<T: Named>(encoding: Encoding, value: &T) -> Result<Vec<u8>, ApiError> {
     match encoding {
         Encoding::Protobuf => Ok(value.encode_to_vec()),
-        Encoding::Json => serde_json::to_vec(value).map_err(|e| ApiError::Internal(e.to_string())),
+        Encoding::Json => twirp_json(value).map_err(ApiError::Internal),
     }
 }
 
-fn encode<T: Message + Serialize>(encoding: Encoding, value: &T) -> Response {
+fn encode<T: Named>(encoding: Encoding, value: &T) -> Response {
     let content_type = match encoding {
         Encoding::Protobuf => "application/protobuf",
         Encoding::Json => "application/json",
@@ -173,14 +281,24 @@ impl Call {
             "UpdateIngress" => Call::Update(decode(encoding, body)?),
             "ListIngress" => Call::List(decode(encoding, body)?),
             "DeleteIngress" => Call::Delete(decode(encoding, body)?),
-            other => {
-                return Err(ApiError::NotFound(format!(
-                    "no method livekit.Ingress/{other}"
-                )))
-            }
+            other => return Err(no_method(other)),
         })
     }
 }
+
+/// Twirp's answer to a method the service does not have.
+pub fn no_method(method: &str) -> ApiError {
+    ApiError::BadRoute(format!(
+        "no handler for path \"/twirp/livekit.Ingress/{method}\""
+    ))
+}
+
+const METHODS: [&str; 4] = [
+    "CreateIngress",
+    "UpdateIngress",
+    "ListIngress",
+    "DeleteIngress",
+];
 
 /// What the API checks of a request before it touches the store, and the
 /// answer body it would then encode; `current` stands for the stored ingress
@@ -205,15 +323,17 @@ pub fn check(
     }
 }
 
-/// The ingress a request names: it must name one.
+/// The ingress a request names: an empty id names none (LiveKit looks it
+/// up like any other and answers `not_found`).
 pub fn required_id(ingress_id: &str) -> Result<&str, ApiError> {
     if ingress_id.is_empty() {
-        return Err(ApiError::InvalidArgument("ingress_id is required".into()));
+        return Err(ingress::not_found());
     }
     Ok(ingress_id)
 }
 
-/// Why a token was refused, in words that never repeat the token or its claims.
+/// Why a token's check failed, in words that never repeat the token or its
+/// claims (LiveKit's "invalid token: <the token>, error: …" does).
 fn token_refusal(e: &AccessTokenError) -> &'static str {
     use jsonwebtoken::errors::ErrorKind;
     match e {
@@ -221,7 +341,6 @@ fn token_refusal(e: &AccessTokenError) -> &'static str {
             ErrorKind::ExpiredSignature => "the access token has expired",
             ErrorKind::ImmatureSignature => "the access token is not valid yet",
             ErrorKind::InvalidSignature => "the access token's signature does not match",
-            ErrorKind::InvalidIssuer => "the access token was issued for another API key",
             ErrorKind::InvalidAlgorithm => "the access token is not signed with HS256",
             _ => "the access token is malformed",
         },
@@ -229,32 +348,46 @@ fn token_refusal(e: &AccessTokenError) -> &'static str {
     }
 }
 
+/// The issuer a token names, read before its signature is checked (LiveKit's
+/// `ParseAPIToken`), to pick the secret; `None` when it is no JWT.
+fn token_issuer(token: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Issuer {
+        #[serde(default)]
+        iss: String,
+    }
+    jsonwebtoken::dangerous::insecure_decode::<Issuer>(token)
+        .ok()
+        .map(|data| data.claims.iss)
+}
+
 impl Api {
-    /// Checks the caller's token as LiveKit does: signed with the secret, in
-    /// its validity window, issued by the configured API key (`iss`, which
-    /// LiveKit requires), with the ingressAdmin grant.
+    /// Checks the caller's token as LiveKit does, with its words (all 401
+    /// `unauthenticated`): an Authorization header that is not `Bearer …`;
+    /// no token ("permissions denied", as a token without the grant); a token
+    /// that is no JWT; one issued by another API key (`iss`, named); one whose
+    /// signature or times do not check out (why, without the token); one
+    /// without the `ingressAdmin` grant.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::Unauthenticated("missing Authorization: Bearer <access token>".into())
-            })?;
-        let claims = self
-            .verifier
-            .verify(token)
-            .map_err(|e| ApiError::Unauthenticated(token_refusal(&e).into()))?;
-        // The verifier checks `iss` only when the token has one.
-        if claims.iss != self.api_key {
-            return Err(ApiError::Unauthenticated(
-                "the access token does not name the API key it was issued by (iss)".into(),
-            ));
+        let unauthenticated = |m: String| Err(ApiError::Unauthenticated(m));
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return unauthenticated("permissions denied".into());
+        };
+        let Some(token) = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) else {
+            return unauthenticated("invalid authorization header. Must start with Bearer ".into());
+        };
+        let Some(issuer) = token_issuer(token) else {
+            return unauthenticated("invalid authorization token".into());
+        };
+        if issuer != self.api_key {
+            return unauthenticated(format!("invalid API key: {issuer}"));
         }
+        let claims = match self.verifier.verify(token) {
+            Ok(claims) => claims,
+            Err(e) => return unauthenticated(format!("invalid token: {}", token_refusal(&e))),
+        };
         if !claims.video.ingress_admin {
-            return Err(ApiError::PermissionDenied(
-                "the access token lacks the ingressAdmin grant".into(),
-            ));
+            return unauthenticated("permissions denied".into());
         }
         Ok(())
     }
@@ -293,7 +426,7 @@ impl Api {
             .store
             .get(ingress_id)
             .map_err(Self::store_err)?
-            .ok_or_else(|| ApiError::NotFound(format!("ingress {ingress_id} does not exist")))?;
+            .ok_or_else(ingress::not_found)?;
         self.settled(info)
     }
 
@@ -329,14 +462,19 @@ impl Api {
         self.existing(&updated.ingress_id)
     }
 
+    /// As LiveKit: an id names that ingress whatever the room filter says
+    /// (`not_found` when there is none); else every ingress, or a room's.
     fn list(&self, req: proto::ListIngressRequest) -> Result<proto::ListIngressResponse, ApiError> {
-        let items = self
-            .store
-            .list(&req.room_name, &req.ingress_id)
-            .map_err(Self::store_err)?
-            .into_iter()
-            .map(|info| self.settled(info))
-            .collect::<Result<_, _>>()?;
+        let items = if req.ingress_id.is_empty() {
+            self.store
+                .list(&req.room_name, "")
+                .map_err(Self::store_err)?
+                .into_iter()
+                .map(|info| self.settled(info))
+                .collect::<Result<_, _>>()?
+        } else {
+            vec![self.existing(&req.ingress_id)?]
+        };
         Ok(proto::ListIngressResponse {
             items,
             next_page_token: None,
@@ -415,6 +553,11 @@ async fn twirp(
         Ok(body) => body,
         Err(response) => return response,
     };
+    // Twirp's routing first (method, then content type), then the token,
+    // then the body: a caller without a valid token gets nothing parsed.
+    if !METHODS.contains(&method.as_str()) {
+        return error_response(&no_method(&method));
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -2,16 +2,20 @@
 //! UpdateIngress accept, the IngressInfo they produce, and whether a stream may
 //! start. The API and the session manager both call these.
 
-use crate::presets::{AudioEncoding, VideoEncoding};
 use livekit_protocol as proto;
 use proto::ingress_state::Status;
-use rand::distr::{Alphanumeric, SampleString};
 
 /// A Twirp error: its code and a message for the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
     InvalidArgument(String),
+    /// Twirp's own: a body that does not decode as the method's request.
+    #[error("{0}")]
+    Malformed(String),
+    /// Twirp's own: no such method, or a content type Twirp does not speak.
+    #[error("{0}")]
+    BadRoute(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -34,6 +38,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidArgument(_) => "invalid_argument",
+            ApiError::Malformed(_) => "malformed",
+            ApiError::BadRoute(_) => "bad_route",
             ApiError::NotFound(_) => "not_found",
             ApiError::FailedPrecondition(_) => "failed_precondition",
             ApiError::Unauthenticated(_) => "unauthenticated",
@@ -47,7 +53,8 @@ impl ApiError {
     /// The HTTP status Twirp maps the code to.
     pub fn http_status(&self) -> u16 {
         match self {
-            ApiError::InvalidArgument(_) => 400,
+            ApiError::InvalidArgument(_) | ApiError::Malformed(_) => 400,
+            ApiError::BadRoute(_) => 404,
             ApiError::NotFound(_) => 404,
             ApiError::FailedPrecondition(_) => 412,
             ApiError::Unauthenticated(_) => 401,
@@ -66,113 +73,342 @@ pub fn now_nanos() -> i64 {
         .unwrap_or(0)
 }
 
-fn random(len: usize) -> String {
-    Alphanumeric.sample_string(&mut rand::rng(), len)
+/// LiveKit's id alphabet (protocol's `utils/guid`, shortuuid's): base57,
+/// without 0, 1, I, O and l.
+pub const ID_ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+/// Characters after the prefix in an id, and in a stream key (`guid.Size`).
+pub const ID_SIZE: usize = 12;
+
+/// `prefix` and [`ID_SIZE`] characters of [`ID_ALPHABET`], uniformly from the
+/// thread's CSPRNG (ChaCha seeded by the OS), as LiveKit's `guid.New`.
+pub fn new_id(prefix: &str) -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let mut id = String::with_capacity(prefix.len() + ID_SIZE);
+    id.push_str(prefix);
+    id.extend((0..ID_SIZE).map(|_| ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())] as char));
+    id
 }
 
-/// Whether options were really given: LiveKit's clients send empty messages
-/// for "unchanged".
-fn video_given(v: &Option<proto::IngressVideoOptions>) -> Option<&proto::IngressVideoOptions> {
-    v.as_ref()
-        .filter(|v| **v != proto::IngressVideoOptions::default())
+/// LiveKit's answer when an ingress id names nothing (also an empty one).
+pub fn not_found() -> ApiError {
+    ApiError::NotFound(format!("{PSRPC}ingress does not exist"))
 }
 
-fn audio_given(a: &Option<proto::IngressAudioOptions>) -> Option<&proto::IngressAudioOptions> {
-    a.as_ref()
-        .filter(|a| **a != proto::IngressAudioOptions::default())
+fn invalid_ingress(m: &str) -> ApiError {
+    ApiError::InvalidArgument(format!("{PSRPC}invalid ingress: {m}"))
 }
 
-/// LiveKit's checks on a complete IngressInfo.
-pub fn validate(info: &proto::IngressInfo) -> Result<(), ApiError> {
-    let invalid = |m: String| Err(ApiError::InvalidArgument(m));
-    match proto::IngressInput::try_from(info.input_type) {
-        Ok(proto::IngressInput::RtmpInput) => {}
-        Ok(other) => {
-            return Err(ApiError::Unimplemented(format!(
-                "{} is not supported yet: this ingress takes RTMP",
-                other.as_str_name()
-            )))
+/// How livekit-server's psrpc errors read once Twirp has them (seen in its
+/// answers): this prefix, then the error's text.
+pub const PSRPC: &str = "twirp error unknown: ";
+
+fn invalid_video(m: &str) -> ApiError {
+    ApiError::InvalidArgument(format!("{PSRPC}invalid video parameters: {m}"))
+}
+
+fn invalid_audio(m: &str) -> ApiError {
+    ApiError::InvalidArgument(format!("{PSRPC}invalid audio parameters: {m}"))
+}
+
+fn invalid_bypass(m: &str) -> ApiError {
+    ApiError::InvalidArgument(format!(
+        "{PSRPC}invalid transcoding bypass configuration: {m}"
+    ))
+}
+
+fn is_input(info: &proto::IngressInfo, input: proto::IngressInput) -> bool {
+    info.input_type == input as i32
+}
+
+/// LiveKit's `ingress.ValidateForSerialization` (protocol's
+/// `ingress/validation.go`), check for check and message for message; the one
+/// extension: custom video may also ask for H.264 main and high (LiveKit
+/// refuses them with "video codec unsupported"; see README, LiveKit
+/// compatibility).
+pub fn validate_for_serialization(info: &proto::IngressInfo) -> Result<(), ApiError> {
+    use proto::IngressInput::{RtmpInput, UrlInput, WhipInput};
+    if !(is_input(info, RtmpInput) || is_input(info, WhipInput) || is_input(info, UrlInput)) {
+        return Err(invalid_ingress("unsupported input type"));
+    }
+    if is_input(info, UrlInput) {
+        if info.url.is_empty() {
+            return Err(invalid_ingress("no source URL"));
         }
-        Err(_) => return invalid(format!("unknown input type {}", info.input_type)),
+        if info.enabled == Some(false) {
+            return Err(invalid_ingress("disabled non reusable ingress"));
+        }
+    } else if info.stream_key.is_empty() {
+        return Err(invalid_ingress("no stream key"));
     }
     if info.participant_identity.is_empty() {
-        return invalid("participant_identity is required".into());
+        return Err(invalid_ingress("no participant identity"));
     }
+    let video_encoding = info
+        .video
+        .as_ref()
+        .is_some_and(|v| v.encoding_options.is_some());
+    let audio_encoding = info
+        .audio
+        .as_ref()
+        .is_some_and(|a| a.encoding_options.is_some());
     #[allow(deprecated)]
-    let bypass = info.bypass_transcoding;
-    if bypass || info.enable_transcoding == Some(false) {
-        return invalid("transcoding cannot be disabled for RTMP input".into());
+    if info.bypass_transcoding {
+        if !is_input(info, WhipInput) {
+            return Err(invalid_bypass(
+                "bypassing transcoding impossible with selected input type",
+            ));
+        }
+        if video_encoding {
+            return Err(invalid_bypass(
+                "video encoding options must be empty if transcoding bypass is selected",
+            ));
+        }
+        if audio_encoding {
+            return Err(invalid_bypass(
+                "audio encoding options must be empty if transcoding bypass is selected",
+            ));
+        }
+    }
+    let transcoding = if is_input(info, WhipInput) {
+        info.enable_transcoding.unwrap_or(false)
+    } else if info.enable_transcoding == Some(false) {
+        return Err(invalid_bypass(
+            "bypassing transcoding impossible with selected input type",
+        ));
+    } else {
+        true
+    };
+    if !transcoding && video_encoding {
+        return Err(invalid_bypass(
+            "video encoding options must be empty if transcoding is disabled",
+        ));
+    }
+    if !transcoding && audio_encoding {
+        return Err(invalid_bypass(
+            "audio encoding options must be empty if transcoding is disabled",
+        ));
     }
     if let Some(video) = &info.video {
-        match proto::TrackSource::try_from(video.source) {
-            Ok(
-                proto::TrackSource::Unknown
-                | proto::TrackSource::Camera
-                | proto::TrackSource::ScreenShare,
-            ) => {}
-            _ => {
-                return invalid(format!(
-                    "video source {} is not a video source",
-                    video.source
-                ))
-            }
-        }
+        validate_video(video)?;
     }
     if let Some(audio) = &info.audio {
-        match proto::TrackSource::try_from(audio.source) {
-            Ok(
-                proto::TrackSource::Unknown
-                | proto::TrackSource::Microphone
-                | proto::TrackSource::ScreenShareAudio,
-            ) => {}
-            _ => {
-                return invalid(format!(
-                    "audio source {} is not an audio source",
-                    audio.source
-                ))
-            }
-        }
+        validate_audio(audio)?;
     }
-    VideoEncoding::from_proto(info.video.as_ref())
-        .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
-    AudioEncoding::from_proto(info.audio.as_ref())
-        .map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     Ok(())
 }
 
-/// CreateIngress: a new reusable RTMP ingress, inactive, with a fresh id and key.
+fn validate_video(video: &proto::IngressVideoOptions) -> Result<(), ApiError> {
+    use proto::ingress_video_options::EncodingOptions;
+    use proto::TrackSource::{Camera, ScreenShare, Unknown};
+    if !matches!(
+        proto::TrackSource::try_from(video.source),
+        Ok(Unknown | Camera | ScreenShare)
+    ) {
+        return Err(invalid_video("invalid track source"));
+    }
+    let options = match &video.encoding_options {
+        None => return Ok(()),
+        Some(EncodingOptions::Preset(p)) => {
+            return match proto::IngressVideoEncodingPreset::try_from(*p) {
+                Ok(_) => Ok(()),
+                Err(_) => Err(invalid_video("invalid preset")),
+            }
+        }
+        Some(EncodingOptions::Options(o)) => o,
+    };
+    if options.frame_rate < 0.0 {
+        return Err(invalid_video("invalid framerate"));
+    }
+    use proto::VideoCodec::{DefaultVc, H264Baseline, H264High, H264Main, Vp8};
+    // H264Main and H264High: this service's extension.
+    if !matches!(
+        proto::VideoCodec::try_from(options.video_codec),
+        Ok(DefaultVc | H264Baseline | H264Main | H264High | Vp8)
+    ) {
+        return Err(invalid_video("video codec unsupported"));
+    }
+    let mut by_quality = std::collections::BTreeMap::new();
+    for layer in &options.layers {
+        if layer.width == 0 || layer.height == 0 {
+            return Err(invalid_video("invalid output media dimensions"));
+        }
+        if layer.width % 2 == 1 {
+            return Err(invalid_ingress("layer width must be even"));
+        }
+        if layer.height % 2 == 1 {
+            return Err(invalid_ingress("layer height must be even"));
+        }
+        if by_quality.insert(layer.quality, layer).is_some() {
+            return Err(invalid_video(
+                "more than one layer with the same quality level",
+            ));
+        }
+    }
+    // LOW, MEDIUM, HIGH in order; a layer of another quality (OFF) is not compared.
+    let (mut width, mut height) = (0, 0);
+    for quality in [
+        proto::VideoQuality::Low,
+        proto::VideoQuality::Medium,
+        proto::VideoQuality::High,
+    ] {
+        let Some(layer) = by_quality.get(&(quality as i32)) else {
+            continue;
+        };
+        if layer.height < height {
+            return Err(invalid_video(
+                "video layers do not have increasing height with increasing quality",
+            ));
+        }
+        if layer.width < width {
+            return Err(invalid_video(
+                "video layers do not have increasing width with increasing quality",
+            ));
+        }
+        (width, height) = (layer.width, layer.height);
+    }
+    Ok(())
+}
+
+fn validate_audio(audio: &proto::IngressAudioOptions) -> Result<(), ApiError> {
+    use proto::ingress_audio_options::EncodingOptions;
+    use proto::TrackSource::{Microphone, ScreenShareAudio, Unknown};
+    if !matches!(
+        proto::TrackSource::try_from(audio.source),
+        Ok(Unknown | Microphone | ScreenShareAudio)
+    ) {
+        return Err(invalid_audio("invalid track source"));
+    }
+    match &audio.encoding_options {
+        None => Ok(()),
+        Some(EncodingOptions::Preset(p)) => match proto::IngressAudioEncodingPreset::try_from(*p) {
+            Ok(_) => Ok(()),
+            Err(_) => Err(invalid_audio("invalid preset")),
+        },
+        Some(EncodingOptions::Options(o)) => {
+            if !matches!(
+                proto::AudioCodec::try_from(o.audio_codec),
+                Ok(proto::AudioCodec::DefaultAc | proto::AudioCodec::Opus)
+            ) {
+                return Err(invalid_audio("audio codec unsupported"));
+            }
+            if o.channels > 2 {
+                return Err(invalid_audio("invalid audio channel count"));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// LiveKit's checks, then what this service needs to run the stream: RTMP
+/// input (WHIP and URL pass LiveKit's checks, then are `unimplemented`), and
+/// settings the pipeline can be built from.
+pub fn validate(info: &proto::IngressInfo) -> Result<(), ApiError> {
+    validate_for_serialization(info)?;
+    if is_input(info, proto::IngressInput::UrlInput) && info.room_name.is_empty() {
+        // LiveKit's `ingress.Validate`, which URL input goes through.
+        return Err(invalid_ingress("no room name"));
+    }
+    if !is_input(info, proto::IngressInput::RtmpInput) {
+        let input = proto::IngressInput::try_from(info.input_type)
+            .map(|i| i.as_str_name())
+            .unwrap_or("this input");
+        return Err(ApiError::Unimplemented(format!(
+            "{input} is not supported yet: this ingress takes RTMP"
+        )));
+    }
+    crate::options::resolve(info).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
+    Ok(())
+}
+
+/// LiveKit's `updateEnableTranscoding`: `enable_transcoding` filled in (true
+/// but for WHIP) and the deprecated `bypass_transcoding` derived from it; what
+/// a request says of `bypass_transcoding` never counts.
+#[allow(deprecated)]
+fn derive_transcoding(info: &mut proto::IngressInfo) {
+    match info.enable_transcoding {
+        Some(enable) => info.bypass_transcoding = !enable,
+        None if is_input(info, proto::IngressInput::WhipInput) => {
+            info.enable_transcoding = Some(false);
+            info.bypass_transcoding = true;
+        }
+        None => info.enable_transcoding = Some(true),
+    }
+}
+
+/// CreateIngress as LiveKit's `CreateIngress`: the input type first, the URL
+/// of a URL input, then a new reusable ingress with a fresh id and key, an
+/// empty (INACTIVE) state, video and audio options as given (an empty message
+/// stays an empty message).
 pub fn create(
     req: proto::CreateIngressRequest,
     rtmp_base_url: &str,
 ) -> Result<proto::IngressInfo, ApiError> {
+    use proto::IngressInput::{RtmpInput, UrlInput, WhipInput};
+    let input = proto::IngressInput::try_from(req.input_type);
+    let url = match input {
+        Ok(RtmpInput) => rtmp_base_url.to_string(),
+        Ok(WhipInput) => String::new(),
+        Ok(UrlInput) => source_url(&req.url)?,
+        Err(_) => {
+            return Err(ApiError::InvalidArgument(format!(
+                "{PSRPC}invalid ingress type"
+            )))
+        }
+    };
     #[allow(deprecated)]
-    let info = proto::IngressInfo {
-        ingress_id: format!("IN_{}", random(12)),
+    let mut info = proto::IngressInfo {
+        ingress_id: new_id("IN_"),
         name: req.name,
-        stream_key: random(16),
-        url: rtmp_base_url.to_string(),
+        stream_key: if input == Ok(UrlInput) {
+            String::new()
+        } else {
+            new_id("")
+        },
+        url,
         input_type: req.input_type,
-        bypass_transcoding: req.bypass_transcoding,
+        bypass_transcoding: false,
         enable_transcoding: req.enable_transcoding,
-        audio: audio_given(&req.audio).cloned(),
-        video: video_given(&req.video).cloned(),
+        audio: req.audio,
+        video: req.video,
         room_name: req.room_name,
         participant_identity: req.participant_identity,
         participant_name: req.participant_name,
         participant_metadata: req.participant_metadata,
-        reusable: true,
-        state: Some(proto::IngressState {
-            status: Status::EndpointInactive as i32,
-            updated_at: now_nanos(),
-            ..Default::default()
-        }),
+        reusable: input != Ok(UrlInput),
+        state: Some(proto::IngressState::default()),
         enabled: req.enabled,
     };
     validate(&info)?;
+    derive_transcoding(&mut info);
     Ok(info)
 }
 
-/// UpdateIngress: only the fields given change; an ingress in error is reset.
+/// A URL input's source as LiveKit checks it: given, parseable, http(s) or
+/// srt; answered in its normal form.
+fn source_url(url: &str) -> Result<String, ApiError> {
+    if url.is_empty() {
+        return Err(invalid_ingress("missing URL parameter"));
+    }
+    // Go's url.Parse takes a URL without a scheme (its scheme is then empty).
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(url::ParseError::RelativeUrlWithoutBase) => {
+            return Err(invalid_ingress("invalid url scheme "))
+        }
+        Err(e) => return Err(ApiError::InvalidArgument(e.to_string())),
+    };
+    match parsed.scheme() {
+        "http" | "https" | "srt" => Ok(parsed.to_string()),
+        other => Err(invalid_ingress(&format!("invalid url scheme {other}"))),
+    }
+}
+
+/// UpdateIngress as LiveKit's `updateInfoUsingRequest`: the strings given
+/// (non-empty), `enable_transcoding`, `enabled` and the video and audio
+/// messages present replace what is stored (an empty message too: it stands
+/// for the defaults); an ingress in error is reset to INACTIVE. The state's
+/// times are the sessions' to set.
 pub fn update(
     mut info: proto::IngressInfo,
     req: proto::UpdateIngressRequest,
@@ -187,29 +423,25 @@ pub fn update(
     set(&mut info.participant_identity, req.participant_identity);
     set(&mut info.participant_name, req.participant_name);
     set(&mut info.participant_metadata, req.participant_metadata);
-    #[allow(deprecated)]
-    if let Some(bypass) = req.bypass_transcoding {
-        info.bypass_transcoding = bypass;
-    }
     if req.enable_transcoding.is_some() {
         info.enable_transcoding = req.enable_transcoding;
     }
-    if let Some(video) = video_given(&req.video) {
-        info.video = Some(video.clone());
+    if req.video.is_some() {
+        info.video = req.video;
     }
-    if let Some(audio) = audio_given(&req.audio) {
-        info.audio = Some(audio.clone());
+    if req.audio.is_some() {
+        info.audio = req.audio;
     }
     if req.enabled.is_some() {
         info.enabled = req.enabled;
     }
     validate(&info)?;
+    derive_transcoding(&mut info);
     let state = info.state.get_or_insert_with(Default::default);
     if state.status == Status::EndpointError as i32 {
         state.status = Status::EndpointInactive as i32;
         state.error.clear();
     }
-    state.updated_at = now_nanos();
     Ok(info)
 }
 
@@ -261,7 +493,12 @@ mod tests {
     fn create_gives_an_inactive_reusable_rtmp_ingress() {
         let info = create(request(), "rtmp://h/live").expect("valid");
         assert!(info.ingress_id.starts_with("IN_") && info.ingress_id.len() == 15);
-        assert_eq!(info.stream_key.len(), 16);
+        // LiveKit's format (protocol's guid): 12 characters of base57.
+        assert_eq!(info.stream_key.len(), ID_SIZE);
+        assert!(info.stream_key.bytes().all(|c| ID_ALPHABET.contains(&c)));
+        assert!(info.ingress_id[3..]
+            .bytes()
+            .all(|c| ID_ALPHABET.contains(&c)));
         assert_eq!(info.url, "rtmp://h/live");
         assert!(info.reusable);
         assert_eq!(

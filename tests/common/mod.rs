@@ -8,6 +8,7 @@
 
 pub mod rtmp_client;
 pub mod service;
+pub mod tokens;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
