@@ -15,6 +15,7 @@ APT_PACKAGES=(
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
   ffmpeg redis-server meson ninja-build curl time openssl
+  python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0
 )
 
 log() { echo "setup: $*" >&2; }

@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod simulcastenc;
 pub mod supervisor;
 mod sync;
+pub mod urlingresssrc;
 
 use gst::glib;
 
@@ -27,6 +28,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     rtmpingresssrc::register(plugin)?;
     simulcastenc::register(plugin)?;
     livekitsink::register(plugin)?;
+    urlingresssrc::register(plugin)?;
     Ok(())
 }
 
