@@ -181,7 +181,9 @@ impl IngressPipeline {
             .map_err(|e| PipelineError::Link(e.to_string()))?;
 
         let config = Arc::new(config.clone());
+        let gate = Arc::new(BranchGate::default());
         let pipeline_weak = pipeline.downgrade();
+        let branch_gate = gate.clone();
         src.connect_pad_added(move |_, pad| {
             let Some(pipeline) = pipeline_weak.upgrade() else {
                 return;
@@ -193,20 +195,87 @@ impl IngressPipeline {
                     "unexpected source pad {other}"
                 ))),
             };
-            if let Err(err) = result {
-                gst::element_error!(
+            match result {
+                Ok(head) => branch_gate.hold(&head),
+                Err(err) => gst::element_error!(
                     pipeline,
                     gst::StreamError::Failed,
                     ("cannot build the ingress pipeline: {err}")
-                );
+                ),
             }
         });
+        src.connect_no_more_pads(move |_| gate.open());
 
         Ok(IngressPipeline { pipeline })
     }
 
     pub fn pipeline(&self) -> &gst::Pipeline {
         &self.pipeline
+    }
+}
+
+/// How long branches wait for the source's no-more-pads before they flow
+/// all the same (a source that never says it).
+const BRANCHES_KNOWN_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Holds each branch's media at its head queue until the source has added
+/// all its pads (`no-more-pads`), so livekitsink joins the room with every
+/// track: a source may add its audio pad first (an RTSP camera, a file),
+/// and livekitsink can add an audio track after the join but not a video
+/// one. The source keeps pushing into the queues meanwhile: a demuxer that
+/// feeds both pads from one thread is never blocked.
+#[derive(Default)]
+struct BranchGate {
+    held: std::sync::Mutex<GateState>,
+}
+
+#[derive(Default)]
+struct GateState {
+    open: bool,
+    timer_started: bool,
+    probes: Vec<(gst::Pad, gst::PadProbeId)>,
+}
+
+impl BranchGate {
+    /// Holds what leaves `head` (a branch's first queue) until the gate opens.
+    fn hold(self: &Arc<Self>, head: &gst::Element) {
+        let Some(pad) = head.static_pad("src") else {
+            return;
+        };
+        let mut held = crate::sync::lock(&self.held);
+        if held.open {
+            return;
+        }
+        let probe = pad.add_probe(gst::PadProbeType::BLOCK_DOWNSTREAM, |_, _| {
+            gst::PadProbeReturn::Ok
+        });
+        if let Some(probe) = probe {
+            held.probes.push((pad, probe));
+        }
+        if !held.timer_started {
+            held.timer_started = true;
+            let gate = Arc::downgrade(self);
+            let _ = std::thread::Builder::new()
+                .name("branch-gate".into())
+                .spawn(move || {
+                    std::thread::sleep(BRANCHES_KNOWN_AFTER);
+                    if let Some(gate) = gate.upgrade() {
+                        gate.open();
+                    }
+                });
+        }
+    }
+
+    /// Lets every held branch flow, and the ones built from now on.
+    fn open(&self) {
+        let probes = {
+            let mut held = crate::sync::lock(&self.held);
+            held.open = true;
+            std::mem::take(&mut held.probes)
+        };
+        for (pad, probe) in probes {
+            pad.remove_probe(probe);
+        }
     }
 }
 
@@ -288,11 +357,12 @@ fn decoders_for(pad: &gst::Pad) -> Result<Vec<gst::Element>, PipelineError> {
     })
 }
 
+/// The video branch for `src_pad`, linked from it; its head queue.
 fn add_video_branch(
     pipeline: &gst::Pipeline,
     src_pad: &gst::Pad,
     config: &PipelineConfig,
-) -> Result<(), PipelineError> {
+) -> Result<gst::Element, PipelineError> {
     let mut chain = vec![make("queue", None)?];
     chain.extend(decoders_for(src_pad)?);
     let convert = make("videoconvert", None)?;
@@ -321,14 +391,16 @@ fn add_video_branch(
             .sync_state_with_parent()
             .map_err(|e| PipelineError::Link(e.to_string()))?;
     }
-    link_to(src_pad, &queue)
+    link_to(src_pad, &queue)?;
+    Ok(queue)
 }
 
+/// The audio branch for `src_pad`, linked from it; its head queue.
 fn add_audio_branch(
     pipeline: &gst::Pipeline,
     src_pad: &gst::Pad,
     config: &PipelineConfig,
-) -> Result<(), PipelineError> {
+) -> Result<gst::Element, PipelineError> {
     let audio = &config.options.audio.encoding;
     let mut chain = vec![make("queue", None)?];
     chain.extend(decoders_for(src_pad)?);
@@ -367,7 +439,8 @@ fn add_audio_branch(
     enc_src
         .link(&sink_pad)
         .map_err(|e| PipelineError::Link(format!("opusenc to livekitsink: {e}")))?;
-    link_to(src_pad, &queue)
+    link_to(src_pad, &queue)?;
+    Ok(queue)
 }
 
 fn link_pads(from: &gst::Pad, via: &gst::Element, to: &gst::Pad) -> Result<(), PipelineError> {

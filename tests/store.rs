@@ -41,6 +41,25 @@ fn check_contract(store: &dyn Store) {
         Some(b.clone())
     );
     assert_eq!(store.by_stream_key("nope").expect("by key"), None);
+
+    // URL pulls have no stream key: any number of them, found by no key.
+    let pulls = [
+        ingress("IN_u1", "", "room-3"),
+        ingress("IN_u2", "", "room-3"),
+    ];
+    for pull in &pulls {
+        store.put(pull).expect("put a keyless ingress");
+    }
+    assert_eq!(store.list("room-3", "").expect("list").len(), 2);
+    assert_eq!(store.by_stream_key("").expect("by no key"), None);
+    assert_eq!(store.by_stream_key("no key: IN_u1").expect("by key"), None);
+    for pull in &pulls {
+        assert_eq!(
+            store.get(&pull.ingress_id).expect("get"),
+            Some(pull.clone())
+        );
+        store.delete(&pull.ingress_id).expect("delete");
+    }
     assert_eq!(store.list("", "").expect("list").len(), 3);
     assert_eq!(
         store.list("room-1", "").expect("list"),

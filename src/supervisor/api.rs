@@ -417,6 +417,10 @@ impl Api {
         let info = ingress::create(req, &self.rtmp_base_url)?;
         self.store.put(&info).map_err(Self::store_err)?;
         tracing::info!(ingress = %info.ingress_id, room = %info.room_name, "ingress created");
+        if info.input_type == proto::IngressInput::UrlInput as i32 {
+            // A URL is pulled at once; the answer carries the state it started in.
+            return Ok(self.sessions.start_pull(info));
+        }
         Ok(info)
     }
 

@@ -301,7 +301,7 @@ fn validate_audio(audio: &proto::IngressAudioOptions) -> Result<(), ApiError> {
 }
 
 /// LiveKit's checks, then what this service needs to run the stream: RTMP
-/// input (WHIP and URL pass LiveKit's checks, then are `unimplemented`), and
+/// or URL input (WHIP passes LiveKit's checks, then is `unimplemented`), and
 /// settings the pipeline can be built from.
 pub fn validate(info: &proto::IngressInfo) -> Result<(), ApiError> {
     validate_for_serialization(info)?;
@@ -309,12 +309,12 @@ pub fn validate(info: &proto::IngressInfo) -> Result<(), ApiError> {
         // LiveKit's `ingress.Validate`, which URL input goes through.
         return Err(invalid_ingress("no room name"));
     }
-    if !is_input(info, proto::IngressInput::RtmpInput) {
+    if is_input(info, proto::IngressInput::WhipInput) {
         let input = proto::IngressInput::try_from(info.input_type)
             .map(|i| i.as_str_name())
             .unwrap_or("this input");
         return Err(ApiError::Unimplemented(format!(
-            "{input} is not supported yet: this ingress takes RTMP"
+            "{input} is not supported yet: this ingress takes RTMP and URL inputs"
         )));
     }
     crate::options::resolve(info).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
@@ -399,7 +399,9 @@ fn source_url(url: &str) -> Result<String, ApiError> {
         Err(e) => return Err(ApiError::InvalidArgument(e.to_string())),
     };
     match parsed.scheme() {
-        "http" | "https" | "srt" => Ok(parsed.to_string()),
+        // LiveKit's schemes, and (an extension, see README) RTSP and RTMP
+        // pulls, which LiveKit refuses with "invalid url scheme".
+        "http" | "https" | "srt" | "rtsp" | "rtsps" | "rtmp" | "rtmps" => Ok(parsed.to_string()),
         other => Err(invalid_ingress(&format!("invalid url scheme {other}"))),
     }
 }
@@ -413,6 +415,12 @@ pub fn update(
     mut info: proto::IngressInfo,
     req: proto::UpdateIngressRequest,
 ) -> Result<proto::IngressInfo, ApiError> {
+    if !info.reusable {
+        // LiveKit's ErrIngressNonReusable: a URL pull is started once.
+        return Err(ApiError::InvalidArgument(format!(
+            "{PSRPC}ingress is not reusable and cannot be modified"
+        )));
+    }
     let set = |field: &mut String, value: String| {
         if !value.is_empty() {
             *field = value;

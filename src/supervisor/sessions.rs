@@ -235,6 +235,41 @@ impl Sessions {
         self.refuse(&error.to_string())
     }
 
+    /// Starts pulling a URL ingress just created: its state as it started
+    /// (BUFFERING), or ERROR with the reason it could not.
+    pub fn start_pull(self: &Arc<Self>, mut info: proto::IngressInfo) -> proto::IngressInfo {
+        let id = info.ingress_id.clone();
+        let started_at = now_nanos();
+        let source = InputSource::Url {
+            url: info.url.clone(),
+        };
+        let started = match self.store.claim(&id) {
+            Ok(true) => self.start(info.clone(), source, "url", started_at),
+            Ok(false) => Err(StartError::Deleted),
+            Err(e) => Err(StartError::Store(e)),
+        };
+        match started {
+            Ok(()) => {
+                info.state = self.store.get(&id).ok().flatten().and_then(|i| i.state);
+            }
+            Err(error) => {
+                tracing::warn!(ingress = %id, "pull not started: {error}");
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                let failed = proto::IngressState {
+                    status: Status::EndpointError as i32,
+                    error: error.to_string(),
+                    started_at,
+                    ended_at: now_nanos(),
+                    ..Default::default()
+                };
+                self.save_state(&id, &failed);
+                self.store.release(&id);
+                info.state = Some(failed);
+            }
+        }
+        info
+    }
+
     fn refuse(&self, reason: &str) -> Decision {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
         Decision::Reject(reason.to_string())

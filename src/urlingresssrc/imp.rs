@@ -83,6 +83,9 @@ struct State {
     audio: Option<gst::GhostPad>,
     /// Streams whose EOS is still to come.
     open_streams: usize,
+    /// urisourcebin and parsebins that have not said no-more-pads yet: when
+    /// none is left, neither has this element.
+    undecided: usize,
     meter: InputMeter,
     stopping: bool,
 }
@@ -115,6 +118,7 @@ impl UrlIngressSrc {
                 return Ok(());
             };
             state.attempt += 1;
+            state.undecided = 1;
             (state.url.clone(), state.attempt)
         };
         gst::info!(
@@ -127,6 +131,16 @@ impl UrlIngressSrc {
             .name(format!("source-{attempt}"))
             .property("uri", &url)
             .build()?;
+        source.connect("source-setup", false, |args| {
+            if let Some(element) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+                // srtsrc reconnects for ever on its own; this element decides
+                // (retries before media, the end of the stream after).
+                if element.find_property("auto-reconnect").is_some() {
+                    element.set_property("auto-reconnect", false);
+                }
+            }
+            None
+        });
         let this = self.downgrade();
         source.connect_pad_added(move |_, pad| {
             if let Some(imp) = this.upgrade() {
@@ -135,6 +149,7 @@ impl UrlIngressSrc {
                 }
             }
         });
+        self.watch_decided(&source);
         self.obj().add(&source)?;
         if let Some(state) = lock(&self.state).as_mut() {
             state.elements.push(source.clone());
@@ -148,15 +163,34 @@ impl UrlIngressSrc {
         let parse = gst::ElementFactory::make("parsebin").build()?;
         let this = self.downgrade();
         parse.connect_pad_added(move |_, pad| {
-            if let Some(imp) = this.upgrade() {
-                if let Err(e) = imp.expose(pad) {
-                    gst::element_imp_error!(imp, gst::CoreError::Pad, ("{e}"));
+            let Some(imp) = this.upgrade() else {
+                return;
+            };
+            match pad.current_caps() {
+                Some(caps) => imp.expose_or_fail(pad, caps),
+                // Some parsebin pads come before their caps: exposed on them.
+                None => {
+                    let this = imp.downgrade();
+                    pad.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
+                        let Some(gst::PadProbeData::Event(event)) = &info.data else {
+                            return gst::PadProbeReturn::Ok;
+                        };
+                        let gst::EventView::Caps(caps) = event.view() else {
+                            return gst::PadProbeReturn::Ok;
+                        };
+                        if let Some(imp) = this.upgrade() {
+                            imp.expose_or_fail(pad, caps.caps_owned());
+                        }
+                        gst::PadProbeReturn::Remove
+                    });
                 }
             }
         });
+        self.watch_decided(&parse);
         self.obj().add(&parse)?;
         if let Some(state) = lock(&self.state).as_mut() {
             state.elements.push(parse.clone());
+            state.undecided += 1;
         }
         parse.sync_state_with_parent()?;
         let sink = static_pad(&parse, "sink")?;
@@ -165,10 +199,15 @@ impl UrlIngressSrc {
         Ok(())
     }
 
+    fn expose_or_fail(&self, pad: &gst::Pad, caps: gst::Caps) {
+        if let Err(e) = self.expose(pad, caps) {
+            gst::element_imp_error!(self, gst::CoreError::Pad, ("{e}"));
+        }
+    }
+
     /// A parsed elementary stream: the first video and the first audio become
     /// the element's pads, the rest is dropped.
-    fn expose(&self, pad: &gst::Pad) -> Result<(), glib::BoolError> {
-        let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+    fn expose(&self, pad: &gst::Pad, caps: gst::Caps) -> Result<(), glib::BoolError> {
         let media = caps
             .structure(0)
             .map(|s| s.name().to_string())
@@ -246,6 +285,16 @@ impl UrlIngressSrc {
 
         gst::info!(CAT, imp = self, "{name} stream: {caps}");
         ghost.set_active(true)?;
+        // The contract: a pad comes with its caps. Its stream's own caps event
+        // is still on its way through the pacing queue, so the parsed caps are
+        // stored on the pad now (the same caps follow).
+        if caps.is_fixed() {
+            let _ = ghost.store_sticky_event(&gst::event::StreamStart::new(&format!(
+                "{}/{name}",
+                obj.name()
+            )));
+            let _ = ghost.store_sticky_event(&gst::event::Caps::new(&caps));
+        }
         obj.add_pad(&ghost)?;
         if first {
             self.post(&PublishStarted {
@@ -256,6 +305,24 @@ impl UrlIngressSrc {
             });
         }
         Ok(())
+    }
+
+    /// Counts `element`'s no-more-pads; the last one is this element's.
+    fn watch_decided(&self, element: &gst::Element) {
+        let this = self.downgrade();
+        element.connect_no_more_pads(move |_| {
+            let Some(imp) = this.upgrade() else {
+                return;
+            };
+            let decided = lock(&imp.state).as_mut().is_some_and(|s| {
+                s.undecided = s.undecided.saturating_sub(1);
+                s.undecided == 0
+            });
+            if decided {
+                gst::debug!(CAT, imp = imp, "every stream has its pad");
+                imp.obj().no_more_pads();
+            }
+        });
     }
 
     /// Counts what a stream carries, and notes its end.
@@ -383,6 +450,7 @@ impl UrlIngressSrc {
             video: None,
             audio: None,
             open_streams: 0,
+            undecided: 0,
             meter: InputMeter::new(STATS_INTERVAL),
             stopping: false,
         });

@@ -43,7 +43,7 @@ if old[1] and old[1] ~= ARGV[4] and redis.call('HGET', p .. ':stream_key', old[1
 end
 if old[2] and old[2] ~= ARGV[5] then redis.call('SREM', p .. ':room:' .. old[2], id) end
 redis.call('HSET', key, 'info', ARGV[3], 'stream_key', ARGV[4], 'room', ARGV[5])
-redis.call('HSET', p .. ':stream_key', ARGV[4], id)
+if ARGV[4] ~= '' then redis.call('HSET', p .. ':stream_key', ARGV[4], id) end
 redis.call('SADD', p .. ':room:' .. ARGV[5], id)
 redis.call('SADD', p .. ':ingresses', id)
 if redis.call('HSETNX', p .. ':state:' .. id, 'state', ARGV[6]) == 1 then
@@ -314,6 +314,9 @@ impl Store for RedisStore {
     }
 
     fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, StoreError> {
+        if stream_key.is_empty() {
+            return Ok(None);
+        }
         let id: Option<String> = self
             .commands
             .run(|c| c.hget(self.key("stream_key"), stream_key))?;

@@ -34,6 +34,18 @@ const SCHEMA: &str = "PRAGMA journal_mode = WAL;
          state BLOB NOT NULL
      );";
 
+/// The `stream_key` column's value: the key, or for an ingress without one
+/// (a URL pull) a stand-in unique to it, since the column is UNIQUE and NOT
+/// NULL in databases made by earlier versions. `by_stream_key` never answers
+/// with a stand-in's ingress.
+fn key_column(info: &proto::IngressInfo) -> String {
+    if info.stream_key.is_empty() {
+        format!("no key: {}", info.ingress_id)
+    } else {
+        info.stream_key.clone()
+    }
+}
+
 /// Creates the file (and its directory) for its owner only, before SQLite
 /// opens it; SQLite gives its WAL and shared-memory files the same mode.
 fn create_private(path: &Path) -> Result<(), StoreError> {
@@ -173,7 +185,7 @@ impl Store for SqliteStore {
              ON CONFLICT(ingress_id) DO UPDATE SET stream_key = ?2, room_name = ?3, info = ?4",
             params![
                 info.ingress_id,
-                info.stream_key,
+                key_column(info),
                 info.room_name,
                 stripped.encode_to_vec()
             ],
@@ -199,7 +211,13 @@ impl Store for SqliteStore {
     }
 
     fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, StoreError> {
-        self.one("i.stream_key = ?1", stream_key)
+        if stream_key.is_empty() {
+            return Ok(None);
+        }
+        // The key's own record, never the stand-in of a keyless one.
+        Ok(self
+            .one("i.stream_key = ?1", stream_key)?
+            .filter(|info| info.stream_key == stream_key))
     }
 
     fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, StoreError> {
