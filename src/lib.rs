@@ -4,6 +4,7 @@
 //! non-WebRTC source into a LiveKit room. The protocol cores beneath the elements
 //! carry no GStreamer types so they can be tested and fuzzed on their own.
 
+pub mod claims;
 pub mod codec;
 pub mod decode;
 pub mod fdlimit;
@@ -18,6 +19,7 @@ pub mod rtmp;
 pub mod rtmpingresssrc;
 pub mod runtime;
 pub mod simulcastenc;
+pub mod srt;
 pub mod supervisor;
 mod sync;
 
