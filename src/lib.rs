@@ -20,6 +20,7 @@ pub mod rtmpingresssrc;
 pub mod runtime;
 pub mod simulcastenc;
 pub mod srt;
+pub mod srtingresssrc;
 pub mod supervisor;
 mod sync;
 
@@ -29,6 +30,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     rtmpingresssrc::register(plugin)?;
     simulcastenc::register(plugin)?;
     livekitsink::register(plugin)?;
+    srtingresssrc::register(plugin)?;
     Ok(())
 }
 
@@ -58,6 +60,7 @@ mod tests {
             glib::Object::new::<crate::rtmpingresssrc::RtmpIngressSrc>().upcast::<gst::Element>(),
             glib::Object::new::<crate::simulcastenc::SimulcastEnc>().upcast(),
             glib::Object::new::<crate::livekitsink::LiveKitSink>().upcast(),
+            glib::Object::new::<crate::srtingresssrc::SrtIngressSrc>().upcast(),
         ] {
             for pspec in element.list_properties().iter() {
                 if pspec.owner_type() != element.type_() {

@@ -1,4 +1,4 @@
-use crate::messages::publish::{PublishStarted, PublishStopped, Stats};
+use crate::messages::publish::{PublishStarted, PublishStopped, StatsMeter};
 use crate::messages::rtmp::Metadata;
 use crate::messages::BusMessage;
 use crate::rtmp::flv::{self, AudioTag, InputVideoCodec, VideoTag};
@@ -23,8 +23,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// How often `ingress-input-stats` is posted.
-const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// With no metadata to say which tracks come, pads are final after this much media.
 const TRACKS_KNOWN_AFTER: Duration = Duration::from_secs(2);
 /// An accepted publish that brings no sequence header (so no pad, nothing
@@ -118,8 +116,7 @@ struct Stream {
     key: String,
     video_bytes: u64,
     audio_bytes: u64,
-    last_stats: Instant,
-    stats_bytes: (u64, u64),
+    stats: StatsMeter,
 }
 
 impl RtmpIngressSrc {
@@ -210,8 +207,7 @@ impl RtmpIngressSrc {
             key: String::new(),
             video_bytes: 0,
             audio_bytes: 0,
-            last_stats: Instant::now(),
-            stats_bytes: (0, 0),
+            stats: StatsMeter::default(),
         };
         loop {
             let media_deadline = stream
@@ -590,20 +586,9 @@ impl RtmpIngressSrc {
     }
 
     fn maybe_post_stats(&self, stream: &mut Stream) {
-        let elapsed = stream.last_stats.elapsed();
-        if elapsed < STATS_INTERVAL {
-            return;
+        if let Some(stats) = stream.stats.due(stream.video_bytes, stream.audio_bytes) {
+            self.post(&stats);
         }
-        let rate =
-            |now: u64, before: u64| ((now - before) as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
-        let stats = Stats {
-            bytes: stream.video_bytes + stream.audio_bytes,
-            video_bitrate: rate(stream.video_bytes, stream.stats_bytes.0),
-            audio_bitrate: rate(stream.audio_bytes, stream.stats_bytes.1),
-        };
-        stream.stats_bytes = (stream.video_bytes, stream.audio_bytes);
-        stream.last_stats = Instant::now();
-        self.post(&stats);
     }
 }
 
