@@ -174,6 +174,38 @@ impl<E> Claims<E> {
     }
 }
 
+/// What woke an element's thread waiting on its claim.
+pub enum Next<E> {
+    /// An event of the publish, or `None` when the listener let go.
+    Event(Option<E>),
+    /// The element is stopping.
+    Stop,
+    /// The deadline for the first media passed.
+    NoMedia,
+}
+
+/// Waits on the element's side of a claim for the next event, the element's
+/// stop, or `media_deadline` (when a publish waits for its first media).
+pub fn next_event<E>(
+    events: &mut mpsc::Receiver<E>,
+    stop: &Notify,
+    media_deadline: Option<std::time::Instant>,
+) -> Next<E> {
+    crate::runtime::handle().block_on(async {
+        let no_media = async {
+            match media_deadline {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = events.recv() => Next::Event(event),
+            _ = stop.notified() => Next::Stop,
+            _ = no_media => Next::NoMedia,
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,4 +134,29 @@ impl InputSource {
     }
 }
 
+/// The sometimes pads `video` and `audio` of a source element (see the module
+/// documentation), carrying `video` and `audio` caps.
+pub fn pad_templates(video: &gst::Caps, audio: &gst::Caps) -> Vec<gst::PadTemplate> {
+    [("video", video), ("audio", audio)]
+        .into_iter()
+        .filter_map(|(name, caps)| {
+            gst::PadTemplate::new(
+                name,
+                gst::PadDirection::Src,
+                gst::PadPresence::Sometimes,
+                caps,
+            )
+            .ok()
+        })
+        .collect()
+}
+
+/// Caps that are any of the media types `names`.
+pub fn any_of(names: &[&str]) -> gst::Caps {
+    names
+        .iter()
+        .map(|name| gst::Caps::builder(*name).build())
+        .collect()
+}
+
 use gst::glib;

@@ -1,3 +1,4 @@
+use crate::claims::{next_event, Next};
 use crate::messages::publish::{PublishStarted, PublishStopped, StatsMeter};
 use crate::messages::rtmp::Metadata;
 use crate::messages::BusMessage;
@@ -63,13 +64,6 @@ impl Default for Settings {
             tls_key: String::new(),
         }
     }
-}
-
-/// What woke the streaming thread.
-enum Next {
-    Event(Option<StreamEvent>),
-    Stop,
-    NoMedia,
 }
 
 /// The streaming thread and how to stop it.
@@ -194,7 +188,6 @@ impl RtmpIngressSrc {
 
     /// The streaming thread: one publish from start to end.
     fn stream(&self, mut claim: Claim, stop: Arc<Notify>) {
-        let runtime = crate::runtime::handle();
         let mut stream = Stream {
             video: None,
             audio: None,
@@ -213,20 +206,8 @@ impl RtmpIngressSrc {
             let media_deadline = stream
                 .waiting_since
                 .filter(|_| stream.video.is_none() && stream.audio.is_none())
-                .map(|since| tokio::time::Instant::from_std(since + FIRST_MEDIA_DEADLINE));
-            let next = runtime.block_on(async {
-                let no_media = async {
-                    match media_deadline {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    event = claim.events.recv() => Next::Event(event),
-                    _ = stop.notified() => Next::Stop,
-                    _ = no_media => Next::NoMedia,
-                }
-            });
+                .map(|since| since + FIRST_MEDIA_DEADLINE);
+            let next = next_event(&mut claim.events, &stop, media_deadline);
             let event = match next {
                 Next::Stop => return,
                 Next::Event(Some(event)) => event,
@@ -715,32 +696,16 @@ impl ElementImpl for RtmpIngressSrc {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let mut video = gst::Caps::new_empty();
-            {
-                let v = video.make_mut();
-                for name in ["video/x-h264", "video/x-h265", "video/x-av1", "video/x-vp9"] {
-                    v.append(gst::Caps::builder(name).build());
-                }
-            }
+            let video = crate::input::any_of(&[
+                "video/x-h264",
+                "video/x-h265",
+                "video/x-av1",
+                "video/x-vp9",
+            ]);
             let audio = gst::Caps::builder("audio/mpeg")
                 .field("mpegversion", 4i32)
                 .build();
-            vec![
-                gst::PadTemplate::new(
-                    "video",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
-                    &video,
-                )
-                .expect("video template"),
-                gst::PadTemplate::new(
-                    "audio",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
-                    &audio,
-                )
-                .expect("audio template"),
-            ]
+            crate::input::pad_templates(&video, &audio)
         });
         TEMPLATES.as_ref()
     }

@@ -1,3 +1,4 @@
+use crate::claims::{next_event, Next};
 use crate::messages::publish::{PublishStarted, PublishStopped, StatsMeter};
 use crate::messages::BusMessage;
 use crate::rtmp::redact::redact_key;
@@ -88,13 +89,6 @@ impl Kind {
             Kind::Audio => "audio",
         }
     }
-}
-
-/// What woke the feeding thread.
-enum Next {
-    Event(Option<SrtEvent>),
-    Stop,
-    NoMedia,
 }
 
 #[derive(Default)]
@@ -417,7 +411,6 @@ impl SrtIngressSrc {
     /// The feeding thread: one publish from start to end, its bytes into
     /// the appsrc.
     fn feed(&self, mut claim: Claim, appsrc: gst_app::AppSrc, stop: Arc<Notify>) {
-        let runtime = crate::runtime::handle();
         let any_key = lock(&self.settings).stream_key.is_empty();
         let mut key = None;
         let mut started: Option<Instant> = None;
@@ -425,20 +418,8 @@ impl SrtIngressSrc {
         loop {
             let media_deadline = started
                 .filter(|_| !self.has_pads())
-                .map(|since| tokio::time::Instant::from_std(since + FIRST_MEDIA_DEADLINE));
-            let next = runtime.block_on(async {
-                let no_media = async {
-                    match media_deadline {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    event = claim.events.recv() => Next::Event(event),
-                    _ = stop.notified() => Next::Stop,
-                    _ = no_media => Next::NoMedia,
-                }
-            });
+                .map(|since| since + FIRST_MEDIA_DEADLINE);
+            let next = next_event(&mut claim.events, &stop, media_deadline);
             let event = match next {
                 Next::Stop => return,
                 Next::NoMedia => {
@@ -597,33 +578,10 @@ impl ElementImpl for SrtIngressSrc {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let any_of = |names: &[&str]| {
-                let mut caps = gst::Caps::new_empty();
-                if let Some(c) = caps.get_mut() {
-                    for name in names {
-                        c.append(gst::Caps::builder(*name).build());
-                    }
-                }
-                caps
-            };
+            use crate::input::any_of;
             let video = any_of(&["video/x-h264", "video/x-h265", "video/mpeg"]);
             let audio = any_of(&["audio/mpeg", "audio/x-opus", "audio/x-ac3", "audio/x-eac3"]);
-            vec![
-                gst::PadTemplate::new(
-                    "video",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
-                    &video,
-                )
-                .expect("video template"),
-                gst::PadTemplate::new(
-                    "audio",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
-                    &audio,
-                )
-                .expect("audio template"),
-            ]
+            crate::input::pad_templates(&video, &audio)
         });
         TEMPLATES.as_ref()
     }
