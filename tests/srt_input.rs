@@ -281,3 +281,83 @@ fn garbage_srt_callers_do_not_disturb_a_live_rtmp_stream() {
     let _ = rtmp.kill();
     let _ = rtmp.wait();
 }
+
+/// The element alone, as gst-launch composes it: a wrong key is refused, the
+/// right one brings parsed video and audio pads, the contract's messages, and
+/// EOS when ffmpeg ends.
+#[test]
+fn srtingresssrc_in_a_launch_line_gives_parsed_pads_and_eos() {
+    use gst::prelude::*;
+    use gstlivekitingress::messages::publish::{PublishStarted, PublishStopped};
+    use gstlivekitingress::messages::BusMessage;
+    gst::init().expect("gstreamer");
+    // Other tests of this binary may have registered it (through the service).
+    let _ = gstlivekitingress::plugin_register_static();
+    assert!(gst::ElementFactory::find("srtingresssrc").is_some());
+    let port = common::free_udp_port();
+    let pipeline = gst::parse::launch(&format!(
+        "srtingresssrc address=127.0.0.1 port={port} stream-key=element-key name=s \
+         s.video ! queue ! fakesink name=v  s.audio ! queue ! fakesink name=a"
+    ))
+    .expect("launch line")
+    .downcast::<gst::Pipeline>()
+    .expect("pipeline");
+    pipeline.set_state(gst::State::Playing).expect("playing");
+
+    let wrong = publish_srt(port, "another-key", 3, &H264_AAC)
+        .wait_with_output()
+        .expect("ffmpeg");
+    assert!(!wrong.status.success(), "a wrong key was accepted");
+    let mut ffmpeg = publish_srt(port, "#!::r=element-key", 3, &H264_AAC);
+
+    let bus = pipeline.bus().expect("bus");
+    let (mut started, mut stopped, mut eos) = (None, None, false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !eos && Instant::now() < deadline {
+        let Some(message) = bus.timed_pop(gst::ClockTime::from_seconds(1)) else {
+            continue;
+        };
+        match message.view() {
+            gst::MessageView::Eos(_) => eos = true,
+            gst::MessageView::Error(e) => panic!("{} ({:?})", e.error(), e.debug()),
+            gst::MessageView::Element(_) => {
+                let s = message.structure().expect("structure");
+                started = started.or(PublishStarted::from_structure(s));
+                stopped = stopped.or(PublishStopped::from_structure(s));
+            }
+            _ => {}
+        }
+    }
+    let _ = ffmpeg.wait();
+    let caps = |sink: &str| {
+        pipeline
+            .by_name(sink)
+            .and_then(|e| e.static_pad("sink"))
+            .and_then(|p| p.current_caps())
+            .map(|c| c.to_string())
+            .unwrap_or_default()
+    };
+    let (video, audio) = (caps("v"), caps("a"));
+    pipeline.set_state(gst::State::Null).expect("null");
+    assert!(eos, "no EOS after the caller left");
+    let started = started.expect("ingress-publish-started");
+    assert_eq!(started.input, "srt");
+    assert!(started.peer.starts_with("127.0.0.1:"), "{started:?}");
+    assert_eq!(
+        started.key, None,
+        "an element given its key does not repeat it"
+    );
+    assert!(stopped.is_some(), "no ingress-publish-stopped");
+    assert!(
+        video.starts_with("video/x-h264") && video.contains("parsed=(boolean)true"),
+        "{video}"
+    );
+    assert!(
+        video.contains("width=(int)1280") && video.contains("height=(int)720"),
+        "{video}"
+    );
+    assert!(
+        audio.starts_with("audio/mpeg") && audio.contains("channels=(int)2"),
+        "{audio}"
+    );
+}
