@@ -327,10 +327,16 @@ impl Listener {
 mod tests {
     use super::*;
 
+    /// A fresh port each: listeners on port 0 share one in the registry, and
+    /// tests running at once must not share an authorizer.
     fn config() -> ListenerConfig {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
         ListenerConfig {
             address: "127.0.0.1".into(),
-            port: 0,
+            port,
             decision_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(5),
         }
@@ -338,8 +344,14 @@ mod tests {
 
     #[test]
     fn setup_errors_say_their_kind() {
+        let any = listener(&ListenerConfig {
+            port: 0,
+            ..config()
+        })
+        .expect("listener on port 0");
+        assert_ne!(any.local_addr().port(), 0, "port 0 picks a free one");
+        drop(any);
         let l = listener(&config()).expect("listener");
-        assert_ne!(l.local_addr().port(), 0);
         let _claim = l.claim("secret-key").expect("first claim");
         match l.claim("secret-key") {
             Err(ListenerError::KeyClaimed(e)) => {
@@ -363,12 +375,47 @@ mod tests {
         }
         let nowhere = ListenerConfig {
             address: "not an address".into(),
+            port: 0,
             ..config()
         };
         assert!(matches!(
             listener(&nowhere),
             Err(ListenerError::Bind { .. })
         ));
+    }
+
+    /// Callers waiting for their decision are bounded per address: one over
+    /// the bound is rejected at once while the first still waits.
+    #[test]
+    fn waiting_callers_are_bounded() {
+        let l = listener(&config()).expect("listener");
+        let addr = l.local_addr();
+        l.set_limits(Limits {
+            max_pending: 8,
+            max_pending_per_ip: 1,
+            ..Limits::default()
+        });
+        // An application slow to decide.
+        l.set_authorizer(Some(Arc::new(|_| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                Decision::Reject("unknown stream key".into())
+            })
+        })));
+        let runtime = crate::runtime::handle();
+        runtime.block_on(async {
+            let first = tokio::spawn(SrtSocket::builder().call(addr, Some("slow-key")));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let started = std::time::Instant::now();
+            let second = SrtSocket::builder().call(addr, Some("slow-key")).await;
+            assert!(second.is_err(), "a second waiting caller from one address");
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "refused at once"
+            );
+            let first = first.await.expect("task");
+            assert!(first.is_err(), "the slow decision refused the first");
+        });
     }
 
     /// srt-tokio's own caller against the listener: a refused key gets its
