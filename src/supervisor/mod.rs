@@ -1,5 +1,6 @@
 //! `livekit-ingress`, the managed service: the `livekit.Ingress` API over a store
-//! of IngressInfo, one RTMP port for every ingress, and a pipeline of the
+//! of IngressInfo, one RTMP port for every ingress (and, with `srt_port`, one
+//! SRT port taking the same stream keys), and a pipeline of the
 //! plugin's elements for each accepted stream.
 //!
 //! - [`config`]: YAML and environment.
