@@ -57,6 +57,17 @@ pub fn decoder_factories(caps: &gst::Caps) -> Result<Vec<gst::ElementFactory>, S
     Ok(parser.into_iter().chain(std::iter::once(decoder)).collect())
 }
 
+/// The best-ranked parser that takes `caps`, created (a demuxer's pads made
+/// into the input contract's parsed pads), or `None` when there is none.
+pub fn parser_for(caps: &gst::Caps) -> Option<gst::Element> {
+    best(gst::ElementFactoryType::PARSER, |f| {
+        f.can_sink_any_caps(caps)
+    })?
+    .create()
+    .build()
+    .ok()
+}
+
 /// Parser and decoder elements for `caps`, not yet linked.
 pub fn decoder_chain(caps: &gst::Caps) -> Result<Vec<gst::Element>, String> {
     decoder_factories(caps)?

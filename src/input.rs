@@ -21,14 +21,13 @@
 //! The pipeline is built from an [`InputSource`]: adding an input is a module
 //! with its element plus one arm in [`InputSource::element`].
 
-use crate::messages::publish::Stats;
 use crate::pipeline::PipelineError;
+use gst::glib;
 use gst::prelude::*;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// The protocols a publish can come in by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,57 +53,6 @@ impl InputKind {
 pub enum MediaKind {
     Video,
     Audio,
-}
-
-/// Counts what a source receives and, every interval, gives the
-/// `ingress-input-stats` to post: bytes so far, bit rates since the last.
-#[derive(Debug)]
-pub struct InputMeter {
-    interval: Duration,
-    video: u64,
-    audio: u64,
-    at_last: (u64, u64),
-    last: Instant,
-}
-
-impl InputMeter {
-    pub fn new(interval: Duration) -> InputMeter {
-        InputMeter {
-            interval,
-            video: 0,
-            audio: 0,
-            at_last: (0, 0),
-            last: Instant::now(),
-        }
-    }
-
-    /// Counts `bytes` of `kind`; the stats to post when an interval is over.
-    pub fn add(&mut self, kind: MediaKind, bytes: usize) -> Option<Stats> {
-        let bytes = bytes as u64;
-        match kind {
-            MediaKind::Video => self.video += bytes,
-            MediaKind::Audio => self.audio += bytes,
-        }
-        self.due(Instant::now())
-    }
-
-    fn due(&mut self, now: Instant) -> Option<Stats> {
-        let elapsed = now.duration_since(self.last);
-        if elapsed < self.interval {
-            return None;
-        }
-        let rate = |now: u64, before: u64| {
-            (now.saturating_sub(before) as f64 * 8.0 / elapsed.as_secs_f64()) as u64
-        };
-        let stats = Stats {
-            bytes: self.video + self.audio,
-            video_bitrate: rate(self.video, self.at_last.0),
-            audio_bitrate: rate(self.audio, self.at_last.1),
-        };
-        self.at_last = (self.video, self.audio);
-        self.last = now;
-        Some(stats)
-    }
 }
 
 /// A push publish waiting for a decision.
@@ -194,28 +142,27 @@ impl InputSource {
     }
 }
 
-use gst::glib;
+/// The sometimes pads `video` and `audio` of a source element (see the module
+/// documentation), carrying `video` and `audio` caps.
+pub fn pad_templates(video: &gst::Caps, audio: &gst::Caps) -> Vec<gst::PadTemplate> {
+    [("video", video), ("audio", audio)]
+        .into_iter()
+        .filter_map(|(name, caps)| {
+            gst::PadTemplate::new(
+                name,
+                gst::PadDirection::Src,
+                gst::PadPresence::Sometimes,
+                caps,
+            )
+            .ok()
+        })
+        .collect()
+}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_meter_reports_each_interval_what_arrived() {
-        let mut meter = InputMeter::new(Duration::from_secs(2));
-        let start = meter.last;
-        assert_eq!(meter.add(MediaKind::Video, 250_000), None);
-        meter.add(MediaKind::Audio, 12_000);
-        let stats = meter.due(start + Duration::from_secs(2)).expect("due");
-        assert_eq!(stats.bytes, 262_000);
-        assert_eq!(
-            (stats.video_bitrate, stats.audio_bitrate),
-            (1_000_000, 48_000)
-        );
-        // The next interval counts only what came since.
-        meter.add(MediaKind::Video, 500_000);
-        let stats = meter.due(start + Duration::from_secs(4)).expect("due");
-        assert_eq!((stats.video_bitrate, stats.audio_bitrate), (2_000_000, 0));
-        assert_eq!(meter.due(start + Duration::from_secs(5)), None);
-    }
+/// Caps that are any of the media types `names`.
+pub fn any_of(names: &[&str]) -> gst::Caps {
+    names
+        .iter()
+        .map(|name| gst::Caps::builder(*name).build())
+        .collect()
 }

@@ -4,6 +4,7 @@
 //! non-WebRTC source into a LiveKit room. The protocol cores beneath the elements
 //! carry no GStreamer types so they can be tested and fuzzed on their own.
 
+pub mod claims;
 pub mod codec;
 pub mod decode;
 pub mod fdlimit;
@@ -18,6 +19,8 @@ pub mod rtmp;
 pub mod rtmpingresssrc;
 pub mod runtime;
 pub mod simulcastenc;
+pub mod srt;
+pub mod srtingresssrc;
 pub mod supervisor;
 mod sync;
 pub mod urlingresssrc;
@@ -28,6 +31,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     rtmpingresssrc::register(plugin)?;
     simulcastenc::register(plugin)?;
     livekitsink::register(plugin)?;
+    srtingresssrc::register(plugin)?;
     urlingresssrc::register(plugin)?;
     Ok(())
 }
@@ -58,6 +62,7 @@ mod tests {
             glib::Object::new::<crate::rtmpingresssrc::RtmpIngressSrc>().upcast::<gst::Element>(),
             glib::Object::new::<crate::simulcastenc::SimulcastEnc>().upcast(),
             glib::Object::new::<crate::livekitsink::LiveKitSink>().upcast(),
+            glib::Object::new::<crate::srtingresssrc::SrtIngressSrc>().upcast(),
         ] {
             for pspec in element.list_properties().iter() {
                 if pspec.owner_type() != element.type_() {

@@ -98,6 +98,48 @@ impl BusMessage for Stats {
     }
 }
 
+/// How often a source posts `ingress-input-stats`.
+pub const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Turns a source's running byte counts into `ingress-input-stats` once per
+/// [`STATS_INTERVAL`].
+#[derive(Debug)]
+pub struct StatsMeter {
+    last: std::time::Instant,
+    before: (u64, u64),
+}
+
+impl Default for StatsMeter {
+    fn default() -> Self {
+        StatsMeter {
+            last: std::time::Instant::now(),
+            before: (0, 0),
+        }
+    }
+}
+
+impl StatsMeter {
+    /// The stats to post now, given the video and audio bytes so far, when
+    /// an interval has passed since the last ones.
+    pub fn due(&mut self, video_bytes: u64, audio_bytes: u64) -> Option<Stats> {
+        let elapsed = self.last.elapsed();
+        if elapsed < STATS_INTERVAL {
+            return None;
+        }
+        let rate = |now: u64, before: u64| {
+            (now.saturating_sub(before) as f64 * 8.0 / elapsed.as_secs_f64()) as u64
+        };
+        let stats = Stats {
+            bytes: video_bytes + audio_bytes,
+            video_bitrate: rate(video_bytes, self.before.0),
+            audio_bitrate: rate(audio_bytes, self.before.1),
+        };
+        self.before = (video_bytes, audio_bytes);
+        self.last = std::time::Instant::now();
+        Some(stats)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::round_trip;

@@ -16,12 +16,13 @@
 use super::admission::{AcceptBackoff, Admission, Limits, Slot};
 use super::redact::{redact_key, MAX_STREAM_KEY_LEN};
 use super::session::{Output, Session};
+use crate::claims::{Claimed, Claims, Publish};
 use crate::input::InputKind;
 pub use crate::input::{Authorizer, Decision, PublishRequest};
 use crate::sync::lock;
 use bytes::Bytes;
 use rml_rtmp::sessions::StreamMetadata;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
@@ -32,8 +33,6 @@ use tokio::time::Instant;
 
 /// Status code of a refused publish.
 pub const BAD_NAME: &str = "NetStream.Publish.BadName";
-/// How long an accepted publish waits for its element.
-const CLAIM_WAIT: Duration = Duration::from_secs(5);
 /// Media events buffered per publish; beyond this the socket is read no faster.
 const EVENT_QUEUE: usize = 256;
 
@@ -80,22 +79,12 @@ pub struct ListenerConfig {
     pub idle_timeout: Duration,
 }
 
-#[derive(Default)]
-struct Claims {
-    /// Stream key -> the element's channel and the application it is limited to.
-    by_key: HashMap<String, (mpsc::Sender<StreamEvent>, Option<String>)>,
-    /// Keys being published right now (a second publisher is refused).
-    active: HashSet<String>,
-}
-
 /// A listening socket and its claims.
 pub struct Listener {
     local_addr: SocketAddr,
     /// Tells the accept loop to close the socket when the last holder is gone.
     shutdown: Arc<Notify>,
-    claims: Mutex<Claims>,
-    claimed: Notify,
-    authorizer: Mutex<Option<Authorizer>>,
+    claims: Arc<Claims<StreamEvent>>,
     admission: Arc<Admission>,
     config: ListenerConfig,
 }
@@ -158,9 +147,7 @@ pub fn listener(config: &ListenerConfig) -> Result<Arc<Listener>, ListenerError>
     let listener = Arc::new(Listener {
         local_addr,
         shutdown: shutdown.clone(),
-        claims: Mutex::default(),
-        claimed: Notify::new(),
-        authorizer: Mutex::default(),
+        claims: Arc::new(Claims::new(EVENT_QUEUE)),
         admission: Arc::default(),
         config: config.clone(),
     });
@@ -184,20 +171,23 @@ pub fn listener(config: &ListenerConfig) -> Result<Arc<Listener>, ListenerError>
 /// Binds `addr`; a listener that was just released may still be closing its
 /// socket on the IO runtime, so an address in use is retried for a moment.
 fn bind_retrying(addr: &str) -> Result<std::net::TcpListener, ListenerError> {
+    retry_in_use(|| std::net::TcpListener::bind(addr)).map_err(|source| ListenerError::Bind {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// `bind()`, retried for up to a second while its address is in use (a
+/// listener on it that was just released closes its socket on the IO runtime).
+pub(crate) fn retry_in_use<T>(mut bind: impl FnMut() -> std::io::Result<T>) -> std::io::Result<T> {
     let mut attempts = 0;
     loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(l) => return Ok(l),
+        match bind() {
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 20 => {
                 attempts += 1;
                 std::thread::sleep(Duration::from_millis(50));
             }
-            Err(source) => {
-                return Err(ListenerError::Bind {
-                    addr: addr.to_string(),
-                    source,
-                })
-            }
+            result => return result,
         }
     }
 }
@@ -286,14 +276,8 @@ async fn accept_loop(
 /// Removes a claim when the element lets go of it.
 pub struct Claim {
     listener: Arc<Listener>,
-    key: String,
+    _claimed: Claimed<StreamEvent>,
     pub events: mpsc::Receiver<StreamEvent>,
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        lock(&self.listener.claims).by_key.remove(&self.key);
-    }
 }
 
 impl Claim {
@@ -320,81 +304,23 @@ impl Listener {
 
     /// Lets an application decide on every publish on this port.
     pub fn set_authorizer(&self, authorizer: Option<Authorizer>) {
-        *lock(&self.authorizer) = authorizer;
+        self.claims.set_authorizer(authorizer);
     }
 
     /// Claims publishes on `key` (an empty key takes any key no one else claimed),
     /// optionally only on application `app`.
     pub fn claim(self: &Arc<Self>, key: &str, app: Option<&str>) -> Result<Claim, ListenerError> {
-        let mut claims = lock(&self.claims);
-        if claims.by_key.contains_key(key) {
-            return Err(ListenerError::KeyClaimed {
-                key: redact_key(key),
-                port: self.local_addr.port(),
-            });
-        }
-        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
-        claims
-            .by_key
-            .insert(key.to_string(), (tx, app.map(str::to_string)));
-        drop(claims);
-        self.claimed.notify_waiters();
+        let (claimed, events) = self
+            .claims
+            .claim(key, app, self.local_addr.port())
+            .map_err(|e| ListenerError::KeyClaimed {
+                key: e.key,
+                port: e.port,
+            })?;
         Ok(Claim {
             listener: self.clone(),
-            key: key.to_string(),
-            events: rx,
-        })
-    }
-
-    /// The claim for `key`, waiting for one to appear when `wait` is set.
-    async fn take_claim(
-        &self,
-        request: &PublishRequest,
-        wait: bool,
-    ) -> Option<mpsc::Sender<StreamEvent>> {
-        let deadline = tokio::time::Instant::now() + CLAIM_WAIT;
-        let fits = |(sender, app): &(mpsc::Sender<StreamEvent>, Option<String>)| {
-            !sender.is_closed() && app.as_ref().is_none_or(|a| *a == request.app)
-        };
-        loop {
-            let notified = self.claimed.notified();
-            {
-                let claims = lock(&self.claims);
-                let claim = claims
-                    .by_key
-                    .get(&request.key)
-                    .filter(|c| fits(c))
-                    .or_else(|| claims.by_key.get("").filter(|c| fits(c)));
-                if let Some((sender, _)) = claim {
-                    return Some(sender.clone());
-                }
-            }
-            if !wait || tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return None;
-            }
-        }
-    }
-
-    async fn decide(&self, request: &PublishRequest) -> Result<Publish<'_>, String> {
-        if lock(&self.claims).active.contains(&request.key) {
-            return Err("this stream key is already publishing".into());
-        }
-        let authorizer = lock(&self.authorizer).clone();
-        let waits = authorizer.is_some();
-        if let Some(authorizer) = authorizer {
-            if let Decision::Reject(reason) = authorizer(request.clone()).await {
-                return Err(reason);
-            }
-        }
-        let sender = self
-            .take_claim(request, waits)
-            .await
-            .ok_or_else(|| "unknown stream key".to_string())?;
-        let active = ActiveKey::take(self, &request.key)
-            .ok_or_else(|| "this stream key is already publishing".to_string())?;
-        Ok(Publish {
-            _active: active,
-            sender,
+            _claimed: claimed,
+            events,
         })
     }
 
@@ -433,37 +359,6 @@ impl Listener {
     }
 }
 
-/// A stream key marked as publishing; unmarked when dropped, whichever way the
-/// connection ends (also when accepting the publish fails half-way).
-struct ActiveKey<'a> {
-    listener: &'a Listener,
-    key: String,
-}
-
-impl<'a> ActiveKey<'a> {
-    fn take(listener: &'a Listener, key: &str) -> Option<Self> {
-        lock(&listener.claims)
-            .active
-            .insert(key.to_string())
-            .then(|| ActiveKey {
-                listener,
-                key: key.to_string(),
-            })
-    }
-}
-
-impl Drop for ActiveKey<'_> {
-    fn drop(&mut self) {
-        lock(&self.listener.claims).active.remove(&self.key);
-    }
-}
-
-/// An accepted publish: its key held active, its element's channel.
-struct Publish<'a> {
-    _active: ActiveKey<'a>,
-    sender: mpsc::Sender<StreamEvent>,
-}
-
 /// Why a connection ended (the `Err` of every step; a connection never ends
 /// with success, only with a reason).
 type Ended = String;
@@ -473,7 +368,7 @@ struct Connection<'a> {
     listener: &'a Listener,
     peer: SocketAddr,
     session: Session,
-    publish: Option<Publish<'a>>,
+    publish: Option<Publish<'a, StreamEvent>>,
     /// Held until the publish is accepted (see [`Admission`]).
     slot: Option<Slot>,
     /// When everything before an accepted publish must be done.
@@ -611,7 +506,7 @@ impl Connection<'_> {
                 peer,
                 app: app.clone(),
             };
-            tokio::time::timeout_at(self.deadline, self.listener.decide(&request))
+            tokio::time::timeout_at(self.deadline, self.listener.claims.decide(&request))
                 .await
                 .unwrap_or_else(|_| Err("no decision on the publish in time".to_string()))
         };

@@ -1,4 +1,5 @@
-use crate::messages::publish::{PublishStarted, PublishStopped, Stats};
+use crate::claims::{next_event, Next};
+use crate::messages::publish::{PublishStarted, PublishStopped, StatsMeter};
 use crate::messages::rtmp::Metadata;
 use crate::messages::BusMessage;
 use crate::rtmp::flv::{self, AudioTag, InputVideoCodec, VideoTag};
@@ -23,8 +24,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     )
 });
 
-/// How often `ingress-input-stats` is posted.
-const STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// With no metadata to say which tracks come, pads are final after this much media.
 const TRACKS_KNOWN_AFTER: Duration = Duration::from_secs(2);
 /// An accepted publish that brings no sequence header (so no pad, nothing
@@ -65,13 +64,6 @@ impl Default for Settings {
             tls_key: String::new(),
         }
     }
-}
-
-/// What woke the streaming thread.
-enum Next {
-    Event(Option<StreamEvent>),
-    Stop,
-    NoMedia,
 }
 
 /// The streaming thread and how to stop it.
@@ -118,8 +110,7 @@ struct Stream {
     key: String,
     video_bytes: u64,
     audio_bytes: u64,
-    last_stats: Instant,
-    stats_bytes: (u64, u64),
+    stats: StatsMeter,
 }
 
 impl RtmpIngressSrc {
@@ -197,7 +188,6 @@ impl RtmpIngressSrc {
 
     /// The streaming thread: one publish from start to end.
     fn stream(&self, mut claim: Claim, stop: Arc<Notify>) {
-        let runtime = crate::runtime::handle();
         let mut stream = Stream {
             video: None,
             audio: None,
@@ -210,27 +200,14 @@ impl RtmpIngressSrc {
             key: String::new(),
             video_bytes: 0,
             audio_bytes: 0,
-            last_stats: Instant::now(),
-            stats_bytes: (0, 0),
+            stats: StatsMeter::default(),
         };
         loop {
             let media_deadline = stream
                 .waiting_since
                 .filter(|_| stream.video.is_none() && stream.audio.is_none())
-                .map(|since| tokio::time::Instant::from_std(since + FIRST_MEDIA_DEADLINE));
-            let next = runtime.block_on(async {
-                let no_media = async {
-                    match media_deadline {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
-                    }
-                };
-                tokio::select! {
-                    event = claim.events.recv() => Next::Event(event),
-                    _ = stop.notified() => Next::Stop,
-                    _ = no_media => Next::NoMedia,
-                }
-            });
+                .map(|since| since + FIRST_MEDIA_DEADLINE);
+            let next = next_event(&mut claim.events, &stop, media_deadline);
             let event = match next {
                 Next::Stop => return,
                 Next::Event(Some(event)) => event,
@@ -590,20 +567,9 @@ impl RtmpIngressSrc {
     }
 
     fn maybe_post_stats(&self, stream: &mut Stream) {
-        let elapsed = stream.last_stats.elapsed();
-        if elapsed < STATS_INTERVAL {
-            return;
+        if let Some(stats) = stream.stats.due(stream.video_bytes, stream.audio_bytes) {
+            self.post(&stats);
         }
-        let rate =
-            |now: u64, before: u64| ((now - before) as f64 * 8.0 / elapsed.as_secs_f64()) as u64;
-        let stats = Stats {
-            bytes: stream.video_bytes + stream.audio_bytes,
-            video_bitrate: rate(stream.video_bytes, stream.stats_bytes.0),
-            audio_bitrate: rate(stream.audio_bytes, stream.stats_bytes.1),
-        };
-        stream.stats_bytes = (stream.video_bytes, stream.audio_bytes);
-        stream.last_stats = Instant::now();
-        self.post(&stats);
     }
 }
 
@@ -730,32 +696,16 @@ impl ElementImpl for RtmpIngressSrc {
 
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
-            let mut video = gst::Caps::new_empty();
-            {
-                let v = video.make_mut();
-                for name in ["video/x-h264", "video/x-h265", "video/x-av1", "video/x-vp9"] {
-                    v.append(gst::Caps::builder(name).build());
-                }
-            }
+            let video = crate::input::any_of(&[
+                "video/x-h264",
+                "video/x-h265",
+                "video/x-av1",
+                "video/x-vp9",
+            ]);
             let audio = gst::Caps::builder("audio/mpeg")
                 .field("mpegversion", 4i32)
                 .build();
-            vec![
-                gst::PadTemplate::new(
-                    "video",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
-                    &video,
-                )
-                .expect("video template"),
-                gst::PadTemplate::new(
-                    "audio",
-                    gst::PadDirection::Src,
-                    gst::PadPresence::Sometimes,
-                    &audio,
-                )
-                .expect("audio template"),
-            ]
+            crate::input::pad_templates(&video, &audio)
         });
         TEMPLATES.as_ref()
     }

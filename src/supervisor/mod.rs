@@ -1,5 +1,6 @@
 //! `livekit-ingress`, the managed service: the `livekit.Ingress` API over a store
-//! of IngressInfo, one RTMP port for every ingress, and a pipeline of the
+//! of IngressInfo, one RTMP port for every ingress (and, with `srt_port`, one
+//! SRT port taking the same stream keys), and a pipeline of the
 //! plugin's elements for each accepted stream.
 //!
 //! - [`config`]: YAML and environment.
@@ -29,9 +30,12 @@ pub struct Service {
     pub store: Arc<dyn store::Store>,
     pub http_addr: std::net::SocketAddr,
     pub rtmp_addr: std::net::SocketAddr,
+    /// Where SRT callers publish, when `srt_port` is set.
+    pub srt_addr: Option<std::net::SocketAddr>,
     /// Where `/metrics` is served when `prometheus_port` is set.
     pub metrics_addr: Option<std::net::SocketAddr>,
     listener: Arc<Listener>,
+    srt_listener: Option<Arc<crate::srt::listener::Listener>>,
     /// The API's server, and the metrics' own when it has one.
     http: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -55,20 +59,9 @@ impl Service {
             idle_timeout: Duration::from_secs(30),
         })
         .map_err(|e| e.to_string())?;
-        listener.set_limits(crate::rtmp::admission::Limits {
-            max_pending: config.rtmp_limits.max_pending_connections,
-            max_pending_per_ip: config.rtmp_limits.max_pending_per_address,
-            ..Default::default()
-        });
-        let decider = sessions.clone();
-        listener.set_authorizer(Some(Arc::new(move |request| {
-            let sessions = decider.clone();
-            Box::pin(async move {
-                tokio::task::spawn_blocking(move || sessions.authorize(request))
-                    .await
-                    .unwrap_or_else(|e| Decision::Reject(format!("internal error: {e}")))
-            })
-        })));
+        listener.set_limits(pending_limits(&config));
+        listener.set_authorizer(Some(authorizer(&sessions)));
+        let srt_listener = start_srt(&config, &sessions)?;
 
         let api = Arc::new(api::Api::new(store.clone(), sessions.clone(), &config));
         let (http_addr, api_server) = listen(
@@ -86,15 +79,18 @@ impl Service {
             http.push(server);
         }
         let rtmp_addr = listener.local_addr();
-        tracing::info!(%http_addr, %rtmp_addr, ws_url = %config.ws_url, "livekit-ingress ready");
+        let srt_addr = srt_listener.as_ref().map(|l| l.local_addr());
+        tracing::info!(%http_addr, %rtmp_addr, ?srt_addr, ws_url = %config.ws_url, "livekit-ingress ready");
         Ok(Service {
             config,
             sessions,
             store,
             http_addr,
             rtmp_addr,
+            srt_addr,
             metrics_addr,
             listener,
+            srt_listener,
             http,
         })
     }
@@ -102,6 +98,9 @@ impl Service {
     /// Ends live streams cleanly (participants leave, ingresses inactive) and stops serving.
     pub async fn shutdown(self) {
         self.listener.set_authorizer(None);
+        if let Some(srt) = &self.srt_listener {
+            srt.set_authorizer(None);
+        }
         let sessions = self.sessions.clone();
         let _ = tokio::task::spawn_blocking(move || sessions.stop_all()).await;
         let _ = store::settle_orphans(self.store.as_ref());
@@ -109,6 +108,50 @@ impl Service {
             server.abort();
         }
     }
+}
+
+/// Bounds on connections that have not started publishing, RTMP and SRT alike.
+fn pending_limits(config: &config::Config) -> crate::rtmp::admission::Limits {
+    crate::rtmp::admission::Limits {
+        max_pending: config.rtmp_limits.max_pending_connections,
+        max_pending_per_ip: config.rtmp_limits.max_pending_per_address,
+        ..Default::default()
+    }
+}
+
+/// The sessions' answer to every push publish, off the IO runtime's threads.
+fn authorizer(sessions: &Arc<sessions::Sessions>) -> crate::input::Authorizer {
+    let decider = sessions.clone();
+    Arc::new(move |request| {
+        let sessions = decider.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || sessions.authorize(request))
+                .await
+                .unwrap_or_else(|e| Decision::Reject(format!("internal error: {e}")))
+        })
+    })
+}
+
+/// The SRT listener on `srt_port`, when set: an RTMP ingress's stream key is
+/// also taken there (`srt://HOST:srt_port?streamid=KEY`), under the same
+/// bounds as RTMP callers before their publish is accepted.
+fn start_srt(
+    config: &config::Config,
+    sessions: &Arc<sessions::Sessions>,
+) -> Result<Option<Arc<crate::srt::listener::Listener>>, String> {
+    let Some(port) = config.srt_port else {
+        return Ok(None);
+    };
+    let listener = crate::srt::listener::listener(&crate::srt::listener::ListenerConfig {
+        address: config.bind_address.clone(),
+        port,
+        decision_timeout: Duration::from_secs(config.rtmp_limits.publish_deadline.into()),
+        idle_timeout: Duration::from_secs(10),
+    })
+    .map_err(|e| e.to_string())?;
+    listener.set_limits(pending_limits(config));
+    listener.set_authorizer(Some(authorizer(sessions)));
+    Ok(Some(listener))
 }
 
 /// Binds `address:port` and serves `router` there (see [`serve`]).

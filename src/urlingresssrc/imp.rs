@@ -1,5 +1,5 @@
-use crate::input::{InputKind, InputMeter, MediaKind};
-use crate::messages::publish::{PublishStarted, PublishStopped};
+use crate::input::{InputKind, MediaKind};
+use crate::messages::publish::{PublishStarted, PublishStopped, StatsMeter};
 use crate::messages::BusMessage;
 use crate::sync::lock;
 use gst::glib;
@@ -18,8 +18,6 @@ static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
 
 const DEFAULT_URL: Option<String> = None;
 const DEFAULT_RETRY_TIMEOUT: u32 = 30;
-/// How often `ingress-input-stats` is posted.
-const STATS_INTERVAL: Duration = Duration::from_secs(2);
 /// The first pause between connection attempts, doubled up to the last.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(8);
@@ -86,7 +84,9 @@ struct State {
     /// urisourcebin and parsebins that have not said no-more-pads yet: when
     /// none is left, neither has this element.
     undecided: usize,
-    meter: InputMeter,
+    /// Bytes of each kind so far, for `ingress-input-stats`.
+    bytes: (u64, u64),
+    meter: StatsMeter,
     stopping: bool,
 }
 
@@ -349,9 +349,13 @@ impl UrlIngressSrc {
     }
 
     fn count(&self, kind: MediaKind, bytes: usize) {
-        let stats = lock(&self.state)
-            .as_mut()
-            .and_then(|s| s.meter.add(kind, bytes));
+        let stats = lock(&self.state).as_mut().and_then(|s| {
+            match kind {
+                MediaKind::Video => s.bytes.0 += bytes as u64,
+                MediaKind::Audio => s.bytes.1 += bytes as u64,
+            }
+            s.meter.due(s.bytes.0, s.bytes.1)
+        });
         if let Some(stats) = stats {
             self.post(&stats);
         }
@@ -451,7 +455,8 @@ impl UrlIngressSrc {
             audio: None,
             open_streams: 0,
             undecided: 0,
-            meter: InputMeter::new(STATS_INTERVAL),
+            bytes: (0, 0),
+            meter: StatsMeter::default(),
             stopping: false,
         });
         self.connect().map_err(|e| {

@@ -87,6 +87,8 @@ pub struct Harness {
     pub dir: ScratchDir,
     pub store_yaml: String,
     pub rtmp_port: u16,
+    /// Nodes also listen for SRT (`srt_port`, a fresh UDP port each).
+    pub srt: bool,
 }
 
 impl Harness {
@@ -97,8 +99,19 @@ impl Harness {
         Self::start_with_store(dir, store)
     }
 
+    /// One node on the embedded SQLite store that also listens for SRT.
+    pub fn start_with_srt() -> Harness {
+        let dir = ScratchDir::new("srt-service");
+        let store = format!("  sqlite: {}\n", dir.path().join("ingress.db").display());
+        Self::start_with(dir, store, true)
+    }
+
     /// One node on the given `store:` section (indented YAML).
     pub fn start_with_store(dir: ScratchDir, store_yaml: String) -> Harness {
+        Self::start_with(dir, store_yaml, false)
+    }
+
+    fn start_with(dir: ScratchDir, store_yaml: String, srt: bool) -> Harness {
         let livekit = LiveKitServer::start();
         let webhooks = WebhookSink::start();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -115,6 +128,7 @@ impl Harness {
             dir,
             store_yaml,
             rtmp_port: 0,
+            srt,
         };
         let service = h.start_node();
         h.rtmp_port = service.rtmp_addr.port();
@@ -137,6 +151,7 @@ impl Harness {
         .expect("config");
         let config = Config {
             rtmp_base_url: format!("rtmp://127.0.0.1:{rtmp_port}/live"),
+            srt_port: self.srt.then(super::free_udp_port),
             ..config
         };
         self.rt

@@ -1,0 +1,621 @@
+use crate::claims::{next_event, Next};
+use crate::messages::publish::{PublishStarted, PublishStopped, StatsMeter};
+use crate::messages::BusMessage;
+use crate::rtmp::redact::redact_key;
+use crate::srt::listener::{self, Claim, ListenerConfig, ListenerError, SrtEvent};
+use crate::sync::lock;
+use gst::glib;
+use gst::prelude::*;
+use gst::subclass::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
+    gst::DebugCategory::new(
+        "srtingresssrc",
+        gst::DebugColorFlags::empty(),
+        Some("SRT ingress source"),
+    )
+});
+
+/// A publish whose MPEG-TS brings no audio or video stream with known caps
+/// within this long is ended with an error (a caller sending anything but
+/// MPEG-TS must not hold the pipeline forever).
+const FIRST_MEDIA_DEADLINE: Duration = Duration::from_secs(15);
+/// What the internal appsrc queues before the listener is read no faster.
+const QUEUED_BYTES: u64 = 4 * 1024 * 1024;
+
+const DEFAULT_ADDRESS: &str = "0.0.0.0";
+const DEFAULT_PORT: u32 = 7001;
+/// Seconds from a caller's request to the decision on it.
+const DEFAULT_HANDSHAKE_TIMEOUT: u32 = 10;
+/// Seconds without data before a publish is considered gone.
+const DEFAULT_IDLE_TIMEOUT: u32 = 10;
+
+#[derive(Debug, Clone)]
+struct Settings {
+    address: String,
+    port: u32,
+    stream_key: String,
+    handshake_timeout: u32,
+    idle_timeout: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            address: DEFAULT_ADDRESS.into(),
+            port: DEFAULT_PORT,
+            stream_key: String::new(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// The feeding thread and how to stop it.
+struct State {
+    stop: Arc<Notify>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The demuxer's streams as they become the contract's pads.
+#[derive(Default)]
+struct Pads {
+    video: Option<gst::GhostPad>,
+    audio: Option<gst::GhostPad>,
+    /// A video / audio stream was chosen (its pad may still wait for caps).
+    video_chosen: bool,
+    audio_chosen: bool,
+    /// Chosen streams whose pad waits for its parser's caps.
+    waiting: usize,
+    demuxer_done: bool,
+    no_more_pads: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Video,
+    Audio,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Video => "video",
+            Kind::Audio => "audio",
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct SrtIngressSrc {
+    settings: Mutex<Settings>,
+    state: Mutex<Option<State>>,
+    pads: Mutex<Pads>,
+    video_bytes: AtomicU64,
+    audio_bytes: AtomicU64,
+}
+
+#[glib::object_subclass]
+impl ObjectSubclass for SrtIngressSrc {
+    const NAME: &'static str = "GstSrtIngressSrc";
+    type Type = super::SrtIngressSrc;
+    type ParentType = gst::Bin;
+}
+
+fn listener_error_domain(e: &ListenerError) -> gst::ResourceError {
+    match e {
+        ListenerError::KeyClaimed(_) => gst::ResourceError::Busy,
+        ListenerError::Bind { .. } => gst::ResourceError::OpenRead,
+    }
+}
+
+impl SrtIngressSrc {
+    fn start(&self) -> Result<(), gst::ErrorMessage> {
+        let settings = lock(&self.settings).clone();
+        let port = u16::try_from(settings.port).map_err(|_| {
+            gst::error_msg!(
+                gst::ResourceError::Settings,
+                ["port {} out of range", settings.port]
+            )
+        })?;
+        let config = ListenerConfig {
+            address: settings.address.clone(),
+            port,
+            decision_timeout: Duration::from_secs(settings.handshake_timeout.into()),
+            idle_timeout: Duration::from_secs(settings.idle_timeout.into()),
+        };
+        let claim = listener::listener(&config)
+            .and_then(|listener| listener.claim(&settings.stream_key))
+            .map_err(|e| gst::error_msg!(listener_error_domain(&e), ("{}", e)))?;
+        gst::info!(
+            CAT,
+            imp = self,
+            "waiting for an SRT caller on {} key {}",
+            claim.local_addr(),
+            redact_key(&settings.stream_key)
+        );
+        *lock(&self.pads) = Pads::default();
+        self.video_bytes.store(0, Ordering::Relaxed);
+        self.audio_bytes.store(0, Ordering::Relaxed);
+        let appsrc = self.build_demuxing()?;
+
+        let stop = Arc::new(Notify::new());
+        let element = self.obj().clone();
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("srtingresssrc:{port}"))
+            .spawn(move || element.imp().feed(claim, appsrc, thread_stop))
+            .map_err(|e| gst::error_msg!(gst::CoreError::Failed, ["cannot start thread: {}", e]))?;
+        *lock(&self.state) = Some(State {
+            stop,
+            thread: Some(thread),
+        });
+        Ok(())
+    }
+
+    /// appsrc -> tsdemux inside the bin; the demuxer's pads are handled as
+    /// they come.
+    fn build_demuxing(&self) -> Result<gst_app::AppSrc, gst::ErrorMessage> {
+        let missing = |what: &str, e: glib::BoolError| {
+            gst::error_msg!(
+                gst::CoreError::MissingPlugin,
+                ["cannot create {}: {}", what, e]
+            )
+        };
+        let appsrc = gst_app::AppSrc::builder()
+            .name("received")
+            .caps(
+                &gst::Caps::builder("video/mpegts")
+                    .field("systemstream", true)
+                    .build(),
+            )
+            .is_live(true)
+            .format(gst::Format::Time)
+            .do_timestamp(true)
+            .stream_type(gst_app::AppStreamType::Stream)
+            .max_bytes(QUEUED_BYTES)
+            .block(true)
+            .build();
+        let demux = gst::ElementFactory::make("tsdemux")
+            .name("demux")
+            .build()
+            .map_err(|e| missing("tsdemux (gst-plugins-bad)", e))?;
+        let obj = self.obj();
+        obj.add_many([appsrc.upcast_ref::<gst::Element>(), &demux])
+            .and_then(|()| appsrc.link(&demux))
+            .map_err(|e| missing("the demuxing chain", e))?;
+        let weak = obj.downgrade();
+        demux.connect_pad_added(move |_, pad| {
+            if let Some(element) = weak.upgrade() {
+                element.imp().demuxer_pad_added(pad);
+            }
+        });
+        let weak = obj.downgrade();
+        demux.connect_no_more_pads(move |_| {
+            if let Some(element) = weak.upgrade() {
+                let imp = element.imp();
+                lock(&imp.pads).demuxer_done = true;
+                imp.check_no_more_pads();
+            }
+        });
+        Ok(appsrc)
+    }
+
+    fn stop(&self) {
+        let state = lock(&self.state).take();
+        if let Some(mut state) = state {
+            if let Some(thread) = state.thread.take() {
+                let _ = thread.join();
+            }
+        }
+        let obj = self.obj();
+        for pad in obj.src_pads() {
+            let _ = pad.set_active(false);
+            let _ = obj.remove_pad(&pad);
+        }
+        for child in obj.children() {
+            let _ = child.set_state(gst::State::Null);
+            let _ = obj.remove(&child);
+        }
+        *lock(&self.pads) = Pads::default();
+    }
+
+    /// A stream of the demuxer: the first video and the first audio stream
+    /// get a parser and, once it knows its caps, a pad; the rest a fakesink.
+    fn demuxer_pad_added(&self, pad: &gst::Pad) {
+        let caps = pad
+            .current_caps()
+            .or_else(|| pad.allowed_caps())
+            .unwrap_or_else(gst::Caps::new_any);
+        let media = caps
+            .structure(0)
+            .map(|s| s.name().to_string())
+            .unwrap_or_default();
+        let kind = if media.starts_with("video/") {
+            Some(Kind::Video)
+        } else if media.starts_with("audio/") {
+            Some(Kind::Audio)
+        } else {
+            None
+        };
+        let chosen = kind.filter(|kind| {
+            let mut pads = lock(&self.pads);
+            let slot = match kind {
+                Kind::Video => &mut pads.video_chosen,
+                Kind::Audio => &mut pads.audio_chosen,
+            };
+            let free = !*slot;
+            *slot = true;
+            if free {
+                pads.waiting += 1;
+            }
+            free
+        });
+        gst::info!(
+            CAT,
+            imp = self,
+            "demuxer stream {} ({media}): {}",
+            pad.name(),
+            chosen.map_or("not used", Kind::name)
+        );
+        let result = match chosen {
+            Some(kind) => self.add_parser(pad, &caps, kind),
+            None => self.add_fakesink(pad),
+        };
+        if let Err(e) = result {
+            gst::element_imp_error!(
+                self,
+                gst::StreamError::Demux,
+                ("cannot take the publisher's {} stream: {}", media, e)
+            );
+        }
+    }
+
+    fn add_fakesink(&self, pad: &gst::Pad) -> Result<(), String> {
+        let sink = gst::ElementFactory::make("fakesink")
+            .property("sync", false)
+            .property("async", false)
+            .build()
+            .map_err(|e| e.to_string())?;
+        self.add_and_link(pad, &sink)
+    }
+
+    fn add_and_link(&self, pad: &gst::Pad, element: &gst::Element) -> Result<(), String> {
+        self.obj().add(element).map_err(|e| e.to_string())?;
+        element
+            .sync_state_with_parent()
+            .map_err(|e| e.to_string())?;
+        let sink = element
+            .static_pad("sink")
+            .ok_or_else(|| format!("{} has no sink pad", element.name()))?;
+        pad.link(&sink).map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// The stream's parser; its src pad becomes the contract's pad `kind`
+    /// when its caps come (the pipeline picks a decoder by them).
+    fn add_parser(&self, pad: &gst::Pad, caps: &gst::Caps, kind: Kind) -> Result<(), String> {
+        let parser = crate::decode::parser_for(caps)
+            .map(Ok)
+            .unwrap_or_else(|| gst::ElementFactory::make("identity").build())
+            .map_err(|e| e.to_string())?;
+        let parsed = parser
+            .static_pad("src")
+            .ok_or_else(|| format!("{} has no src pad", parser.name()))?;
+        let weak = self.obj().downgrade();
+        parsed.add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
+            move |target, info| {
+                let Some(element) = weak.upgrade() else {
+                    return gst::PadProbeReturn::Remove;
+                };
+                let imp = element.imp();
+                match &info.data {
+                    Some(gst::PadProbeData::Buffer(buffer)) => {
+                        let bytes = match kind {
+                            Kind::Video => &imp.video_bytes,
+                            Kind::Audio => &imp.audio_bytes,
+                        };
+                        bytes.fetch_add(buffer.size() as u64, Ordering::Relaxed);
+                    }
+                    Some(gst::PadProbeData::Event(event)) => {
+                        if let gst::EventView::Caps(_) = event.view() {
+                            imp.expose(kind, target, event);
+                        }
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        self.add_and_link(pad, &parser)
+    }
+
+    /// Adds the pad `kind` for `target` (the first caps on it): its sticky
+    /// events stored first, so the application's pad-added sees the caps.
+    fn expose(&self, kind: Kind, target: &gst::Pad, caps: &gst::Event) {
+        let obj = self.obj();
+        {
+            let pads = lock(&self.pads);
+            let existing = match kind {
+                Kind::Video => &pads.video,
+                Kind::Audio => &pads.audio,
+            };
+            if existing.is_some() {
+                return;
+            }
+        }
+        let Some(templ) = obj.pad_template(kind.name()) else {
+            return;
+        };
+        let ghost = gst::GhostPad::builder_from_template(&templ)
+            .name(kind.name())
+            .build();
+        if ghost.set_target(Some(target)).is_err() {
+            gst::element_imp_error!(
+                self,
+                gst::CoreError::Pad,
+                ("cannot expose the {} stream", kind.name())
+            );
+            return;
+        }
+        let _ = ghost.set_active(true);
+        target.sticky_events_foreach(|event| {
+            if event.type_() < gst::EventType::Caps {
+                let _ = ghost.store_sticky_event(event);
+            }
+            std::ops::ControlFlow::Continue(gst::EventForeachAction::Keep)
+        });
+        let _ = ghost.store_sticky_event(caps);
+        {
+            let mut pads = lock(&self.pads);
+            match kind {
+                Kind::Video => pads.video = Some(ghost.clone()),
+                Kind::Audio => pads.audio = Some(ghost.clone()),
+            }
+            pads.waiting = pads.waiting.saturating_sub(1);
+        }
+        gst::info!(CAT, imp = self, "{} pad: {:?}", kind.name(), caps);
+        let _ = obj.add_pad(&ghost);
+        self.check_no_more_pads();
+    }
+
+    /// no-more-pads once the demuxer has all its streams and every chosen
+    /// one has its pad.
+    fn check_no_more_pads(&self) {
+        let ready = {
+            let mut pads = lock(&self.pads);
+            let ready = pads.demuxer_done && pads.waiting == 0 && !pads.no_more_pads;
+            pads.no_more_pads |= ready;
+            ready
+        };
+        if ready {
+            self.obj().no_more_pads();
+        }
+    }
+
+    fn has_pads(&self) -> bool {
+        let pads = lock(&self.pads);
+        pads.video.is_some() || pads.audio.is_some()
+    }
+
+    fn post(&self, message: &impl BusMessage) {
+        let obj = self.obj();
+        let _ = obj.post_message(message.to_message(&*obj));
+    }
+
+    /// The feeding thread: one publish from start to end, its bytes into
+    /// the appsrc.
+    fn feed(&self, mut claim: Claim, appsrc: gst_app::AppSrc, stop: Arc<Notify>) {
+        let any_key = lock(&self.settings).stream_key.is_empty();
+        let mut key = None;
+        let mut started: Option<Instant> = None;
+        let mut meter = StatsMeter::default();
+        loop {
+            let media_deadline = started
+                .filter(|_| !self.has_pads())
+                .map(|since| since + FIRST_MEDIA_DEADLINE);
+            let next = next_event(&mut claim.events, &stop, media_deadline);
+            let event = match next {
+                Next::Stop => return,
+                Next::NoMedia => {
+                    gst::element_imp_error!(
+                        self,
+                        gst::StreamError::Demux,
+                        (
+                            "the publisher sent no audio or video stream in MPEG-TS within {:?}",
+                            FIRST_MEDIA_DEADLINE
+                        )
+                    );
+                    // Returning drops the claim: the listener closes the connection.
+                    return;
+                }
+                Next::Event(Some(event)) => event,
+                Next::Event(None) => SrtEvent::Ended {
+                    reason: "the listener closed".into(),
+                },
+            };
+            match event {
+                SrtEvent::Started { key: k, peer } => {
+                    gst::info!(CAT, imp = self, "publish of {} from {peer}", redact_key(&k));
+                    started = Some(Instant::now());
+                    key = any_key.then_some(k);
+                    self.post(&PublishStarted {
+                        input: "srt".into(),
+                        peer: peer.to_string(),
+                        key: key.clone(),
+                        app: None,
+                    });
+                }
+                SrtEvent::Data(data) => {
+                    if let Err(flow) = appsrc.push_buffer(gst::Buffer::from_slice(data)) {
+                        gst::debug!(CAT, imp = self, "feeding stopped: {flow:?}");
+                        return;
+                    }
+                    let video = self.video_bytes.load(Ordering::Relaxed);
+                    let audio = self.audio_bytes.load(Ordering::Relaxed);
+                    if let Some(stats) = meter.due(video, audio) {
+                        self.post(&stats);
+                    }
+                }
+                SrtEvent::Ended { reason } => {
+                    gst::info!(CAT, imp = self, "publish ended: {reason}");
+                    self.post(&PublishStopped { reason, key });
+                    if self.has_pads() {
+                        let _ = appsrc.end_of_stream();
+                    } else {
+                        // Nothing was ever published: the pipeline still has to end.
+                        let obj = self.obj();
+                        let _ = obj.post_message(gst::message::Eos::builder().src(&*obj).build());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl ObjectImpl for SrtIngressSrc {
+    fn properties() -> &'static [glib::ParamSpec] {
+        static PROPERTIES: LazyLock<Vec<glib::ParamSpec>> = LazyLock::new(|| {
+            vec![
+                glib::ParamSpecString::builder("address")
+                    .nick("Address")
+                    .blurb("Address to listen on")
+                    .default_value(Some(DEFAULT_ADDRESS))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("port")
+                    .nick("Port")
+                    .blurb("UDP port to listen on for SRT (shared by every srtingresssrc on it; 0 picks a free one)")
+                    .maximum(65535)
+                    .default_value(DEFAULT_PORT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("stream-key")
+                    .nick("Stream key")
+                    .blurb("Accept only callers whose streamid names this key (KEY or #!::r=KEY; empty: any key no other element claimed)")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("handshake-timeout")
+                    .nick("Handshake timeout")
+                    .blurb("Seconds from a caller's connection request to the decision on it")
+                    .minimum(1)
+                    .default_value(DEFAULT_HANDSHAKE_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("idle-timeout")
+                    .nick("Idle timeout")
+                    .blurb("Seconds without data after which a publish is considered gone")
+                    .minimum(1)
+                    .default_value(DEFAULT_IDLE_TIMEOUT)
+                    .mutable_ready()
+                    .build(),
+            ]
+        });
+        PROPERTIES.as_ref()
+    }
+
+    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        let mut s = lock(&self.settings);
+        let text = || {
+            value
+                .get::<Option<String>>()
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        match pspec.name() {
+            "address" => s.address = text(),
+            "port" => s.port = value.get().unwrap_or(DEFAULT_PORT),
+            "stream-key" => s.stream_key = text(),
+            "handshake-timeout" => {
+                s.handshake_timeout = value.get().unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT)
+            }
+            "idle-timeout" => s.idle_timeout = value.get().unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            _ => {}
+        }
+    }
+
+    fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
+        let s = lock(&self.settings);
+        match pspec.name() {
+            "address" => s.address.to_value(),
+            "port" => s.port.to_value(),
+            "stream-key" => s.stream_key.to_value(),
+            "handshake-timeout" => s.handshake_timeout.to_value(),
+            "idle-timeout" => s.idle_timeout.to_value(),
+            _ => glib::Value::from_type(pspec.value_type()),
+        }
+    }
+
+    fn constructed(&self) {
+        self.parent_constructed();
+        self.obj().set_element_flags(gst::ElementFlags::SOURCE);
+    }
+}
+
+impl GstObjectImpl for SrtIngressSrc {}
+
+impl BinImpl for SrtIngressSrc {}
+
+impl ElementImpl for SrtIngressSrc {
+    fn metadata() -> Option<&'static gst::subclass::ElementMetadata> {
+        static METADATA: LazyLock<gst::subclass::ElementMetadata> = LazyLock::new(|| {
+            gst::subclass::ElementMetadata::new(
+                "SRT ingress source",
+                "Source/Network",
+                "SRT listener that accepts an MPEG-TS publish authenticated by the stream key in its streamid",
+                "LiveKit Ingress contributors",
+            )
+        });
+        Some(&*METADATA)
+    }
+
+    fn pad_templates() -> &'static [gst::PadTemplate] {
+        static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
+            use crate::input::any_of;
+            let video = any_of(&["video/x-h264", "video/x-h265", "video/mpeg"]);
+            let audio = any_of(&["audio/mpeg", "audio/x-opus", "audio/x-ac3", "audio/x-eac3"]);
+            crate::input::pad_templates(&video, &audio)
+        });
+        TEMPLATES.as_ref()
+    }
+
+    fn change_state(
+        &self,
+        transition: gst::StateChange,
+    ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
+        match transition {
+            gst::StateChange::ReadyToPaused => {
+                if let Err(err) = self.start() {
+                    self.post_error_message(err);
+                    self.stop();
+                    return Err(gst::StateChangeError);
+                }
+            }
+            gst::StateChange::PausedToReady => {
+                if let Some(state) = lock(&self.state).as_ref() {
+                    state.stop.notify_one();
+                }
+            }
+            _ => {}
+        }
+        // Going to READY flushes the appsrc, which frees a feeding thread
+        // blocked on a full queue; it is joined after.
+        let success = self.parent_change_state(transition);
+        if transition == gst::StateChange::PausedToReady {
+            self.stop();
+        }
+        let success = success?;
+        if transition == gst::StateChange::ReadyToPaused {
+            // A live source: nothing to preroll until a publisher sends.
+            return Ok(gst::StateChangeSuccess::NoPreroll);
+        }
+        Ok(success)
+    }
+}
