@@ -203,7 +203,7 @@ fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
 }
 
 #[test]
-fn garbage_srt_callers_do_not_disturb_a_live_rtmp_stream() {
+fn garbage_srt_callers_and_an_unreachable_url_do_not_disturb_a_live_rtmp_stream() {
     let h = Harness::start_with_srt();
     let port = srt_port(&h);
     let live = h.create("steady-room", "steady", "Steady");
@@ -221,6 +221,20 @@ fn garbage_srt_callers_do_not_disturb_a_live_rtmp_stream() {
     opts.expect_tracks = 2;
     opts.duration = 20.0;
     let viewer = common::Subscriber::spawn(&h.livekit, &opts);
+
+    // A URL ingress whose camera does not answer: it retries, then fails.
+    let unreachable = format!("rtsp://127.0.0.1:{}/nothing", common::free_tcp_port());
+    let pull =
+        h.rt.block_on(h.client().create_ingress(
+            proto::IngressInput::UrlInput,
+            livekit_api::services::ingress::CreateIngressOptions {
+                room_name: "pull-room".into(),
+                participant_identity: "pull".into(),
+                url: unreachable,
+                ..Default::default()
+            },
+        ))
+        .expect("create a URL ingress");
 
     // Random UDP datagrams at the SRT port, from several sockets.
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -268,6 +282,15 @@ fn garbage_srt_callers_do_not_disturb_a_live_rtmp_stream() {
         sender.join().expect("sender"),
         "the server closed the connection"
     );
+
+    // The pull is still retrying (30 s) or has failed; it never joined.
+    let pull_status = h.info(&pull.ingress_id).state.map(|s| s.status);
+    assert!(
+        pull_status == Some(Status::EndpointBuffering as i32)
+            || pull_status == Some(Status::EndpointError as i32),
+        "{pull_status:?}"
+    );
+    assert!(h.participant("pull-room", "pull").is_none());
 
     // The live stream kept its frame rate (30 fps nominal) meanwhile.
     let report = viewer.report();
