@@ -115,6 +115,10 @@ fn file_server(dir: &Path) -> (Killed, u16) {
 /// The RTSP test server, `transport` tcp or udp only.
 fn rtsp_server(transport: &str) -> (Killed, u16) {
     let port = common::free_tcp_port();
+    (rtsp_server_on(port, transport), port)
+}
+
+fn rtsp_server_on(port: u16, transport: &str) -> Killed {
     let script = common::project_dir().join("tests/helpers/rtsp_server.py");
     let mut child = Command::new(SYSTEM_PYTHON)
         .arg(script)
@@ -126,7 +130,7 @@ fn rtsp_server(transport: &str) -> (Killed, u16) {
     let stdout = child.stdout.take().expect("stdout");
     BufReader::new(stdout).read_line(&mut line).expect("read");
     assert_eq!(line.trim(), "ready", "the RTSP server did not start");
-    (Killed(child), port)
+    Killed(child)
 }
 
 fn create_url_ingress(h: &Harness, url: &str, room: &str) -> proto::IngressInfo {
@@ -286,13 +290,39 @@ fn an_srt_server_is_pulled_once_it_comes_up() {
     let mut ffmpeg = Killed(ffmpeg);
     assert_in_the_room(&h, &info.ingress_id, "url-srt", "video/x-h264");
 
-    // The sender goes away: the pull ends and the participant leaves.
+    // The sender goes away: the pull tries to get it back for 30 s, then
+    // ends and the participant leaves.
     let _ = ffmpeg.0.kill();
-    assert!(h.left_within("url-srt", "puller", Duration::from_secs(20)));
+    assert!(h.participant("url-srt", "puller").is_some());
+    assert!(h.left_within("url-srt", "puller", Duration::from_secs(50)));
     let state = h.info(&info.ingress_id).state.expect("state");
     assert!(
         state.status == Status::EndpointInactive as i32
             || state.status == Status::EndpointError as i32,
         "{state:?}"
     );
+}
+
+#[test]
+fn an_rtsp_camera_that_restarts_is_pulled_again_in_the_same_session() {
+    let h = Harness::start();
+    let (camera, port) = rtsp_server("tcp");
+    let url = format!("rtsp://127.0.0.1:{port}/test");
+    let info = create_url_ingress(&h, &url, "url-restart");
+    assert_in_the_room(&h, &info.ingress_id, "url-restart", "video/x-h264");
+    let before = h.participant("url-restart", "puller").expect("in the room");
+
+    // The camera goes away and comes back on its address 3 s later: the pull
+    // reconnects (within its 30 s) and the same participant goes on.
+    drop(camera);
+    std::thread::sleep(Duration::from_secs(3));
+    let _camera = rtsp_server_on(port, "tcp");
+    let reports = common::watch_layers(&h.livekit, "url-restart", 2, &[("high", "1280x720")]);
+    common::assert_layer_size(&reports[0], "puller", "high", "1280x720");
+    let after = h
+        .participant("url-restart", "puller")
+        .expect("still in the room");
+    assert_eq!(after.sid, before.sid, "the participant did not rejoin");
+    let state = h.info(&info.ingress_id).state.expect("state");
+    assert_eq!(state.status, Status::EndpointPublishing as i32, "{state:?}");
 }

@@ -68,15 +68,31 @@ fn static_pad(element: &gst::Element, name: &str) -> Result<gst::Pad, glib::Bool
         .ok_or_else(|| glib::bool_error!("{} has no {name} pad", element.name()))
 }
 
+/// What a live source's trouble leads to (see `UrlIngressSrc::decide`).
+enum Trouble {
+    Retry(Duration),
+    Scheduled,
+    GiveUp {
+        /// It closed (EOS) rather than failed: it ended.
+        ended: bool,
+    },
+}
+
 /// Running from start to stop.
 struct State {
     url: String,
     pace: Pace,
-    started: Instant,
     /// The elements of the current attempt (urisourcebin, parsebins, and
     /// what streams nobody takes end in).
     elements: Vec<gst::Element>,
     attempt: u32,
+    /// Since when the source has been failing (from the start until the
+    /// first media; from the loss mid-stream until media flows again).
+    trouble_since: Option<Instant>,
+    /// A retry is scheduled: further errors of the failing attempt are its.
+    retrying: bool,
+    /// The trouble began with the source closing (EOS), not failing.
+    ended_by_eos: bool,
     video: Option<gst::GhostPad>,
     audio: Option<gst::GhostPad>,
     /// Streams whose EOS is still to come.
@@ -224,12 +240,22 @@ impl UrlIngressSrc {
         let Some(state) = state_guard.as_mut() else {
             return Ok(());
         };
-        let taken = match kind {
-            Some(MediaKind::Video) => state.video.is_some(),
-            Some(MediaKind::Audio) => state.audio.is_some(),
-            None => true,
+        let current = match kind {
+            Some(MediaKind::Video) => state.video.clone(),
+            Some(MediaKind::Audio) => state.audio.clone(),
+            None => None,
         };
-        let Some(kind) = kind.filter(|_| !taken) else {
+        // After a reconnect, the stream of a pad that lost its target takes
+        // its place: downstream sees the same pad go on.
+        if let (Some(kind), Some(ghost)) = (kind, &current) {
+            if ghost.target().is_none() {
+                gst::info!(CAT, imp = self, "{media} back after the reconnect");
+                ghost.set_target(Some(pad))?;
+                self.watch(pad, kind);
+                return Ok(());
+            }
+        }
+        let Some(kind) = kind.filter(|_| current.is_none()) else {
             gst::info!(CAT, imp = self, "dropping a stream of {media}");
             let sink = gst::ElementFactory::make("fakesink")
                 .property("sync", false)
@@ -339,7 +365,11 @@ impl UrlIngressSrc {
                     Some(gst::PadProbeData::Event(event))
                         if event.type_() == gst::EventType::Eos =>
                     {
-                        imp.stream_ended()
+                        if imp.holds_back_eos() {
+                            // Ours to drop: taken out of the probe's hands.
+                            drop(info.data.take());
+                            return gst::PadProbeReturn::Handled;
+                        }
                     }
                     _ => {}
                 }
@@ -350,6 +380,8 @@ impl UrlIngressSrc {
 
     fn count(&self, kind: MediaKind, bytes: usize) {
         let stats = lock(&self.state).as_mut().and_then(|s| {
+            s.trouble_since = None;
+            s.ended_by_eos = false;
             match kind {
                 MediaKind::Video => s.bytes.0 += bytes as u64,
                 MediaKind::Audio => s.bytes.1 += bytes as u64,
@@ -379,54 +411,134 @@ impl UrlIngressSrc {
         }
     }
 
-    /// An error from inside: retried while a live source has not delivered
-    /// anything and time is left, posted otherwise.
-    fn on_error(&self, message: gst::Message) {
-        let retry_in = {
-            let settings = lock(&self.settings).clone();
-            let state = lock(&self.state);
-            state.as_ref().and_then(|s| {
-                let untouched = s.video.is_none() && s.audio.is_none();
-                let within =
-                    s.started.elapsed() < Duration::from_secs(settings.retry_timeout.into());
-                (s.pace == Pace::Live && untouched && within && !s.stopping).then(|| {
-                    FIRST_RETRY
-                        .saturating_mul(1 << s.attempt.saturating_sub(1).min(3))
-                        .min(LAST_RETRY)
-                })
-            })
+    /// What a live source's trouble leads to: a retry (after a pause), an
+    /// attempt already scheduled, or giving up once `retry-timeout` has
+    /// passed since the trouble began (before the first media, or since the
+    /// loss mid-stream). A file is never retried.
+    fn decide(&self, by_eos: bool) -> Trouble {
+        let timeout = Duration::from_secs(lock(&self.settings).retry_timeout.into());
+        let mut state = lock(&self.state);
+        let Some(s) = state
+            .as_mut()
+            .filter(|s| s.pace == Pace::Live && !s.stopping)
+        else {
+            return Trouble::GiveUp { ended: by_eos };
         };
-        let Some(pause) = retry_in else {
-            self.parent_handle_message(message);
-            return;
-        };
-        if let gst::MessageView::Error(e) = message.view() {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "cannot connect ({}); again in {pause:?}",
-                e.error()
-            );
+        let since = *s.trouble_since.get_or_insert_with(Instant::now);
+        // A source that said EOS (rtspsrc and srtsrc do when the other side
+        // closes) ends the ingress as ended, not failed, if it never comes back.
+        s.ended_by_eos |= by_eos;
+        if since.elapsed() >= timeout {
+            Trouble::GiveUp {
+                ended: s.ended_by_eos,
+            }
+        } else if s.retrying {
+            Trouble::Scheduled
+        } else {
+            s.retrying = true;
+            Trouble::Retry(
+                FIRST_RETRY
+                    .saturating_mul(1 << s.attempt.saturating_sub(1).min(3))
+                    .min(LAST_RETRY),
+            )
         }
-        // Not from the streaming thread that posted the error: the attempt's
-        // elements are shut down from another one.
+    }
+
+    /// An error from inside: retried or posted (see [`Self::decide`]).
+    fn on_error(&self, message: gst::Message) {
+        match self.decide(false) {
+            Trouble::GiveUp { ended: false } => self.parent_handle_message(message),
+            Trouble::GiveUp { ended: true } => self.end_in_thread(),
+            Trouble::Scheduled => {}
+            Trouble::Retry(pause) => {
+                if let gst::MessageView::Error(e) = message.view() {
+                    gst::warning!(
+                        CAT,
+                        imp = self,
+                        "source failed ({}); again in {pause:?}",
+                        e.error()
+                    );
+                }
+                if !self.retry_in(pause) {
+                    self.parent_handle_message(message);
+                }
+            }
+        }
+    }
+
+    /// A stream's EOS: the end of the source (false: it goes on), or for a
+    /// live source a loss that is retried (true: the EOS is held back).
+    fn holds_back_eos(&self) -> bool {
+        let retried = match self.decide(true) {
+            Trouble::GiveUp { .. } => false,
+            Trouble::Scheduled => true,
+            Trouble::Retry(pause) => {
+                gst::warning!(CAT, imp = self, "the source closed; again in {pause:?}");
+                self.retry_in(pause)
+            }
+        };
+        if !retried {
+            self.stream_ended();
+        }
+        retried
+    }
+
+    /// Runs the next attempt after `pause`, from a thread of its own: the
+    /// failing attempt's elements are shut down there, not from their own
+    /// streaming threads. False if no thread could be made.
+    fn retry_in(&self, pause: Duration) -> bool {
         let this = self.downgrade();
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("urlingresssrc-retry".into())
             .spawn(move || {
                 std::thread::sleep(pause);
                 if let Some(imp) = this.upgrade() {
                     imp.retry();
                 }
+            })
+            .is_ok()
+    }
+
+    /// A live source that closed and never came back: its end, as a source's
+    /// end (EOS on every pad), from a thread of its own.
+    fn end_in_thread(&self) {
+        let this = self.downgrade();
+        let _ = std::thread::Builder::new()
+            .name("urlingresssrc-end".into())
+            .spawn(move || {
+                let Some(imp) = this.upgrade() else {
+                    return;
+                };
+                let pads: Vec<gst::GhostPad> = lock(&imp.state)
+                    .as_ref()
+                    .map(|s| {
+                        [&s.video, &s.audio]
+                            .into_iter()
+                            .flatten()
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                imp.post(&PublishStopped {
+                    reason: "the source closed and did not come back".into(),
+                    key: None,
+                });
+                for pad in pads {
+                    pad.push_event(gst::event::Eos::new());
+                }
             });
-        if spawned.is_err() {
-            self.parent_handle_message(message);
-        }
     }
 
     fn retry(&self) {
         let old = match lock(&self.state).as_mut() {
-            Some(state) if !state.stopping => std::mem::take(&mut state.elements),
+            Some(state) if !state.stopping => {
+                state.retrying = false;
+                // The pads stay; the next attempt's streams take them over.
+                for ghost in [&state.video, &state.audio].into_iter().flatten() {
+                    let _ = ghost.set_target(None::<&gst::Pad>);
+                }
+                std::mem::take(&mut state.elements)
+            }
             _ => return,
         };
         let obj = self.obj();
@@ -448,9 +560,11 @@ impl UrlIngressSrc {
         *lock(&self.state) = Some(State {
             pace: pace_of(&url),
             url,
-            started: Instant::now(),
             elements: Vec::new(),
             attempt: 0,
+            trouble_since: Some(Instant::now()),
+            retrying: false,
+            ended_by_eos: false,
             video: None,
             audio: None,
             open_streams: 0,
