@@ -360,18 +360,18 @@ impl UrlIngressSrc {
                 let Some(imp) = this.upgrade() else {
                     return gst::PadProbeReturn::Ok;
                 };
-                match &info.data {
-                    Some(gst::PadProbeData::Buffer(buffer)) => imp.count(kind, buffer.size()),
-                    Some(gst::PadProbeData::Event(event))
-                        if event.type_() == gst::EventType::Eos =>
-                    {
-                        if imp.holds_back_eos() {
-                            // Ours to drop: taken out of the probe's hands.
-                            drop(info.data.take());
-                            return gst::PadProbeReturn::Handled;
-                        }
+                let eos = match &info.data {
+                    Some(gst::PadProbeData::Buffer(buffer)) => {
+                        imp.count(kind, buffer.size());
+                        false
                     }
-                    _ => {}
+                    Some(gst::PadProbeData::Event(event)) => event.type_() == gst::EventType::Eos,
+                    _ => false,
+                };
+                if eos && imp.holds_back_eos() {
+                    // Ours to drop: taken out of the probe's hands.
+                    drop(info.data.take());
+                    return gst::PadProbeReturn::Handled;
                 }
                 gst::PadProbeReturn::Ok
             },
