@@ -217,10 +217,21 @@ impl Sessions {
         let Err(error) = self.start(info, source, &request.peer.to_string(), started_at) else {
             return Decision::Accept;
         };
+        self.not_started(&id, started_at, &error);
+        self.refuse(&error.to_string())
+    }
+
+    /// After a claimed start failed: the ERROR state with the reason when the
+    /// stream itself failed (an ingress deleted meanwhile, or a store that
+    /// cannot be written, has none to keep), and the claim given back.
+    fn not_started(
+        &self,
+        id: &str,
+        started_at: i64,
+        error: &StartError,
+    ) -> Option<proto::IngressState> {
         tracing::warn!(ingress = %id, "stream not started: {error}");
-        // A failure of the stream is the ingress's ERROR state; an ingress
-        // deleted meanwhile, or a store that cannot be written, has none to keep.
-        if error.is_the_streams() {
+        let failed = error.is_the_streams().then(|| {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             let failed = proto::IngressState {
                 status: Status::EndpointError as i32,
@@ -229,10 +240,11 @@ impl Sessions {
                 ended_at: now_nanos(),
                 ..Default::default()
             };
-            self.save_state(&id, &failed);
-        }
-        self.store.release(&id);
-        self.refuse(&error.to_string())
+            self.save_state(id, &failed);
+            failed
+        });
+        self.store.release(id);
+        failed
     }
 
     /// Starts pulling a URL ingress just created: its state as it started
@@ -243,29 +255,18 @@ impl Sessions {
         let source = InputSource::Url {
             url: info.url.clone(),
         };
-        let started = match self.store.claim(&id) {
-            Ok(true) => self.start(info.clone(), source, "url", started_at),
-            Ok(false) => Err(StartError::Deleted),
-            Err(e) => Err(StartError::Store(e)),
-        };
-        match started {
-            Ok(()) => {
-                info.state = self.store.get(&id).ok().flatten().and_then(|i| i.state);
-            }
-            Err(error) => {
-                tracing::warn!(ingress = %id, "pull not started: {error}");
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                let failed = proto::IngressState {
-                    status: Status::EndpointError as i32,
-                    error: error.to_string(),
-                    started_at,
-                    ended_at: now_nanos(),
-                    ..Default::default()
-                };
-                self.save_state(&id, &failed);
-                self.store.release(&id);
-                info.state = Some(failed);
-            }
+        match self.store.claim(&id) {
+            Ok(true) => match self.start(info.clone(), source, "url", started_at) {
+                Ok(()) => info.state = self.store.get(&id).ok().flatten().and_then(|i| i.state),
+                Err(error) => {
+                    if let Some(failed) = self.not_started(&id, started_at, &error) {
+                        info.state = Some(failed);
+                    }
+                }
+            },
+            // Only this call knows the new ingress; no one else holds it.
+            Ok(false) => tracing::warn!(ingress = %id, "a new ingress was claimed already"),
+            Err(e) => tracing::warn!(ingress = %id, "pull not started: {e}"),
         }
         info
     }
