@@ -1,14 +1,18 @@
 //! Secrets stay out of the logs: the service, run as its own process with
 //! every log at its most verbose (RUST_LOG=trace, GST_DEBUG=*:6), serves the
-//! API, takes a real publish into a room, refuses wrong, oversized and
-//! unauthenticated attempts; its log must hold none of the API secret, the
-//! access tokens used, or the stream keys (valid or not).
+//! API (the Rust and Python clients, raw HTTP), takes a real publish into a
+//! room, refuses wrong, oversized and unauthenticated attempts (forged,
+//! expired, issuer-less and non-tokens); its log must hold none of the API
+//! secret, the access tokens used, or the stream keys (valid or not).
 
 mod common;
 
+use common::tokens::{admin_token, jwt, now_secs};
 use common::{LiveKitServer, ScratchDir};
 use livekit_api::access_token::{AccessToken, VideoGrants};
-use livekit_api::services::ingress::{CreateIngressOptions, IngressClient, IngressListFilter};
+use livekit_api::services::ingress::{
+    CreateIngressOptions, IngressClient, IngressListFilter, UpdateIngressOptions,
+};
 use livekit_protocol as proto;
 use proto::ingress_state::Status;
 use std::process::{Command, Stdio};
@@ -134,6 +138,126 @@ fn no_secret_reaches_the_log() {
             .expect("curl");
         assert!(out.status.success());
     }
+    // The API through raw HTTP with tokens of our own, bad tokens, and
+    // LiveKit's Python client.
+    let mut secrets: Vec<String> = Vec::new();
+    // The same calls with tokens of our own, known to look for.
+    let token = admin_token(KEY, &secret);
+    secrets.push(token.clone());
+    let call = |method: &str, token: &str, body: serde_json::Value| {
+        rt.block_on(async {
+            let r = reqwest::Client::new()
+                .post(format!("{api}/twirp/livekit.Ingress/{method}"))
+                .header("Content-Type", "application/json")
+                .header("Authorization", format!("Bearer {token}"))
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("answer");
+            let status = r.status().as_u16();
+            (status, r.text().await.expect("body"))
+        })
+    };
+    let (status, body) = call(
+        "CreateIngress",
+        &token,
+        serde_json::json!({"input_type": 0, "room_name": "r2", "participant_identity": "p2"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    let second: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let field = |snake: &str, camel: &str| {
+        second[snake]
+            .as_str()
+            .or(second[camel].as_str())
+            .unwrap_or_else(|| panic!("{snake} in {body}"))
+            .to_string()
+    };
+    secrets.push(field("stream_key", "streamKey"));
+    let id = field("ingress_id", "ingressId");
+    assert_eq!(call("ListIngress", &token, serde_json::json!({})).0, 200);
+    assert_eq!(
+        call(
+            "UpdateIngress",
+            &token,
+            serde_json::json!({"ingress_id": id, "participant_name": "renamed"})
+        )
+        .0,
+        200
+    );
+    rt.block_on(client.update_ingress(
+        &info.ingress_id,
+        UpdateIngressOptions {
+            name: "renamed".into(),
+            ..Default::default()
+        },
+    ))
+    .expect("update");
+    rt.block_on(client.list_ingress(IngressListFilter::All))
+        .expect("list");
+    // Bad tokens: the wrong secret, no iss, expired, not a token.
+    let bad = [
+        admin_token(KEY, "a-guessed-secret-of-some-length-0000000000"),
+        jwt(
+            serde_json::json!({"exp": now_secs() + 600, "video": {"ingressAdmin": true}}),
+            &secret,
+        ),
+        jwt(
+            serde_json::json!({"exp": now_secs() - 600, "iss": KEY, "video": {"ingressAdmin": true}}),
+            &secret,
+        ),
+        "not-a-token-but-a-secret-looking-string-7f3a9c".to_string(),
+    ];
+    for token in &bad {
+        assert_eq!(call("ListIngress", token, serde_json::json!({})).0, 401);
+        secrets.push(token.clone());
+    }
+    assert_eq!(
+        call(
+            "DeleteIngress",
+            &token,
+            serde_json::json!({"ingress_id": id})
+        )
+        .0,
+        200
+    );
+    // LiveKit's Python client too, and with a wrong secret.
+    let script = r#"
+import asyncio, sys
+from livekit import api
+async def main():
+    url, key, secret = sys.argv[1:4]
+    lk = api.LiveKitAPI(url, key, secret)
+    info = await lk.ingress.create_ingress(api.CreateIngressRequest(
+        input_type=api.IngressInput.RTMP_INPUT, room_name="py", participant_identity="py"))
+    await lk.ingress.list_ingress(api.ListIngressRequest(room_name="py"))
+    await lk.ingress.update_ingress(api.UpdateIngressRequest(ingress_id=info.ingress_id, name="n"))
+    await lk.ingress.delete_ingress(api.DeleteIngressRequest(ingress_id=info.ingress_id))
+    await lk.aclose()
+    bad = api.LiveKitAPI(url, key, "a-wrong-secret-of-sufficient-length-000000")
+    try:
+        await bad.ingress.list_ingress(api.ListIngressRequest())
+        raise SystemExit("a wrong secret was accepted")
+    except api.TwirpError as e:
+        assert e.code == "unauthenticated", e
+    await bad.aclose()
+    print("stream key", info.stream_key)
+asyncio.run(main())
+"#;
+    let out = Command::new(common::python())
+        .args(["-c", script, &api, KEY, &secret])
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let py_key = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stream key "))
+        .unwrap_or_else(|| {
+            panic!(
+                "python client: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    secrets.push(py_key.trim().to_string());
     rt.block_on(client.delete_ingress(&info.ingress_id))
         .expect("delete");
 
@@ -165,6 +289,22 @@ fn no_secret_reaches_the_log() {
                 &log[line_start..line_end.min(line_start + 600)]
             );
         }
+    }
+    assert!(log.contains("API call refused"), "refusals are logged");
+    for s in &secrets {
+        // A token's signature alone would be enough to show it leaked.
+        let needle = s.rsplit('.').next().unwrap_or(s);
+        assert!(
+            !log.contains(s.as_str()) && !log.contains(needle),
+            "the log shows a secret ({}…): {}",
+            &s[..6],
+            log.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_default()
+                .chars()
+                .take(600)
+                .collect::<String>()
+        );
     }
     // Tokens the service mints itself (to join the room) are secrets too:
     // no JWT at all may be logged.
