@@ -44,7 +44,19 @@ impl Service {
     /// Opens the store, listens for RTMP and serves the API. Call from a tokio runtime.
     pub async fn start(config: config::Config) -> Result<Service, String> {
         // Also for a configuration that did not come through Config::load.
-        let config = config.checked_exposure()?;
+        let mut config = config.checked_exposure()?;
+        if config.whip_base_url.is_empty() {
+            // A configuration that did not come through Config::load.
+            let host = if config::is_loopback(&config.bind_address)
+                || config.bind_address == "0.0.0.0"
+                || config.bind_address == "::"
+            {
+                "127.0.0.1"
+            } else {
+                config.bind_address.as_str()
+            };
+            config.whip_base_url = format!("http://{host}:{}/w", config.http_port);
+        }
         gst::init().map_err(|e| format!("GStreamer: {e}"))?;
         let _ = crate::plugin_register_static();
         let store = store::open(&config.store)?;
