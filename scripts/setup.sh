@@ -13,7 +13,7 @@ APT_PACKAGES=(
   pkg-config libssl-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
   ffmpeg redis-server meson ninja-build curl time openssl
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0
 )

@@ -467,12 +467,15 @@ pub fn may_publish(info: &proto::IngressInfo) -> Result<(), String> {
 
 /// Whether a push by `input` may publish to this ingress: an RTMP ingress's
 /// key is taken over RTMP and, where the node listens for it, SRT (the
-/// extension documented in the README); other inputs take no push.
+/// extension documented in the README); a WHIP ingress's over WHIP; URL
+/// inputs take no push.
 pub fn takes_push(info: &proto::IngressInfo, input: crate::input::InputKind) -> Result<(), String> {
     use crate::input::InputKind;
     let rtmp = info.input_type == proto::IngressInput::RtmpInput as i32;
+    let whip = info.input_type == proto::IngressInput::WhipInput as i32;
     match input {
         InputKind::Rtmp | InputKind::Srt if rtmp => Ok(()),
+        InputKind::Whip if whip => Ok(()),
         _ => Err(format!(
             "this ingress takes {}, not {}",
             proto::IngressInput::try_from(info.input_type)

@@ -337,6 +337,12 @@ impl Sessions {
                 port: self.config.srt_port?,
                 stream_key,
             }),
+            // WHIP is served on the API's HTTP port.
+            InputKind::Whip => Some(InputSource::Whip {
+                address,
+                port: self.config.http_port,
+                stream_key,
+            }),
             InputKind::Url => None,
         }
     }
@@ -357,6 +363,8 @@ impl Sessions {
                 api_secret: self.config.api_secret.clone(),
             },
             options: options::resolve(info)?,
+            // LiveKit's rule: WHIP may bypass; other inputs always transcode.
+            transcode: info.enable_transcoding != Some(false),
         })
     }
 
