@@ -2,12 +2,13 @@
 # Installs everything the project builds and tests with, idempotently: Debian's
 # GStreamer 1.22 stack and media tools, the pinned LiveKit server from the Go
 # module proxy, and a Python virtualenv with the LiveKit SDK used as an
-# independent subscriber and API client. Quiet when all is already there.
+# independent subscriber and API client, and aiortc as a WHIP client (its own
+# ICE, DTLS and encoders). Quiet when all is already there.
 set -euo pipefail
 
 TOOLS_DIR="${LIVEKIT_INGRESS_TOOLS:-$HOME/.cache/livekit-ingress}"
 LIVEKIT_SERVER_VERSION="v1.13.5"
-PY_PACKAGES=(livekit==1.2.1 livekit-api==1.2.2 numpy)
+PY_PACKAGES=(livekit==1.2.1 livekit-api==1.2.2 numpy aiortc==1.16.0)
 
 APT_PACKAGES=(
   pkg-config libssl-dev
