@@ -16,6 +16,17 @@ use std::time::Duration;
 /// The aiortc WHIP client publishing for `seconds` to `url` (the key in the
 /// path, or as a Bearer token with `bearer`), then DELETE.
 fn whip_publish(url: &str, seconds: u32, codec: &str, size: &str, bearer: Option<&str>) -> Child {
+    whip_client(url, seconds, codec, size, bearer, &[])
+}
+
+fn whip_client(
+    url: &str,
+    seconds: u32,
+    codec: &str,
+    size: &str,
+    bearer: Option<&str>,
+    extra: &[&str],
+) -> Child {
     let mut cmd = Command::new(common::python());
     cmd.arg(common::project_dir().join("tests/helpers/whip_aiortc.py"))
         .arg(url)
@@ -27,6 +38,7 @@ fn whip_publish(url: &str, seconds: u32, codec: &str, size: &str, bearer: Option
     if let Some(key) = bearer {
         cmd.args(["--bearer", key]);
     }
+    cmd.args(extra);
     cmd.spawn()
         .unwrap_or_else(|e| panic!("cannot start the aiortc client (run scripts/setup.sh): {e}"))
 }
@@ -160,11 +172,47 @@ fn whip_publishes_reach_the_room_in_bypass_and_end_inactive() {
 
     // H.264 at 640x360 with Opus, the key in the path.
     let client = whip_publish(&url, 25, "h264", "640x360", None);
-    let steps = publish_and_watch(&h, &info, client, "640x360", ("video/H264", "video/x-h264"));
-    assert_eq!(step(&steps, "post"), 201, "{steps:?}");
+    let published = publish_and_watch(&h, &info, client, "640x360", ("video/H264", "video/x-h264"));
+    assert_eq!(step(&published, "post"), 201, "{published:?}");
 
     // Again on the same ingress: VP8 at 1280x720, the key as a Bearer token
     // on the base URL (what OBS sends).
     let client = whip_publish(&info.url, 25, "vp8", "1280x720", Some(&info.stream_key));
     publish_and_watch(&h, &info, client, "1280x720", ("video/VP8", "video/x-vp8"));
+
+    // A client that vanishes (no DELETE, no DTLS close): the session ends
+    // on its silence (15 s without a datagram), the ingress goes INACTIVE.
+    let vanished = whip_client(&url, 6, "h264", "640x360", None, &["--vanish"])
+        .wait_with_output()
+        .expect("client ends");
+    let vanished_steps = steps(&vanished);
+    assert_eq!(step(&vanished_steps, "post"), 201, "{vanished_steps:?}");
+    assert!(
+        step(&vanished_steps, "delete").is_null(),
+        "{vanished_steps:?}"
+    );
+    let live = h.wait_status(
+        &info.ingress_id,
+        Status::EndpointPublishing,
+        Duration::from_secs(5),
+    );
+    assert!(
+        h.participant("whip-room", "whip-streamer").is_some(),
+        "{live:?}"
+    );
+    let gone = std::time::Instant::now();
+    let ended = h.wait_status(
+        &info.ingress_id,
+        Status::EndpointInactive,
+        Duration::from_secs(30),
+    );
+    assert!(ended.state.expect("state").ended_at > 0);
+    assert!(
+        h.left_within("whip-room", "whip-streamer", Duration::from_secs(10)),
+        "the vanished streamer stayed in the room"
+    );
+    assert!(
+        gone.elapsed() >= Duration::from_secs(10),
+        "ended before the silence"
+    );
 }

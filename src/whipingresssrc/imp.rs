@@ -252,7 +252,10 @@ impl WhipIngressSrc {
                 gst::PadProbeReturn::Ok
             },
         );
-        for element in &chain {
+        // Downstream first: a started appsrc pushes its caps at once, and
+        // h264parse taking an event before its start() (between its pad's
+        // activation and the parser's setup) crashes in GStreamer 1.22.
+        for element in chain.iter().rev() {
             element
                 .sync_state_with_parent()
                 .map_err(|e| e.to_string())?;
