@@ -2,18 +2,19 @@
 # Installs everything the project builds and tests with, idempotently: Debian's
 # GStreamer 1.22 stack and media tools, the pinned LiveKit server from the Go
 # module proxy, and a Python virtualenv with the LiveKit SDK used as an
-# independent subscriber and API client. Quiet when all is already there.
+# independent subscriber and API client, and aiortc as a WHIP client (its own
+# ICE, DTLS and encoders). Quiet when all is already there.
 set -euo pipefail
 
 TOOLS_DIR="${LIVEKIT_INGRESS_TOOLS:-$HOME/.cache/livekit-ingress}"
 LIVEKIT_SERVER_VERSION="v1.13.5"
-PY_PACKAGES=(livekit==1.2.1 livekit-api==1.2.2 numpy)
+PY_PACKAGES=(livekit==1.2.1 livekit-api==1.2.2 numpy aiortc==1.16.0)
 
 APT_PACKAGES=(
   pkg-config libssl-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice
   ffmpeg redis-server meson ninja-build curl time openssl
   python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-rtsp-server-1.0
 )

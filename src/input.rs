@@ -35,6 +35,7 @@ pub enum InputKind {
     Rtmp,
     Srt,
     Url,
+    Whip,
 }
 
 impl InputKind {
@@ -44,6 +45,7 @@ impl InputKind {
             InputKind::Rtmp => "rtmp",
             InputKind::Srt => "srt",
             InputKind::Url => "url",
+            InputKind::Whip => "whip",
         }
     }
 }
@@ -94,6 +96,13 @@ pub enum InputSource {
     },
     /// A URL pulled at once (http(s) files and HLS, srt, rtsp, rtmp).
     Url { url: String },
+    /// A WHIP publish on this node's WHIP listener (HTTP `address:port`), by
+    /// stream key.
+    Whip {
+        address: String,
+        port: u16,
+        stream_key: String,
+    },
 }
 
 impl InputSource {
@@ -102,6 +111,7 @@ impl InputSource {
             InputSource::Rtmp { .. } => InputKind::Rtmp,
             InputSource::Srt { .. } => InputKind::Srt,
             InputSource::Url { .. } => InputKind::Url,
+            InputSource::Whip { .. } => InputKind::Whip,
         }
     }
 
@@ -133,6 +143,18 @@ impl InputSource {
                 ],
             ),
             InputSource::Url { url } => ("urlingresssrc", vec![("url", url.to_value())]),
+            InputSource::Whip {
+                address,
+                port,
+                stream_key,
+            } => (
+                "whipingresssrc",
+                vec![
+                    ("address", address.to_value()),
+                    ("port", u32::from(*port).to_value()),
+                    ("stream-key", stream_key.to_value()),
+                ],
+            ),
         };
         let element = crate::pipeline::make(factory, Some("src"))?;
         for (property, value) in properties {
@@ -165,4 +187,29 @@ pub fn any_of(names: &[&str]) -> gst::Caps {
         .iter()
         .map(|name| gst::Caps::builder(*name).build())
         .collect()
+}
+
+/// A ghost pad of `element` named `name` (its template's name) for `target`,
+/// activated, with `target`'s sticky events before the caps and `caps`
+/// stored, so the application's `pad-added` sees the caps; not yet added.
+pub fn ghost_with_caps(
+    element: &impl IsA<gst::Element>,
+    name: &str,
+    target: &gst::Pad,
+    caps: &gst::Event,
+) -> Option<gst::GhostPad> {
+    let templ = element.pad_template(name)?;
+    let ghost = gst::GhostPad::builder_from_template(&templ)
+        .name(name)
+        .build();
+    ghost.set_target(Some(target)).ok()?;
+    let _ = ghost.set_active(true);
+    target.sticky_events_foreach(|event| {
+        if event.type_() < gst::EventType::Caps {
+            let _ = ghost.store_sticky_event(event);
+        }
+        std::ops::ControlFlow::Continue(gst::EventForeachAction::Keep)
+    });
+    let _ = ghost.store_sticky_event(caps);
+    Some(ghost)
 }

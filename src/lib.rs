@@ -24,6 +24,8 @@ pub mod srtingresssrc;
 pub mod supervisor;
 mod sync;
 pub mod urlingresssrc;
+pub mod whip;
+pub mod whipingresssrc;
 
 use gst::glib;
 
@@ -33,6 +35,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     livekitsink::register(plugin)?;
     srtingresssrc::register(plugin)?;
     urlingresssrc::register(plugin)?;
+    whipingresssrc::register(plugin)?;
     Ok(())
 }
 

@@ -44,6 +44,10 @@ pub struct PipelineConfig {
     pub source: InputSource,
     pub server: LiveKitServer,
     pub options: IngressOptions,
+    /// Decode and encode the input (simulcastenc, opusenc); when false the
+    /// source's encoded media goes to livekitsink as it is (WHIP bypass:
+    /// H.264 or VP8 video, Opus audio).
+    pub transcode: bool,
 }
 
 /// What the session learns from the pipeline.
@@ -188,10 +192,16 @@ impl IngressPipeline {
             let Some(pipeline) = pipeline_weak.upgrade() else {
                 return;
             };
-            let result = match pad.name().as_str() {
-                "video" => add_video_branch(&pipeline, pad, &config),
-                "audio" => add_audio_branch(&pipeline, pad, &config),
-                other => Err(PipelineError::Link(format!(
+            let result = match (pad.name().as_str(), config.transcode) {
+                ("video", true) => add_video_branch(&pipeline, pad, &config),
+                ("audio", true) => add_audio_branch(&pipeline, pad, &config),
+                ("video", false) => {
+                    add_bypass_branch(&pipeline, pad, "video_0", InputVideo::from_caps)
+                }
+                ("audio", false) => {
+                    add_bypass_branch(&pipeline, pad, "audio_0", InputAudio::from_caps)
+                }
+                (other, _) => Err(PipelineError::Link(format!(
                     "unexpected source pad {other}"
                 ))),
             };
@@ -443,6 +453,34 @@ fn add_audio_branch(
     Ok(queue)
 }
 
+/// A branch without transcoding: the source's encoded media through a
+/// queue into livekitsink's pad `sink_pad` (WHIP bypass); its head queue.
+fn add_bypass_branch(
+    pipeline: &gst::Pipeline,
+    src_pad: &gst::Pad,
+    sink_pad: &str,
+    report: fn(&gst::StructureRef, &str) -> gst::Structure,
+) -> Result<gst::Element, PipelineError> {
+    let queue = make("queue", None)?;
+    pipeline
+        .add(&queue)
+        .map_err(|e| PipelineError::Link(e.to_string()))?;
+    let sink = pipeline
+        .by_name("sink")
+        .ok_or_else(|| PipelineError::Link("livekitsink missing".into()))?;
+    let to = sink
+        .request_pad_simple(sink_pad)
+        .ok_or_else(|| PipelineError::Link(format!("livekitsink refused {sink_pad}")))?;
+    if let Some(out) = queue.static_pad("src") {
+        report_input_format(&out, src_pad, report);
+    }
+    link_pads(src_pad, &queue, &to)?;
+    queue
+        .sync_state_with_parent()
+        .map_err(|e| PipelineError::Link(e.to_string()))?;
+    Ok(queue)
+}
+
 fn link_pads(from: &gst::Pad, via: &gst::Element, to: &gst::Pad) -> Result<(), PipelineError> {
     link_to(from, via)?;
     let via_src = via
@@ -582,6 +620,7 @@ mod tests {
                 api_secret: "secret".into(),
             },
             options: options::resolve(info).expect("valid"),
+            transcode: true,
         }
     }
 

@@ -694,13 +694,17 @@ fn api_fuzz_regressions() {
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return;
     };
+    let urls = gstlivekitingress::supervisor::ingress::BaseUrls {
+        rtmp: "rtmp://127.0.0.1:1935/live".into(),
+        whip: "http://127.0.0.1:7888/w".into(),
+    };
     let current = gstlivekitingress::supervisor::ingress::create(
         proto::CreateIngressRequest {
             room_name: "room".into(),
             participant_identity: "obs".into(),
             ..Default::default()
         },
-        "rtmp://127.0.0.1:1935/live",
+        &urls,
     )
     .expect("valid");
     for entry in entries {
@@ -714,7 +718,7 @@ fn api_fuzz_regressions() {
         for method in methods {
             for encoding in [Encoding::Protobuf, Encoding::Json] {
                 if let Ok(call) = Call::decode(method, encoding, &data) {
-                    let _ = api::check(call, encoding, &current, "rtmp://127.0.0.1:1935/live");
+                    let _ = api::check(call, encoding, &current, &urls);
                 }
             }
         }

@@ -19,6 +19,12 @@ const METHODS: [&str; 5] = [
     "NoSuchMethod",
 ];
 
+/// The URLs CreateIngress answers with.
+static URLS: LazyLock<ingress::BaseUrls> = LazyLock::new(|| ingress::BaseUrls {
+    rtmp: "rtmp://127.0.0.1:1935/live".into(),
+    whip: "http://127.0.0.1:7888/w".into(),
+});
+
 /// The stored ingress an update applies to: one CreateIngress would make.
 static CURRENT: LazyLock<proto::IngressInfo> = LazyLock::new(|| {
     ingress::create(
@@ -28,7 +34,7 @@ static CURRENT: LazyLock<proto::IngressInfo> = LazyLock::new(|| {
             participant_identity: "obs".into(),
             ..Default::default()
         },
-        "rtmp://127.0.0.1:1935/live",
+        &URLS,
     )
     .expect("a valid ingress")
 });
@@ -44,6 +50,6 @@ fuzz_target!(|data: &[u8]| {
         Encoding::Json
     };
     if let Ok(call) = Call::decode(method, encoding, body) {
-        let _ = api::check(call, encoding, &CURRENT, "rtmp://127.0.0.1:1935/live");
+        let _ = api::check(call, encoding, &CURRENT, &URLS);
     }
 });

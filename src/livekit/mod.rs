@@ -5,7 +5,7 @@
 pub mod layer_sync;
 pub mod negotiation;
 pub mod publisher;
-mod session;
+pub(crate) mod session;
 pub mod signalling;
 pub mod stats;
 pub mod token;

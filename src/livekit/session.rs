@@ -463,7 +463,7 @@ fn webrtc_error(e: str0m::RtcError) -> PublisherError {
     PublisherError::Other(format!("WebRTC failed: {e}"))
 }
 
-fn install_crypto() {
+pub(crate) fn install_crypto() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 }

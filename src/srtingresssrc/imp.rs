@@ -349,28 +349,14 @@ impl SrtIngressSrc {
                 return;
             }
         }
-        let Some(templ) = obj.pad_template(kind.name()) else {
-            return;
-        };
-        let ghost = gst::GhostPad::builder_from_template(&templ)
-            .name(kind.name())
-            .build();
-        if ghost.set_target(Some(target)).is_err() {
+        let Some(ghost) = crate::input::ghost_with_caps(&*obj, kind.name(), target, caps) else {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Pad,
                 ("cannot expose the {} stream", kind.name())
             );
             return;
-        }
-        let _ = ghost.set_active(true);
-        target.sticky_events_foreach(|event| {
-            if event.type_() < gst::EventType::Caps {
-                let _ = ghost.store_sticky_event(event);
-            }
-            std::ops::ControlFlow::Continue(gst::EventForeachAction::Keep)
-        });
-        let _ = ghost.store_sticky_event(caps);
+        };
         {
             let mut pads = lock(&self.pads);
             match kind {

@@ -32,7 +32,8 @@ pub struct Api {
     /// The API key a caller's token must be issued by (its `iss`).
     pub api_key: String,
     pub verifier: TokenVerifier,
-    pub rtmp_base_url: String,
+    /// What CreateIngress answers as `url` (RTMP and WHIP).
+    pub base_urls: ingress::BaseUrls,
 }
 
 impl Api {
@@ -46,7 +47,10 @@ impl Api {
             sessions,
             api_key: config.api_key.clone(),
             verifier: TokenVerifier::with_api_key(&config.api_key, &config.api_secret),
-            rtmp_base_url: config.rtmp_base_url.clone(),
+            base_urls: ingress::BaseUrls {
+                rtmp: config.rtmp_base_url.clone(),
+                whip: config.whip_base_url.clone(),
+            },
         }
     }
 }
@@ -307,10 +311,10 @@ pub fn check(
     call: Call,
     encoding: Encoding,
     current: &proto::IngressInfo,
-    rtmp_base_url: &str,
+    base_urls: &ingress::BaseUrls,
 ) -> Result<Vec<u8>, ApiError> {
     match call {
-        Call::Create(req) => encode_body(encoding, &ingress::create(req, rtmp_base_url)?),
+        Call::Create(req) => encode_body(encoding, &ingress::create(req, base_urls)?),
         Call::Update(req) => {
             required_id(&req.ingress_id)?;
             encode_body(encoding, &ingress::update(current.clone(), req)?)
@@ -414,7 +418,7 @@ impl Api {
     }
 
     fn create(&self, req: proto::CreateIngressRequest) -> Result<proto::IngressInfo, ApiError> {
-        let info = ingress::create(req, &self.rtmp_base_url)?;
+        let info = ingress::create(req, &self.base_urls)?;
         self.store.put(&info).map_err(Self::store_err)?;
         tracing::info!(ingress = %info.ingress_id, room = %info.room_name, "ingress created");
         if info.input_type == proto::IngressInput::UrlInput as i32 {

@@ -37,6 +37,11 @@ pub struct Config {
     pub prometheus_port: Option<u16>,
     /// The URL streamers are given (without the stream key).
     pub rtmp_base_url: String,
+    /// The URL WHIP publishers are given (without the stream key): WHIP is
+    /// served on `http_port` under `/w` (see `crate::whip`). Default
+    /// `http://127.0.0.1:<http_port>/w`; set it to the address they reach
+    /// (a reverse proxy may add TLS in front).
+    pub whip_base_url: String,
     /// Where ingresses are kept.
     pub store: StoreConfig,
     /// Webhook receivers for ingress_started / ingress_ended.
@@ -114,6 +119,7 @@ impl std::fmt::Debug for Config {
             .field("http_port", &self.http_port)
             .field("prometheus_port", &self.prometheus_port)
             .field("rtmp_base_url", &self.rtmp_base_url)
+            .field("whip_base_url", &self.whip_base_url)
             .field("store", &self.store)
             .field("webhook", &self.webhook)
             .field("rtmp_limits", &self.rtmp_limits)
@@ -163,6 +169,7 @@ impl Default for Config {
             http_port: 7888,
             prometheus_port: None,
             rtmp_base_url: String::new(),
+            whip_base_url: String::new(),
             store: StoreConfig::default(),
             webhook: WebhookConfig::default(),
             rtmp_limits: RtmpLimits::default(),
@@ -231,6 +238,9 @@ impl Config {
         if let Some(v) = env("LIVEKIT_INGRESS_RTMP_BASE_URL") {
             self.rtmp_base_url = v;
         }
+        if let Some(v) = env("LIVEKIT_INGRESS_WHIP_BASE_URL") {
+            self.whip_base_url = v;
+        }
         if let Some(v) = env("LIVEKIT_INGRESS_SQLITE") {
             self.store.sqlite = PathBuf::from(v);
         }
@@ -272,6 +282,17 @@ impl Config {
             return Err(format!(
                 "rtmp_base_url must be an rtmp:// URL, got {:?}",
                 self.rtmp_base_url
+            ));
+        }
+        if self.whip_base_url.is_empty() {
+            self.whip_base_url = format!("http://127.0.0.1:{}/w", self.http_port);
+        }
+        if !(self.whip_base_url.starts_with("http://")
+            || self.whip_base_url.starts_with("https://"))
+        {
+            return Err(format!(
+                "whip_base_url must be an http(s):// URL, got {:?}",
+                self.whip_base_url
             ));
         }
         let limits = &self.rtmp_limits;
@@ -345,6 +366,7 @@ mod tests {
         let c = Config::default().finish().expect("valid");
         assert_eq!(c.ws_url, "ws://127.0.0.1:7880");
         assert_eq!(c.rtmp_base_url, "rtmp://127.0.0.1:1935/live");
+        assert_eq!(c.whip_base_url, "http://127.0.0.1:7888/w");
     }
 
     #[test]

@@ -300,22 +300,13 @@ fn validate_audio(audio: &proto::IngressAudioOptions) -> Result<(), ApiError> {
     }
 }
 
-/// LiveKit's checks, then what this service needs to run the stream: RTMP
-/// or URL input (WHIP passes LiveKit's checks, then is `unimplemented`), and
-/// settings the pipeline can be built from.
+/// LiveKit's checks, then what this service needs to run the stream: settings
+/// the pipeline can be built from.
 pub fn validate(info: &proto::IngressInfo) -> Result<(), ApiError> {
     validate_for_serialization(info)?;
     if is_input(info, proto::IngressInput::UrlInput) && info.room_name.is_empty() {
         // LiveKit's `ingress.Validate`, which URL input goes through.
         return Err(invalid_ingress("no room name"));
-    }
-    if is_input(info, proto::IngressInput::WhipInput) {
-        let input = proto::IngressInput::try_from(info.input_type)
-            .map(|i| i.as_str_name())
-            .unwrap_or("this input");
-        return Err(ApiError::Unimplemented(format!(
-            "{input} is not supported yet: this ingress takes RTMP and URL inputs"
-        )));
     }
     crate::options::resolve(info).map_err(|e| ApiError::InvalidArgument(e.to_string()))?;
     Ok(())
@@ -336,19 +327,27 @@ fn derive_transcoding(info: &mut proto::IngressInfo) {
     }
 }
 
+/// The URLs publishers are given, without the stream key: the RTMP one and
+/// the WHIP one (LiveKit's `rtmp_base_url` and `whip_base_url`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseUrls {
+    pub rtmp: String,
+    pub whip: String,
+}
+
 /// CreateIngress as LiveKit's `CreateIngress`: the input type first, the URL
-/// of a URL input, then a new reusable ingress with a fresh id and key, an
+/// (the RTMP or WHIP base URL as configured, or a URL input's source), then a new reusable ingress with a fresh id and key, an
 /// empty (INACTIVE) state, video and audio options as given (an empty message
 /// stays an empty message).
 pub fn create(
     req: proto::CreateIngressRequest,
-    rtmp_base_url: &str,
+    base_urls: &BaseUrls,
 ) -> Result<proto::IngressInfo, ApiError> {
     use proto::IngressInput::{RtmpInput, UrlInput, WhipInput};
     let input = proto::IngressInput::try_from(req.input_type);
     let url = match input {
-        Ok(RtmpInput) => rtmp_base_url.to_string(),
-        Ok(WhipInput) => String::new(),
+        Ok(RtmpInput) => base_urls.rtmp.clone(),
+        Ok(WhipInput) => base_urls.whip.clone(),
         Ok(UrlInput) => source_url(&req.url)?,
         Err(_) => {
             return Err(ApiError::InvalidArgument(format!(
@@ -468,12 +467,15 @@ pub fn may_publish(info: &proto::IngressInfo) -> Result<(), String> {
 
 /// Whether a push by `input` may publish to this ingress: an RTMP ingress's
 /// key is taken over RTMP and, where the node listens for it, SRT (the
-/// extension documented in the README); other inputs take no push.
+/// extension documented in the README); a WHIP ingress's over WHIP; URL
+/// inputs take no push.
 pub fn takes_push(info: &proto::IngressInfo, input: crate::input::InputKind) -> Result<(), String> {
     use crate::input::InputKind;
     let rtmp = info.input_type == proto::IngressInput::RtmpInput as i32;
+    let whip = info.input_type == proto::IngressInput::WhipInput as i32;
     match input {
         InputKind::Rtmp | InputKind::Srt if rtmp => Ok(()),
+        InputKind::Whip if whip => Ok(()),
         _ => Err(format!(
             "this ingress takes {}, not {}",
             proto::IngressInput::try_from(info.input_type)
@@ -497,9 +499,16 @@ mod tests {
         }
     }
 
+    fn urls(rtmp: &str) -> BaseUrls {
+        BaseUrls {
+            rtmp: rtmp.into(),
+            whip: "http://h/w".into(),
+        }
+    }
+
     #[test]
     fn create_gives_an_inactive_reusable_rtmp_ingress() {
-        let info = create(request(), "rtmp://h/live").expect("valid");
+        let info = create(request(), &urls("rtmp://h/live")).expect("valid");
         assert!(info.ingress_id.starts_with("IN_") && info.ingress_id.len() == 15);
         // LiveKit's format (protocol's guid): 12 characters of base57.
         assert_eq!(info.stream_key.len(), ID_SIZE);
@@ -513,10 +522,10 @@ mod tests {
             info.state.expect("state").status,
             Status::EndpointInactive as i32
         );
-        let other = create(request(), "rtmp://h/live").expect("valid");
+        let other = create(request(), &urls("rtmp://h/live")).expect("valid");
         assert_ne!(
             other.stream_key,
-            create(request(), "x")
+            create(request(), &urls("x"))
                 .map(|i| i.stream_key)
                 .unwrap_or_default()
         );
@@ -526,19 +535,32 @@ mod tests {
     fn livekits_validation() {
         let mut r = request();
         r.participant_identity.clear();
-        assert!(matches!(create(r, ""), Err(ApiError::InvalidArgument(_))));
+        assert!(matches!(
+            create(r, &urls("")),
+            Err(ApiError::InvalidArgument(_))
+        ));
         let mut r = request();
         r.enable_transcoding = Some(false);
-        assert!(matches!(create(r, ""), Err(ApiError::InvalidArgument(_))));
+        assert!(matches!(
+            create(r, &urls("")),
+            Err(ApiError::InvalidArgument(_))
+        ));
         let mut r = request();
         r.input_type = proto::IngressInput::WhipInput as i32;
-        assert!(matches!(create(r, ""), Err(ApiError::Unimplemented(_))));
+        let whip = create(r, &urls("rtmp://h/live")).expect("WHIP as LiveKit takes it");
+        assert_eq!(whip.url, "http://h/w", "the WHIP base URL");
+        #[allow(deprecated)]
+        let bypass = whip.bypass_transcoding;
+        assert_eq!((whip.enable_transcoding, bypass), (Some(false), true));
         let mut r = request();
         r.video = Some(proto::IngressVideoOptions {
             source: proto::TrackSource::Microphone as i32,
             ..Default::default()
         });
-        assert!(matches!(create(r, ""), Err(ApiError::InvalidArgument(_))));
+        assert!(matches!(
+            create(r, &urls("")),
+            Err(ApiError::InvalidArgument(_))
+        ));
         let mut r = request();
         r.video = Some(proto::IngressVideoOptions {
             encoding_options: Some(proto::ingress_video_options::EncodingOptions::Options(
@@ -553,13 +575,13 @@ mod tests {
             )),
             ..Default::default()
         });
-        let err = create(r, "").expect_err("odd layer");
+        let err = create(r, &urls("")).expect_err("odd layer");
         assert!(err.to_string().contains("even"), "{err}");
     }
 
     #[test]
     fn update_changes_only_what_is_given_and_resets_errors() {
-        let mut info = create(request(), "u").expect("valid");
+        let mut info = create(request(), &urls("u")).expect("valid");
         info.state.as_mut().expect("state").status = Status::EndpointError as i32;
         info.state.as_mut().expect("state").error = "boom".into();
         let updated = update(
@@ -584,7 +606,7 @@ mod tests {
 
     #[test]
     fn disabled_or_roomless_ingresses_refuse_streams() {
-        let mut info = create(request(), "u").expect("valid");
+        let mut info = create(request(), &urls("u")).expect("valid");
         assert!(may_publish(&info).is_ok());
         info.enabled = Some(false);
         assert!(may_publish(&info).is_err());

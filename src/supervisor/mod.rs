@@ -1,7 +1,7 @@
 //! `livekit-ingress`, the managed service: the `livekit.Ingress` API over a store
 //! of IngressInfo, one RTMP port for every ingress (and, with `srt_port`, one
-//! SRT port taking the same stream keys), and a pipeline of the
-//! plugin's elements for each accepted stream.
+//! SRT port taking the same stream keys), WHIP on the API's HTTP port (`/w`),
+//! and a pipeline of the plugin's elements for each accepted stream.
 //!
 //! - [`config`]: YAML and environment.
 //! - [`ingress`]: LiveKit's semantics (validation, create, update, may a stream start).
@@ -35,6 +35,7 @@ pub struct Service {
     /// Where `/metrics` is served when `prometheus_port` is set.
     pub metrics_addr: Option<std::net::SocketAddr>,
     listener: Arc<Listener>,
+    whip: Arc<crate::whip::listener::Listener>,
     srt_listener: Option<Arc<crate::srt::listener::Listener>>,
     /// The API's server, and the metrics' own when it has one.
     http: Vec<tokio::task::JoinHandle<()>>,
@@ -44,11 +45,27 @@ impl Service {
     /// Opens the store, listens for RTMP and serves the API. Call from a tokio runtime.
     pub async fn start(config: config::Config) -> Result<Service, String> {
         // Also for a configuration that did not come through Config::load.
-        let config = config.checked_exposure()?;
+        let mut config = config.checked_exposure()?;
+        if config.whip_base_url.is_empty() {
+            // A configuration that did not come through Config::load.
+            let host = if config::is_loopback(&config.bind_address)
+                || config.bind_address == "0.0.0.0"
+                || config.bind_address == "::"
+            {
+                "127.0.0.1"
+            } else {
+                config.bind_address.as_str()
+            };
+            config.whip_base_url = format!("http://{host}:{}/w", config.http_port);
+        }
         gst::init().map_err(|e| format!("GStreamer: {e}"))?;
         let _ = crate::plugin_register_static();
         let store = store::open(&config.store)?;
         store::settle_orphans(store.as_ref())?;
+        // The API's port first: WHIP is served there, and sessions name it.
+        let api_listener = bind(&config.bind_address, config.http_port).await?;
+        let http_addr = api_listener.local_addr().map_err(|e| e.to_string())?;
+        config.http_port = http_addr.port();
         let sessions = sessions::Sessions::new(config.clone(), store.clone())?;
 
         let listener = listener::listener(&ListenerConfig {
@@ -63,14 +80,13 @@ impl Service {
         listener.set_authorizer(Some(authorizer(&sessions)));
         let srt_listener = start_srt(&config, &sessions)?;
 
+        let whip = crate::whip::listener::mount(&config.bind_address, http_addr);
+        whip.set_authorizer(Some(authorizer(&sessions)));
+
         let api = Arc::new(api::Api::new(store.clone(), sessions.clone(), &config));
-        let (http_addr, api_server) = listen(
-            &config.bind_address,
-            config.http_port,
-            api::router(api.clone(), config.prometheus_port.is_none()),
-        )
-        .await?;
-        let mut http = vec![api_server];
+        let router = api::router(api.clone(), config.prometheus_port.is_none())
+            .merge(crate::whip::listener::router(&whip));
+        let mut http = vec![tokio::spawn(serve::serve(api_listener, router))];
         let mut metrics_addr = None;
         if let Some(port) = config.prometheus_port {
             let (addr, server) =
@@ -90,6 +106,7 @@ impl Service {
             srt_addr,
             metrics_addr,
             listener,
+            whip,
             srt_listener,
             http,
         })
@@ -98,6 +115,7 @@ impl Service {
     /// Ends live streams cleanly (participants leave, ingresses inactive) and stops serving.
     pub async fn shutdown(self) {
         self.listener.set_authorizer(None);
+        self.whip.set_authorizer(None);
         if let Some(srt) = &self.srt_listener {
             srt.set_authorizer(None);
         }
@@ -154,15 +172,19 @@ fn start_srt(
     Ok(Some(listener))
 }
 
+async fn bind(address: &str, port: u16) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind((address, port))
+        .await
+        .map_err(|e| format!("cannot listen on {address}:{port}: {e}"))
+}
+
 /// Binds `address:port` and serves `router` there (see [`serve`]).
 async fn listen(
     address: &str,
     port: u16,
     router: axum::Router,
 ) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), String> {
-    let listener = tokio::net::TcpListener::bind((address, port))
-        .await
-        .map_err(|e| format!("cannot listen on {address}:{port}: {e}"))?;
+    let listener = bind(address, port).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     Ok((addr, tokio::spawn(serve::serve(listener, router))))
 }

@@ -51,7 +51,10 @@ pub async fn serve(listener: TcpListener, router: Router) {
                 continue;
             }
         };
-        let service = TowerToHyperService::new(router.clone());
+        // Who is asking and where it arrived (WHIP answers from that address).
+        let local = stream.local_addr().unwrap_or(peer);
+        let connection = crate::whip::listener::Connection { peer, local };
+        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(connection)));
         connections.spawn(async move {
             let _slot = slot;
             let served = hyper::server::conn::http1::Builder::new()

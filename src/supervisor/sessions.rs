@@ -338,6 +338,12 @@ impl Sessions {
                 port: self.config.srt_port?,
                 stream_key,
             }),
+            // WHIP is served on the API's HTTP port.
+            InputKind::Whip => Some(InputSource::Whip {
+                address,
+                port: self.config.http_port,
+                stream_key,
+            }),
             InputKind::Url => None,
         }
     }
@@ -358,6 +364,8 @@ impl Sessions {
                 api_secret: self.config.api_secret.clone(),
             },
             options: options::resolve(info)?,
+            // LiveKit's rule: WHIP may bypass; other inputs always transcode.
+            transcode: info.enable_transcoding != Some(false),
         })
     }
 

@@ -115,8 +115,8 @@ async def run(lk, steps):
         ),
         remember="custom",
     )
-    # WHIP: created by livekit-server, `unimplemented` here (a declared
-    # divergence); deleted again at once so both hold the same ingresses.
+    # WHIP: created by both (the WHIP base URL, bypass by default); deleted
+    # again at once.
     whip = await step(
         "create whip",
         create,

@@ -1,0 +1,218 @@
+//! WHIP push end to end, all real: the service (WHIP on its API port), WHIP
+//! ingresses made through the LiveKit API client, aiortc (Python WebRTC, its
+//! own ICE, DTLS and encoders) as the WHIP client
+//! (`tests/helpers/whip_aiortc.py`), the Python LiveKit subscriber watching
+//! the room.
+
+mod common;
+
+use common::service::Harness;
+use livekit_api::services::ingress::CreateIngressOptions;
+use livekit_protocol as proto;
+use proto::ingress_state::Status;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+/// The aiortc WHIP client publishing for `seconds` to `url` (the key in the
+/// path, or as a Bearer token with `bearer`), then DELETE.
+fn whip_publish(url: &str, seconds: u32, codec: &str, size: &str, bearer: Option<&str>) -> Child {
+    whip_client(url, seconds, codec, size, bearer, &[])
+}
+
+fn whip_client(
+    url: &str,
+    seconds: u32,
+    codec: &str,
+    size: &str,
+    bearer: Option<&str>,
+    extra: &[&str],
+) -> Child {
+    let mut cmd = Command::new(common::python());
+    cmd.arg(common::project_dir().join("tests/helpers/whip_aiortc.py"))
+        .arg(url)
+        .args(["--seconds", &seconds.to_string()])
+        .args(["--codec", codec, "--size", size])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(key) = bearer {
+        cmd.args(["--bearer", key]);
+    }
+    cmd.args(extra);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start the aiortc client (run scripts/setup.sh): {e}"))
+}
+
+/// The client's JSON lines, one value per line.
+fn steps(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The value of the first step that has `field`.
+fn step(steps: &[serde_json::Value], field: &str) -> serde_json::Value {
+    steps
+        .iter()
+        .find_map(|s| s.get(field).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn create_whip(h: &Harness, room: &str, identity: &str) -> proto::IngressInfo {
+    h.rt.block_on(h.client().create_ingress(
+        proto::IngressInput::WhipInput,
+        CreateIngressOptions {
+            name: format!("{room} whip"),
+            room_name: room.into(),
+            participant_identity: identity.into(),
+            participant_name: "WHIP Streamer".into(),
+            ..Default::default()
+        },
+    ))
+    .expect("create WHIP ingress")
+}
+
+/// A client's publish: the room gets its video at `size` and its audio; the
+/// ingress shows PUBLISHING with the input; DELETE ends it INACTIVE and the
+/// participant leaves.
+fn publish_and_watch(
+    h: &Harness,
+    info: &proto::IngressInfo,
+    client: Child,
+    size: &str,
+    (mime, input_mime): (&str, &str),
+) -> Vec<serde_json::Value> {
+    let (room, identity, id) = (
+        &info.room_name,
+        &info.participant_identity,
+        &info.ingress_id,
+    );
+    h.wait_status(id, Status::EndpointPublishing, Duration::from_secs(20));
+    let mut opts = common::SubscriberOptions::new(room);
+    opts.expect_tracks = 2;
+    opts.duration = 15.0;
+    opts.until_size = Some(size.into());
+    let report = common::subscribe(&h.livekit, &opts);
+    let video = common::track_of(&report, identity, "video");
+    let at_size = video["sizes"][size].as_u64().unwrap_or(0);
+    assert!(at_size >= 30, "only {at_size} frames at {size}: {video}");
+    assert_eq!(video["last_size"], size, "{video}");
+    // Bypass: the client's one encoding as it came, no simulcast layers.
+    assert_eq!(video["simulcasted"], false, "{video}");
+    let audio = common::track_of(&report, identity, "audio");
+    assert!(common::frames(audio) >= 100, "{audio}");
+
+    let state = h.info(id).state.expect("state");
+    let participant = h.participant(room, identity).expect("streamer in the room");
+    let video_track = participant
+        .tracks
+        .iter()
+        .find(|t| t.r#type == proto::TrackType::Video as i32)
+        .expect("a video track");
+    assert_eq!(video_track.mime_type, mime, "{video_track:?}");
+    // The state shows the input as it came and the one layer published.
+    let input = state.video.as_ref().expect("input video");
+    assert_eq!(input.mime_type, input_mime, "{state:?}");
+    assert_eq!(format!("{}x{}", input.width, input.height), size);
+    let audio_in = state.audio.as_ref().expect("input audio");
+    assert_eq!(audio_in.mime_type, "audio/x-opus", "{state:?}");
+    let layers = state
+        .tracks
+        .iter()
+        .find(|t| t.r#type == proto::TrackType::Video as i32)
+        .and_then(|t| t.codecs.iter().map(|c| c.layers.len()).max());
+    assert_eq!(layers, Some(1), "{state:?}");
+
+    // The client DELETEs its session after its seconds.
+    let out = client.wait_with_output().expect("client ends");
+    let steps = steps(&out);
+    assert!(
+        out.status.success(),
+        "client: {steps:?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(step(&steps, "delete"), 200, "{steps:?}");
+    let ended = h.wait_status(id, Status::EndpointInactive, Duration::from_secs(20));
+    assert!(ended.state.expect("state").ended_at > 0);
+    assert!(
+        h.left_within(room, identity, Duration::from_secs(10)),
+        "the streamer stayed in the room"
+    );
+    steps
+}
+
+#[test]
+fn whip_publishes_reach_the_room_in_bypass_and_end_inactive() {
+    let h = Harness::start();
+    let info = create_whip(&h, "whip-room", "whip-streamer");
+    // Created as livekit-server creates it: the WHIP URL, no transcoding.
+    assert_eq!(info.url, format!("{}/w", h.api_url()));
+    #[allow(deprecated)] // what LiveKit still fills for older clients
+    let bypass = info.bypass_transcoding;
+    assert!(bypass, "{info:?}");
+    assert_eq!(info.enable_transcoding, Some(false), "{info:?}");
+    let url = format!("{}/{}", info.url, info.stream_key);
+
+    // A wrong key is refused with 404 before any ICE or DTLS; the ingress
+    // stays as it was.
+    let wrong = whip_publish(
+        &format!("{}/not-a-key", info.url),
+        1,
+        "h264",
+        "640x360",
+        None,
+    )
+    .wait_with_output()
+    .expect("client ends");
+    let wrong_steps = steps(&wrong);
+    assert_eq!(step(&wrong_steps, "post"), 404, "{wrong_steps:?}");
+    assert!(!wrong.status.success());
+    assert!(h.participant("whip-room", "whip-streamer").is_none());
+
+    // H.264 at 640x360 with Opus, the key in the path.
+    let client = whip_publish(&url, 25, "h264", "640x360", None);
+    let published = publish_and_watch(&h, &info, client, "640x360", ("video/H264", "video/x-h264"));
+    assert_eq!(step(&published, "post"), 201, "{published:?}");
+
+    // Again on the same ingress: VP8 at 1280x720, the key as a Bearer token
+    // on the base URL (what OBS sends).
+    let client = whip_publish(&info.url, 25, "vp8", "1280x720", Some(&info.stream_key));
+    publish_and_watch(&h, &info, client, "1280x720", ("video/VP8", "video/x-vp8"));
+
+    // A client that vanishes (no DELETE, no DTLS close): the session ends
+    // on its silence (15 s without a datagram), the ingress goes INACTIVE.
+    let vanished = whip_client(&url, 6, "h264", "640x360", None, &["--vanish"])
+        .wait_with_output()
+        .expect("client ends");
+    let vanished_steps = steps(&vanished);
+    assert_eq!(step(&vanished_steps, "post"), 201, "{vanished_steps:?}");
+    assert!(
+        step(&vanished_steps, "delete").is_null(),
+        "{vanished_steps:?}"
+    );
+    let live = h.wait_status(
+        &info.ingress_id,
+        Status::EndpointPublishing,
+        Duration::from_secs(5),
+    );
+    assert!(
+        h.participant("whip-room", "whip-streamer").is_some(),
+        "{live:?}"
+    );
+    let gone = std::time::Instant::now();
+    let ended = h.wait_status(
+        &info.ingress_id,
+        Status::EndpointInactive,
+        Duration::from_secs(30),
+    );
+    assert!(ended.state.expect("state").ended_at > 0);
+    assert!(
+        h.left_within("whip-room", "whip-streamer", Duration::from_secs(10)),
+        "the vanished streamer stayed in the room"
+    );
+    assert!(
+        gone.elapsed() >= Duration::from_secs(10),
+        "ended before the silence"
+    );
+}
