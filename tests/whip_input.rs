@@ -216,3 +216,55 @@ fn whip_publishes_reach_the_room_in_bypass_and_end_inactive() {
         "ended before the silence"
     );
 }
+
+/// With `enable_transcoding`, a single-layer WHIP publish is decoded and
+/// encoded like RTMP: the room gets the preset's three layers.
+#[test]
+fn a_transcoded_whip_publish_reaches_the_room_in_three_layers() {
+    let h = Harness::start();
+    let info =
+        h.rt.block_on(h.client().create_ingress(
+            proto::IngressInput::WhipInput,
+            CreateIngressOptions {
+                name: "transcoded whip".into(),
+                room_name: "whip-transcode".into(),
+                participant_identity: "whip-transcoded".into(),
+                enable_transcoding: Some(true),
+                ..Default::default()
+            },
+        ))
+        .expect("create WHIP ingress");
+    assert_eq!(info.enable_transcoding, Some(true), "{info:?}");
+    let url = format!("{}/{}", info.url, info.stream_key);
+    let client = whip_publish(&url, 30, "h264", "1280x720", None);
+    h.wait_status(
+        &info.ingress_id,
+        Status::EndpointPublishing,
+        Duration::from_secs(20),
+    );
+    let expected = [("low", "320x180"), ("high", "1280x720")];
+    let reports = common::watch_layers(&h.livekit, "whip-transcode", 2, &expected);
+    for ((quality, size), report) in expected.iter().zip(&reports) {
+        common::assert_layer_size(report, "whip-transcoded", quality, size);
+        let video = common::track_of(report, "whip-transcoded", "video");
+        assert_eq!(video["simulcasted"], true, "{video}");
+        let audio = common::track_of(report, "whip-transcoded", "audio");
+        assert!(common::frames(audio) >= 50, "{audio}");
+    }
+    let layers = h
+        .info(&info.ingress_id)
+        .state
+        .expect("state")
+        .tracks
+        .iter()
+        .find(|t| t.r#type == proto::TrackType::Video as i32)
+        .and_then(|t| t.codecs.iter().map(|c| c.layers.len()).max());
+    assert_eq!(layers, Some(3));
+    let out = client.wait_with_output().expect("client ends");
+    assert_eq!(step(&steps(&out), "delete"), 200);
+    h.wait_status(
+        &info.ingress_id,
+        Status::EndpointInactive,
+        Duration::from_secs(20),
+    );
+}
