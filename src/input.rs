@@ -190,12 +190,15 @@ pub fn any_of(names: &[&str]) -> gst::Caps {
 }
 
 /// A ghost pad of `element` named `name` (its template's name) for `target`,
-/// activated, with `target`'s sticky events before the caps and `caps`
-/// stored, so the application's `pad-added` sees the caps; not yet added.
+/// activated, with the sticky events before the caps that `stream` carries
+/// (`target` itself, or the stream's pad upstream of a queue the events have
+/// not passed yet) and `caps` stored, so the application's `pad-added` sees
+/// the caps; not yet added.
 pub fn ghost_with_caps(
     element: &impl IsA<gst::Element>,
     name: &str,
     target: &gst::Pad,
+    stream: &gst::Pad,
     caps: &gst::Event,
 ) -> Option<gst::GhostPad> {
     let templ = element.pad_template(name)?;
@@ -204,7 +207,7 @@ pub fn ghost_with_caps(
         .build();
     ghost.set_target(Some(target)).ok()?;
     let _ = ghost.set_active(true);
-    target.sticky_events_foreach(|event| {
+    stream.sticky_events_foreach(|event| {
         if event.type_() < gst::EventType::Caps {
             let _ = ghost.store_sticky_event(event);
         }

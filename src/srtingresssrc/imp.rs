@@ -349,7 +349,8 @@ impl SrtIngressSrc {
                 return;
             }
         }
-        let Some(ghost) = crate::input::ghost_with_caps(&*obj, kind.name(), target, caps) else {
+        let Some(ghost) = crate::input::ghost_with_caps(&*obj, kind.name(), target, target, caps)
+        else {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Pad,

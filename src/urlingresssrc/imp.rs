@@ -293,12 +293,12 @@ impl UrlIngressSrc {
             MediaKind::Video => "video",
             MediaKind::Audio => "audio",
         };
-        let templ = obj
-            .pad_template(name)
-            .ok_or_else(|| glib::bool_error!("no {name} template"))?;
-        let ghost = gst::GhostPad::builder_from_template_with_target(&templ, &target)?
-            .name(name)
-            .build();
+        // The contract: a pad comes with its caps. Its stream's own caps event
+        // may still be on its way through the pacing queue, so the parsed caps
+        // (and the stream's start, from the parsed pad) are stored on it now.
+        let ghost =
+            crate::input::ghost_with_caps(&*obj, name, &target, pad, &gst::event::Caps::new(&caps))
+                .ok_or_else(|| glib::bool_error!("cannot make the {name} pad"))?;
         self.watch(&target, kind);
         let first = state.video.is_none() && state.audio.is_none();
         match kind {
@@ -310,17 +310,6 @@ impl UrlIngressSrc {
         drop(state_guard);
 
         gst::info!(CAT, imp = self, "{name} stream: {caps}");
-        ghost.set_active(true)?;
-        // The contract: a pad comes with its caps. Its stream's own caps event
-        // is still on its way through the pacing queue, so the parsed caps are
-        // stored on the pad now (the same caps follow).
-        if caps.is_fixed() {
-            let _ = ghost.store_sticky_event(&gst::event::StreamStart::new(&format!(
-                "{}/{name}",
-                obj.name()
-            )));
-            let _ = ghost.store_sticky_event(&gst::event::Caps::new(&caps));
-        }
         obj.add_pad(&ghost)?;
         if first {
             self.post(&PublishStarted {

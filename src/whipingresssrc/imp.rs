@@ -275,7 +275,7 @@ impl WhipIngressSrc {
         if obj.static_pad(name).is_some() {
             return;
         }
-        let Some(ghost) = crate::input::ghost_with_caps(&*obj, name, target, caps) else {
+        let Some(ghost) = crate::input::ghost_with_caps(&*obj, name, target, target, caps) else {
             gst::element_imp_error!(
                 self,
                 gst::CoreError::Pad,
