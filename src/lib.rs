@@ -8,6 +8,7 @@ pub mod claims;
 pub mod codec;
 pub mod decode;
 pub mod fdlimit;
+pub mod heap;
 pub mod input;
 pub mod livekit;
 pub mod livekitsink;

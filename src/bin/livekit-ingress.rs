@@ -38,8 +38,17 @@ fn parse_args() -> Result<Option<PathBuf>, String> {
     Ok(config)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // Before any thread allocates: see `heap`.
+    let heap_bounded = gstlivekitingress::heap::bound_heap_growth();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(serve(heap_bounded));
+}
+
+async fn serve(heap_bounded: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -65,6 +74,9 @@ async fn main() {
     match gstlivekitingress::fdlimit::raise_nofile_limit() {
         Ok(limit) => tracing::info!("open files limit: {limit}"),
         Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
+    if heap_bounded {
+        tracing::debug!("large allocations mapped from 128 KiB up (heap growth bounded)");
     }
     let service = match Service::start(config).await {
         Ok(service) => service,
