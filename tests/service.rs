@@ -195,6 +195,29 @@ fn rtmp_stream_reaches_the_room_and_the_ingress_is_reusable() {
         &format!("ingress=\"{id}\""),
     );
     assert!(rtt.is_some_and(|r| r < 1.0), "{metrics}");
+    // And the process's own figures, under Prometheus's standard names.
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert!(
+        gauge("process_resident_memory_bytes").is_some_and(|b| b > 10e6),
+        "{metrics}"
+    );
+    assert!(
+        gauge("process_threads").is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
+    assert!(
+        gauge("process_open_fds").is_some_and(|n| n >= 3.0),
+        "{metrics}"
+    );
+    assert!(
+        gauge("process_cpu_seconds_total").is_some_and(|s| s > 0.0),
+        "{metrics}"
+    );
 
     // ListIngress tells what is coming in.
     let state = h.info(&id).state.expect("state");

@@ -675,6 +675,9 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         ));
     }
     text.push_str(&sent_metrics(&api.sessions.sent()));
+    if let Some(process) = super::process_stats::ProcessStats::read() {
+        text.push_str(&process.render());
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -14,6 +14,7 @@
 pub mod api;
 pub mod config;
 pub mod ingress;
+pub mod process_stats;
 pub mod serve;
 pub mod sessions;
 pub mod store;
