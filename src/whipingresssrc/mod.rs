@@ -26,6 +26,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod framerate;
 mod imp;
 
 glib::wrapper! {
