@@ -117,6 +117,8 @@ fn publish_and_watch(
     let input = state.video.as_ref().expect("input video");
     assert_eq!(input.mime_type, input_mime, "{state:?}");
     assert_eq!(format!("{}x{}", input.width, input.height), size);
+    // aiortc sends 30 fps; VP8 carries no frame rate, it is measured.
+    assert!((input.framerate - 30.0).abs() < 0.5, "{state:?}");
     let audio_in = state.audio.as_ref().expect("input audio");
     assert_eq!(audio_in.mime_type, "audio/x-opus", "{state:?}");
     let layers = state
@@ -476,4 +478,77 @@ fn a_simulcast_whip_publish_reaches_the_room_as_the_clients_layers() {
         h.left_within("whip-simulcast", "whip-pion", Duration::from_secs(10)),
         "the streamer stayed in the room"
     );
+}
+
+/// What the room cannot carry in bypass is refused in the answer to the
+/// POST, with a text that names the codec: video only in H.265, only in
+/// AV1, or only in plain H.264 baseline (not constrained). Nothing starts:
+/// the ingress stays INACTIVE without an error and no one joins; a client
+/// offering what the room takes (VP8 simulcast) gets in next.
+#[test]
+fn offers_the_room_cannot_carry_are_refused_naming_the_codec() {
+    let h = Harness::start();
+    let info = create_whip(&h, "whip-refused", "whip-refused");
+    let url = format!("{}/{}", info.url, info.stream_key);
+    let media = common::ScratchDir::new("whip-refused");
+    for (codec, named) in [
+        ("h265", "offered H265;"),
+        ("av1", "offered AV1;"),
+        ("h264-baseline", "offered H264 (profile-level-id 42001f);"),
+    ] {
+        let out = pion_publish(&url, media.path(), codec, &["f"], 1)
+            .wait_with_output()
+            .expect("client ends");
+        let steps = steps(&out);
+        assert!(!out.status.success(), "{codec}: {steps:?}");
+        assert_eq!(step(&steps, "post"), 406, "{codec}: {steps:?}");
+        let error = step(&steps, "error");
+        let error = error.as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("no video codec the room takes: ") && error.contains(named),
+            "{codec}: {error}"
+        );
+        assert!(error.contains("taken: VP8, or H264"), "{codec}: {error}");
+        assert!(
+            step(&steps, "content_type")
+                .as_str()
+                .is_some_and(|t| t.starts_with("text/plain")),
+            "{codec}: {steps:?}"
+        );
+    }
+    let state = h.info(&info.ingress_id).state.expect("state");
+    assert_eq!(state.status, Status::EndpointInactive as i32, "{state:?}");
+    assert_eq!(state.started_at, 0, "{state:?}");
+    assert!(state.error.is_empty(), "{state:?}");
+    assert!(h.participant("whip-refused", "whip-refused").is_none());
+
+    // The same key with VP8 in two encodings is taken: a two-layer VP8
+    // track of the client's sizes (read from its keyframes), the state
+    // showing the larger one at the frame rate measured from RTP time.
+    make_media(media.path(), "vp8", &[("h", "640x360"), ("f", "1280x720")]);
+    let client = pion_publish(&url, media.path(), "vp8", &["h", "f"], 12);
+    h.wait_status(
+        &info.ingress_id,
+        Status::EndpointPublishing,
+        Duration::from_secs(20),
+    );
+    let track = common::wait_for(Duration::from_secs(10), || {
+        h.participant("whip-refused", "whip-refused")?
+            .tracks
+            .into_iter()
+            .find(|t| t.r#type == proto::TrackType::Video as i32)
+    })
+    .expect("a video track in the room");
+    assert_eq!(track.mime_type, "video/VP8", "{track:?}");
+    assert_eq!(layer_sizes(&track), ["640x360", "1280x720"], "{track:?}");
+    let input = common::wait_for(Duration::from_secs(10), || {
+        let video = h.info(&info.ingress_id).state?.video?;
+        (video.framerate > 0.0).then_some(video)
+    })
+    .expect("a frame rate in the state");
+    assert_eq!(input.mime_type, "video/x-vp8", "{input:?}");
+    assert_eq!((input.width, input.height), (1280, 720), "{input:?}");
+    assert!((input.framerate - 30.0).abs() < 0.5, "{input:?}");
+    let out = client.wait_with_output().expect("client ends");
+    assert_eq!(step(&steps(&out), "delete"), 200);
 }

@@ -65,7 +65,7 @@ struct Track {
     rid: Option<String>,
     first_rtp: u64,
     first_pts: gst::ClockTime,
-    /// VP8: its frame rate, measured, goes into the caps once known.
+    /// Video: its frame rate, measured, goes into the caps once known.
     rate: Option<FrameRateMeter>,
 }
 
@@ -289,7 +289,7 @@ impl WhipIngressSrc {
             rid: frame.rid.clone(),
             first_rtp: frame.rtp_time,
             first_pts: pts,
-            rate: (frame.codec == Some(VideoCodec::Vp8)).then(FrameRateMeter::default),
+            rate: (frame.kind == MediaKind::Video).then(FrameRateMeter::default),
         })
     }
 
@@ -389,8 +389,9 @@ impl WhipIngressSrc {
             .as_mut()
             .and_then(|meter| meter.frame(frame.rtp_time, frame.clock_rate))
         {
-            // VP8 says no frame rate: the one measured goes into the caps
-            // (and so into the ingress's state).
+            // VP8 says no frame rate, nor does an SPS without timing: the
+            // one measured goes into the caps, and so into the ingress's
+            // state.
             if let Some(mut caps) = track.appsrc.caps() {
                 caps.make_mut().set("framerate", rate);
                 gst::info!(CAT, imp = self, "{name}: measured {rate} fps");
