@@ -3,7 +3,8 @@
 # GStreamer 1.22 stack and media tools, the pinned LiveKit server from the Go
 # module proxy, and a Python virtualenv with the LiveKit SDK used as an
 # independent subscriber and API client, and aiortc as a WHIP client (its own
-# ICE, DTLS and encoders). Quiet when all is already there.
+# ICE, DTLS and encoders); the pion WHIP client (simulcast) built from
+# tests/helpers/whip_pion with modules from the Go module proxy. Quiet when all is already there.
 set -euo pipefail
 
 TOOLS_DIR="${LIVEKIT_INGRESS_TOOLS:-$HOME/.cache/livekit-ingress}"
@@ -46,6 +47,22 @@ install_livekit_server() {
   mv "$TOOLS_DIR/gobin/server" "$bin"
 }
 
+# The tests' pion WHIP client (tests/helpers/whip_pion, its modules from
+# the Go module proxy); rebuilt when its sources change.
+install_whip_pion() {
+  local src bin="$TOOLS_DIR/bin/whip-pion" sum
+  src="$(cd "$(dirname "$0")/.." && pwd)/tests/helpers/whip_pion"
+  sum="$(cat "$src/go.mod" "$src/go.sum" "$src"/*.go | sha256sum | cut -d' ' -f1)"
+  if [ -x "$bin" ] && [ "$(cat "$bin.sha256" 2>/dev/null)" = "$sum" ]; then
+    return
+  fi
+  command -v go >/dev/null || { log "go is required to build the pion WHIP client"; exit 1; }
+  log "building the pion WHIP client"
+  mkdir -p "$TOOLS_DIR/bin"
+  (cd "$src" && go build -o "$bin" .)
+  echo "$sum" >"$bin.sha256"
+}
+
 install_python_clients() {
   local venv="$TOOLS_DIR/venv"
   if [ -x "$venv/bin/python" ] && "$venv/bin/python" - "${PY_PACKAGES[@]}" <<'PY' 2>/dev/null; then
@@ -66,4 +83,5 @@ PY
 
 install_debian_packages
 install_livekit_server
+install_whip_pion
 install_python_clients

@@ -7,6 +7,12 @@
 //!   `video/x-vp8`, `audio/mpeg` AAC, `audio/x-opus`, ...) and timestamped
 //!   buffers, keyframes without the delta-unit flag; then `no-more-pads`, or a
 //!   pad that comes late is still taken;
+//! - a source whose publisher sends its video as several encodings of one
+//!   picture (WHIP simulcast) adds, instead of `video`, one sometimes pad
+//!   `video_{rid}` per encoding ([`VIDEO_LAYER`], the client's rid: `video_q`,
+//!   `video_h`, ...), each with its own caps and size: the layers of one
+//!   video track, passed on as they came, never decoded or mixed; a client
+//!   sending one encoding (with or without a rid) gets `video`;
 //! - sends EOS on every pad when the publisher leaves or the pull ends, and
 //!   posts an element error when the input fails;
 //! - posts the element messages of [`crate::messages::publish`]:
@@ -181,6 +187,26 @@ pub fn pad_templates(video: &gst::Caps, audio: &gst::Caps) -> Vec<gst::PadTempla
         .collect()
 }
 
+/// The name template of the pads of a simulcast video's encodings.
+pub const VIDEO_LAYER: &str = "video_%s";
+
+/// The sometimes pads `video_{rid}` of a source that gives simulcast
+/// encodings (see the module documentation), carrying `video` caps.
+pub fn layer_pad_template(video: &gst::Caps) -> Option<gst::PadTemplate> {
+    gst::PadTemplate::new(
+        VIDEO_LAYER,
+        gst::PadDirection::Src,
+        gst::PadPresence::Sometimes,
+        video,
+    )
+    .ok()
+}
+
+/// Whether a source pad carries one simulcast encoding of the video.
+pub fn is_video_layer(pad_name: &str) -> bool {
+    pad_name.starts_with("video_")
+}
+
 /// Caps that are any of the media types `names`.
 pub fn any_of(names: &[&str]) -> gst::Caps {
     names
@@ -189,7 +215,8 @@ pub fn any_of(names: &[&str]) -> gst::Caps {
         .collect()
 }
 
-/// A ghost pad of `element` named `name` (its template's name) for `target`,
+/// A ghost pad of `element` named `name` (its template's name, or
+/// `video_{rid}` of [`VIDEO_LAYER`]) for `target`,
 /// activated, with the sticky events before the caps that `stream` carries
 /// (`target` itself, or the stream's pad upstream of a queue the events have
 /// not passed yet) and `caps` stored, so the application's `pad-added` sees
@@ -201,7 +228,11 @@ pub fn ghost_with_caps(
     stream: &gst::Pad,
     caps: &gst::Event,
 ) -> Option<gst::GhostPad> {
-    let templ = element.pad_template(name)?;
+    let templ = element.pad_template(name).or_else(|| {
+        is_video_layer(name)
+            .then(|| element.pad_template(VIDEO_LAYER))
+            .flatten()
+    })?;
     let ghost = gst::GhostPad::builder_from_template(&templ)
         .name(name)
         .build();

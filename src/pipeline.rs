@@ -13,7 +13,7 @@
 //! contracts, not on their implementation.
 
 use crate::codec::OPUS;
-use crate::input::InputSource;
+use crate::input::{self as input_contract, InputSource};
 use crate::livekit::stats::SendStats;
 use crate::messages::input::{self, InputAudio, InputVideo};
 use crate::messages::livekit::{Connected, TrackPublished};
@@ -188,15 +188,33 @@ impl IngressPipeline {
         let gate = Arc::new(BranchGate::default());
         let pipeline_weak = pipeline.downgrade();
         let branch_gate = gate.clone();
+        let layers = Arc::new(std::sync::Mutex::new(Layers::default()));
         src.connect_pad_added(move |_, pad| {
             let Some(pipeline) = pipeline_weak.upgrade() else {
                 return;
             };
-            let result = match (pad.name().as_str(), config.transcode) {
+            // Simulcast encodings' pads come from their own threads: one
+            // branch is built at a time (livekitsink names its pads from
+            // the ones it has).
+            let mut layers = crate::sync::lock(&layers);
+            let name = pad.name();
+            let result = match (name.as_str(), config.transcode) {
                 ("video", true) => add_video_branch(&pipeline, pad, &config),
                 ("audio", true) => add_audio_branch(&pipeline, pad, &config),
+                (layer, true) if input_contract::is_video_layer(layer) => {
+                    // One picture is transcoded: the first encoding to
+                    // come (see README, Known gaps).
+                    if std::mem::replace(&mut layers.transcoded, true) {
+                        add_discard_branch(&pipeline, pad)
+                    } else {
+                        add_video_branch(&pipeline, pad, &config)
+                    }
+                }
                 ("video", false) => {
                     add_bypass_branch(&pipeline, pad, "video_0", InputVideo::from_caps)
+                }
+                (layer, false) if input_contract::is_video_layer(layer) => {
+                    add_layer_branch(&pipeline, pad, &mut layers)
                 }
                 ("audio", false) => {
                     add_bypass_branch(&pipeline, pad, "audio_0", InputAudio::from_caps)
@@ -205,6 +223,7 @@ impl IngressPipeline {
                     "unexpected source pad {other}"
                 ))),
             };
+            drop(layers);
             match result {
                 Ok(head) => branch_gate.hold(&head),
                 Err(err) => gst::element_error!(
@@ -453,6 +472,52 @@ fn add_audio_branch(
     Ok(queue)
 }
 
+/// What the pipeline knows of a source's simulcast encodings.
+#[derive(Debug, Default)]
+struct Layers {
+    /// Transcoding: one encoding went into the video branch.
+    transcoded: bool,
+    /// Bypass: the largest picture of an encoding so far (width x height).
+    largest: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Bypass of one simulcast encoding (`video_{rid}`): a layer of
+/// livekitsink's video track (it orders layers by picture size); its head
+/// queue. The input's video is reported from the largest encoding.
+fn add_layer_branch(
+    pipeline: &gst::Pipeline,
+    src_pad: &gst::Pad,
+    layers: &mut Layers,
+) -> Result<gst::Element, PipelineError> {
+    let largest = layers.largest.clone();
+    // The largest picture so far, and the same size again: a frame rate
+    // learnt later still reaches the state.
+    let keep = move |caps: &gst::StructureRef| {
+        let side = |field| u64::try_from(caps.get::<i32>(field).unwrap_or(0)).unwrap_or(0);
+        let area = side("width") * side("height");
+        area >= largest.fetch_max(area, std::sync::atomic::Ordering::Relaxed)
+    };
+    bypass(pipeline, src_pad, "video_%u", InputVideo::from_caps, keep)
+}
+
+/// An encoding nobody takes (a simulcast layer beside the transcoded one):
+/// dropped in a fakesink.
+fn add_discard_branch(
+    pipeline: &gst::Pipeline,
+    src_pad: &gst::Pad,
+) -> Result<gst::Element, PipelineError> {
+    let sink = make("fakesink", None)?;
+    set(&sink, "sync", false)?;
+    set(&sink, "async", false)?;
+    pipeline
+        .add(&sink)
+        .map_err(|e| PipelineError::Link(e.to_string()))?;
+    link_to(src_pad, &sink)?;
+    sink.sync_state_with_parent()
+        .map_err(|e| PipelineError::Link(e.to_string()))?;
+    Ok(sink)
+}
+
 /// A branch without transcoding: the source's encoded media through a
 /// queue into livekitsink's pad `sink_pad` (WHIP bypass); its head queue.
 fn add_bypass_branch(
@@ -460,6 +525,16 @@ fn add_bypass_branch(
     src_pad: &gst::Pad,
     sink_pad: &str,
     report: fn(&gst::StructureRef, &str) -> gst::Structure,
+) -> Result<gst::Element, PipelineError> {
+    bypass(pipeline, src_pad, sink_pad, report, |_| true)
+}
+
+fn bypass(
+    pipeline: &gst::Pipeline,
+    src_pad: &gst::Pad,
+    sink_pad: &str,
+    report: fn(&gst::StructureRef, &str) -> gst::Structure,
+    keep: impl Fn(&gst::StructureRef) -> bool + Send + Sync + 'static,
 ) -> Result<gst::Element, PipelineError> {
     let queue = make("queue", None)?;
     pipeline
@@ -472,7 +547,7 @@ fn add_bypass_branch(
         .request_pad_simple(sink_pad)
         .ok_or_else(|| PipelineError::Link(format!("livekitsink refused {sink_pad}")))?;
     if let Some(out) = queue.static_pad("src") {
-        report_input_format(&out, src_pad, report);
+        report_input_format_if(&out, src_pad, report, keep);
     }
     link_pads(src_pad, &queue, &to)?;
     queue
@@ -509,6 +584,16 @@ fn report_input_format(
     source: &gst::Pad,
     message: fn(&gst::StructureRef, &str) -> gst::Structure,
 ) {
+    report_input_format_if(decoded, source, message, |_| true)
+}
+
+/// [`report_input_format`] for the caps `keep` says.
+fn report_input_format_if(
+    decoded: &gst::Pad,
+    source: &gst::Pad,
+    message: fn(&gst::StructureRef, &str) -> gst::Structure,
+    keep: impl Fn(&gst::StructureRef) -> bool + Send + Sync + 'static,
+) {
     let source = source.downgrade();
     decoded.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |pad, info| {
         let Some(gst::PadProbeData::Event(ref event)) = info.data else {
@@ -523,6 +608,9 @@ fn report_input_format(
             .and_then(|c| c.structure(0).map(|s| s.name().to_string()))
             .unwrap_or_default();
         if let (Some(structure), Some(element)) = (caps.caps().structure(0), pad.parent_element()) {
+            if !keep(structure) {
+                return gst::PadProbeReturn::Ok;
+            }
             let _ = element.post_message(input::application(message(structure, &mime), &element));
         }
         gst::PadProbeReturn::Ok

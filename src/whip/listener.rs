@@ -9,8 +9,10 @@
 //!   claim), before any ICE or DTLS; then `201 Created` with the SDP answer
 //!   and `Location: /w/session/{id}`. Refusals: 404 unknown key, 409 busy,
 //!   403 any other refusal (disabled, no room, another input type), 415 not
-//!   `application/sdp`, 400 an SDP that cannot be answered, 503 no decision
-//!   in time.
+//!   `application/sdp`, 400 an SDP that cannot be answered, 406 an offer
+//!   whose video or audio has no codec the room takes (the text names what
+//!   was offered; decided before the key, so nothing starts), 503 no
+//!   decision in time.
 //! - `DELETE /w/session/{id}` ends the session (200; 404 when unknown).
 //! - `PATCH` (trickle ICE, ICE restart) answers 405: the server is ICE-lite
 //!   with its one host candidate in the answer, and the client's candidates
@@ -20,6 +22,7 @@
 //! session, bound on the address the client's HTTP request reached (see
 //! [`super::session`]).
 
+use super::offer::{self, Offered};
 use super::session::Session;
 use crate::claims::{Claimed, Claims};
 use crate::input::InputKind;
@@ -98,9 +101,8 @@ pub enum WhipEvent {
         peer: SocketAddr,
         /// Keyframe requests to the client.
         control: mpsc::UnboundedSender<Control>,
-        /// Whether the offer sends video and audio.
-        video: bool,
-        audio: bool,
+        /// What the offer sends: video (with its simulcast rids) and audio.
+        offered: Offered,
     },
     Frame(Frame),
     /// The session is over; `reason` says why.
@@ -308,13 +310,11 @@ async fn offer(
     let Some(connection) = connection else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "no connection details");
     };
-    let sends = |kind: &str| body.lines().any(|l| l.starts_with(&format!("m={kind} ")));
-    let (video, audio) = (sends("video"), sends("audio"));
     let (reply, answered) = oneshot::channel();
     tokio::spawn(
         listener
             .clone()
-            .session(key, offer, connection, (video, audio), reply),
+            .session(key, offer, body, connection, reply),
     );
     match answered.await {
         Ok(Ok((answer, id))) => (
@@ -394,11 +394,23 @@ impl Listener {
         self: Arc<Self>,
         key: String,
         offer: SdpOffer,
+        offer_text: String,
         connection: Connection,
-        (video, audio): (bool, bool),
         reply: oneshot::Sender<Answered>,
     ) {
         let peer = connection.peer;
+        // The offer is answered first: one the room cannot carry is refused
+        // before the key is decided on, so no pipeline starts for it.
+        let (rtc, socket, local, sdp) =
+            match answer(offer, &offer_text, connection.local.ip()).await {
+                Ok(answered) => answered,
+                Err((status, reason)) => {
+                    tracing::info!("WHIP offer from {peer} refused: {reason}");
+                    let _ = reply.send(Err((status, reason)));
+                    return;
+                }
+            };
+        let offered = offer::offered(&offer_text);
         let request = PublishRequest {
             input: InputKind::Whip,
             key: key.clone(),
@@ -419,48 +431,38 @@ impl Listener {
                 return;
             }
         };
-        let reason = match answer(offer, connection.local.ip()).await {
-            Err(e) => {
-                let _ = reply.send(Err((StatusCode::BAD_REQUEST, e.clone())));
-                e
-            }
-            Ok((rtc, socket, local, sdp)) => {
-                let id = crate::supervisor::ingress::new_id("");
-                let (delete, deleted) = oneshot::channel();
-                lock(&self.resources).insert(id.clone(), delete);
-                let (control, control_rx) = mpsc::unbounded_channel();
-                let started = WhipEvent::Started {
-                    key: key.clone(),
-                    peer,
-                    control,
-                    video,
-                    audio,
-                };
-                let reason = if publish.sender.send(started).await.is_err() {
-                    let reason = "the element stopped".to_string();
-                    let _ = reply.send(Err((StatusCode::SERVICE_UNAVAILABLE, reason.clone())));
-                    reason
-                } else {
-                    tracing::info!(
-                        "WHIP publish of {} from {peer} accepted, media on {local}",
-                        redact_key(&key)
-                    );
-                    let _ = reply.send(Ok((sdp, id.clone())));
-                    Session {
-                        rtc,
-                        socket,
-                        local,
-                        events: publish.sender.clone(),
-                        control: control_rx,
-                        deleted,
-                    }
-                    .run()
-                    .await
-                };
-                lock(&self.resources).remove(&id);
-                reason
-            }
+        let id = crate::supervisor::ingress::new_id("");
+        let (delete, deleted) = oneshot::channel();
+        lock(&self.resources).insert(id.clone(), delete);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let started = WhipEvent::Started {
+            key: key.clone(),
+            peer,
+            control,
+            offered,
         };
+        let reason = if publish.sender.send(started).await.is_err() {
+            let reason = "the element stopped".to_string();
+            let _ = reply.send(Err((StatusCode::SERVICE_UNAVAILABLE, reason.clone())));
+            reason
+        } else {
+            tracing::info!(
+                "WHIP publish of {} from {peer} accepted, media on {local}",
+                redact_key(&key)
+            );
+            let _ = reply.send(Ok((sdp, id.clone())));
+            Session {
+                rtc,
+                socket,
+                local,
+                events: publish.sender.clone(),
+                control: control_rx,
+                deleted,
+            }
+            .run()
+            .await
+        };
+        lock(&self.resources).remove(&id);
         tracing::info!("WHIP session from {peer} ended: {reason}");
         // Every publish handed to an element ends with Ended. Bounded, as the
         // element may be stuck.
@@ -470,32 +472,132 @@ impl Listener {
     }
 }
 
-/// str0m as an ICE-lite answerer on a fresh UDP socket on `ip`: the codecs a
-/// LiveKit room takes as they are (Opus, VP8, H.264).
+/// The H.264 profiles taken (profile-level-id at level 3.1; str0m matches
+/// the profile and lets the level differ): what livekitsink publishes and
+/// LiveKit forwards, constrained baseline, main and high. Plain baseline
+/// (42 00, which may use FMO/ASO) is not among them. (payload type, its
+/// retransmission's, packetization mode 1, profile-level-id)
+const H264_PROFILES: [(u8, u8, bool, u32); 6] = [
+    (108, 109, true, 0x42e01f),
+    (124, 120, false, 0x42e01f),
+    (123, 119, true, 0x4d001f),
+    (35, 36, false, 0x4d001f),
+    (114, 115, true, 0x64001f),
+    (116, 117, false, 0x64001f),
+];
+
+/// str0m as an ICE-lite answerer on a fresh UDP socket on `ip`, with the
+/// codecs a LiveKit room takes as they are (Opus, VP8, H.264 in the
+/// profiles above). An offer whose video or audio finds none of them is
+/// refused (406), naming what it offered.
 async fn answer(
     offer: SdpOffer,
+    offer_text: &str,
     ip: IpAddr,
-) -> Result<(Rtc, UdpSocket, SocketAddr, String), String> {
+) -> Result<(Rtc, UdpSocket, SocketAddr, String), (StatusCode, String)> {
     crate::livekit::session::install_crypto();
+    let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
     let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
         .await
-        .map_err(|e| format!("cannot open a UDP socket on {ip}: {e}"))?;
+        .map_err(|e| failed(format!("cannot open a UDP socket on {ip}: {e}")))?;
     let local = socket
         .local_addr()
-        .map_err(|e| format!("UDP socket has no address: {e}"))?;
-    let mut rtc = Rtc::builder()
+        .map_err(|e| failed(format!("UDP socket has no address: {e}")))?;
+    let mut config = Rtc::builder()
         .set_ice_lite(true)
         .clear_codecs()
         .enable_opus(true, false)
-        .enable_vp8(true)
-        .enable_h264(true)
-        .build(Instant::now());
+        .enable_vp8(true);
+    for (pt, rtx, mode1, plid) in H264_PROFILES {
+        config
+            .codec_config()
+            .add_h264(pt.into(), Some(rtx.into()), mode1, plid);
+    }
+    let mut rtc = config.build(Instant::now());
     let candidate = Candidate::host(local, "udp")
-        .map_err(|e| format!("cannot use {local} as an ICE candidate: {e}"))?;
+        .map_err(|e| failed(format!("cannot use {local} as an ICE candidate: {e}")))?;
     rtc.add_local_candidate(candidate);
     let answer = rtc
         .sdp_api()
         .accept_offer(offer)
-        .map_err(|e| format!("cannot answer the offer: {e}"))?;
-    Ok((rtc, socket, local, answer.to_sdp_string()))
+        .map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("cannot answer the offer: {e}"),
+            )
+        })?
+        .to_sdp_string();
+    if let Some(reason) = offer::refused(offer_text, &answer) {
+        return Err((StatusCode::NOT_ACCEPTABLE, reason));
+    }
+    Ok((rtc, socket, local, answer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An offer as pion writes it: one video m-line of `video` (rtpmap and
+    /// fmtp lines) with simulcast rids q, h, f, and Opus.
+    fn offer(video: &str) -> String {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+             a=fingerprint:sha-256 68:85:B2:0C:F7:D3:89:ED:60:21:D7:66:93:F5:7F:DA:7B:B6:F7:5D:5D:92:ED:6A:3B:67:56:66:3A:AC:3E:57\r\n\
+             a=group:BUNDLE 0 1\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 102\r\nc=IN IP4 0.0.0.0\r\na=setup:actpass\r\na=mid:0\r\n\
+             a=ice-ufrag:RJBkKQLpjYvewGvL\r\na=ice-pwd:mgCrnCIKjXkLykXphghWhYDqNBzzvIdE\r\n\
+             a=rtcp-mux\r\n{video}a=rtcp-fb:102 nack pli\r\n\
+             a=extmap:1 urn:ietf:params:rtp-hdrext:sdes:mid\r\n\
+             a=extmap:2 urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id\r\n\
+             a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\na=sendonly\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=setup:actpass\r\na=mid:1\r\n\
+             a=ice-ufrag:RJBkKQLpjYvewGvL\r\na=ice-pwd:mgCrnCIKjXkLykXphghWhYDqNBzzvIdE\r\n\
+             a=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\na=sendonly\r\n"
+        )
+    }
+
+    fn answered(video: &str) -> Result<String, (StatusCode, String)> {
+        let text = offer(video);
+        let sdp = SdpOffer::from_sdp_string(&text).expect("an SDP offer");
+        crate::runtime::handle()
+            .block_on(answer(sdp, &text, "127.0.0.1".parse().unwrap()))
+            .map(|(_, _, _, answer)| answer)
+    }
+
+    #[test]
+    fn simulcast_h264_and_vp8_are_answered_with_their_rids() {
+        for video in [
+            "a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n",
+            "a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=4d0032\r\n",
+            "a=rtpmap:102 VP8/90000\r\n",
+        ] {
+            let answer = answered(video).unwrap_or_else(|e| panic!("{video}: {e:?}"));
+            assert!(answer.contains("a=simulcast:recv q;h;f"), "{answer}");
+            assert_eq!(offer::offered(&offer(video)).rids, ["q", "h", "f"]);
+        }
+    }
+
+    #[test]
+    fn video_the_room_cannot_carry_is_refused_naming_it() {
+        for (video, named) in [
+            ("a=rtpmap:102 H265/90000\r\n", "offered H265;"),
+            ("a=rtpmap:102 AV1/90000\r\n", "offered AV1;"),
+            (
+                "a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=42001f\r\n",
+                "offered H264 (profile-level-id 42001f);",
+            ),
+            (
+                // Constrained high: livekitsink does not publish it either.
+                "a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1;profile-level-id=640c1f\r\n",
+                "offered H264 (profile-level-id 640c1f);",
+            ),
+        ] {
+            let (status, reason) = answered(video).expect_err(video);
+            assert_eq!(status, StatusCode::NOT_ACCEPTABLE, "{reason}");
+            assert!(
+                reason.starts_with("no video codec the room takes: ") && reason.contains(named),
+                "{reason}"
+            );
+        }
+    }
 }

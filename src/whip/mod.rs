@@ -7,9 +7,12 @@
 //!   (`POST {base}/{key}` with an SDP offer, `DELETE` / `PATCH` on the
 //!   session resource), a listener's own HTTP server or one mounted in the
 //!   service's.
+//! - [`offer`]: what an offer sends (simulcast rids) and, against the
+//!   answer, which of its media has no codec the room takes.
 //! - [`session`]: one WHIP session's IO loop: UDP socket, str0m, frames out
 //!   to the element, keyframe requests in; its end (DELETE, DTLS close, ICE
 //!   consent lost, silence).
 
 pub mod listener;
+pub mod offer;
 pub mod session;

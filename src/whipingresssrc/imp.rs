@@ -1,3 +1,4 @@
+use super::framerate::FrameRateMeter;
 use crate::claims::{next_event, Next};
 use crate::messages::publish::{PublishStarted, PublishStopped, StatsMeter};
 use crate::messages::BusMessage;
@@ -55,13 +56,17 @@ struct State {
     thread: Option<JoinHandle<()>>,
 }
 
-/// One of the client's tracks inside the bin.
+/// One of the client's streams inside the bin: its audio, its video, or one
+/// simulcast encoding of its video.
 struct Track {
     appsrc: gst_app::AppSrc,
-    /// The layer taken (simulcast), for keyframe requests.
+    /// The encoding's rid, for keyframe requests; a client that sends one
+    /// encoding under a rid has its frames taken by that rid only.
     rid: Option<String>,
     first_rtp: u64,
     first_pts: gst::ClockTime,
+    /// Video: its frame rate, measured, goes into the caps once known.
+    rate: Option<FrameRateMeter>,
 }
 
 #[derive(Default)]
@@ -71,13 +76,25 @@ struct Pads {
     no_more_pads: bool,
 }
 
+/// What the feeding thread keeps of its session.
+#[derive(Default)]
+struct Feed {
+    /// The offer's simulcast rids (empty: one video encoding).
+    rids: Vec<String>,
+    /// By pad name.
+    tracks: HashMap<String, Track>,
+    /// When a keyframe was last asked for, by pad name, while its first
+    /// keyframe is awaited.
+    keyframe_asked: HashMap<String, Instant>,
+}
+
 #[derive(Default)]
 pub struct WhipIngressSrc {
     settings: Mutex<Settings>,
     state: Mutex<Option<State>>,
     pads: Mutex<Pads>,
     /// Keyframe requests to the client of the current session.
-    control: Mutex<Option<(mpsc::UnboundedSender<Control>, Option<String>)>>,
+    control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
     video_bytes: AtomicU64,
     audio_bytes: AtomicU64,
 }
@@ -89,10 +106,15 @@ impl ObjectSubclass for WhipIngressSrc {
     type ParentType = gst::Bin;
 }
 
-fn kind_name(kind: MediaKind) -> &'static str {
-    match kind {
-        MediaKind::Video => "video",
-        MediaKind::Audio => "audio",
+/// The pad a frame goes out on: `audio`, `video`, or for one of several
+/// simulcast encodings `video_{rid}`; `None` for an encoding the offer did
+/// not announce.
+fn pad_name(frame: &Frame, rids: &[String]) -> Option<String> {
+    match (frame.kind, frame.rid.as_ref()) {
+        (MediaKind::Audio, _) => Some("audio".into()),
+        (MediaKind::Video, _) if rids.is_empty() => Some("video".into()),
+        (MediaKind::Video, Some(rid)) if rids.contains(rid) => Some(format!("video_{rid}")),
+        (MediaKind::Video, _) => None,
     }
 }
 
@@ -175,15 +197,16 @@ impl WhipIngressSrc {
         let _ = obj.post_message(message.to_message(&*obj));
     }
 
-    fn request_keyframe(&self) {
-        if let Some((control, rid)) = lock(&self.control).as_ref() {
-            let _ = control.send(Control::RequestKeyframe { rid: rid.clone() });
+    /// A keyframe (PLI) from the client on the encoding `rid`.
+    fn request_keyframe(&self, rid: Option<String>) {
+        if let Some(control) = lock(&self.control).as_ref() {
+            let _ = control.send(Control::RequestKeyframe { rid });
         }
     }
 
     /// The chain for a track's first frame: appsrc (and h264parse for
-    /// H.264), its output exposed as the contract's pad once it has caps.
-    fn add_track(&self, frame: &Frame, pts: gst::ClockTime) -> Result<Track, String> {
+    /// H.264), its output exposed as the pad `name` once it has caps.
+    fn add_track(&self, name: &str, frame: &Frame, pts: gst::ClockTime) -> Result<Track, String> {
         let caps = match (frame.kind, frame.codec) {
             (MediaKind::Video, Some(VideoCodec::H264)) => gst::Caps::builder("video/x-h264")
                 .field("stream-format", "byte-stream")
@@ -227,6 +250,7 @@ impl WhipIngressSrc {
         let output = last.static_pad("src").ok_or("no src pad")?;
         let kind = frame.kind;
         let weak = obj.downgrade();
+        let (pad, rid) = (name.to_string(), frame.rid.clone());
         output.add_probe(
             gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
             move |target, info| {
@@ -244,7 +268,7 @@ impl WhipIngressSrc {
                     }
                     Some(gst::PadProbeData::Event(event)) => {
                         if let gst::EventView::Caps(_) = event.view() {
-                            imp.expose(kind, target, event);
+                            imp.expose(&pad, kind, rid.as_ref(), target, event);
                         }
                     }
                     _ => {}
@@ -265,13 +289,21 @@ impl WhipIngressSrc {
             rid: frame.rid.clone(),
             first_rtp: frame.rtp_time,
             first_pts: pts,
+            rate: (frame.kind == MediaKind::Video).then(FrameRateMeter::default),
         })
     }
 
-    /// Adds the pad `kind` for `target` once it has caps.
-    fn expose(&self, kind: MediaKind, target: &gst::Pad, caps: &gst::Event) {
+    /// Adds the pad `name` for `target` once it has caps; a video pad's
+    /// keyframe requests go to the client's encoding `rid`.
+    fn expose(
+        &self,
+        name: &str,
+        kind: MediaKind,
+        rid: Option<&String>,
+        target: &gst::Pad,
+        caps: &gst::Event,
+    ) {
         let obj = self.obj();
-        let name = kind_name(kind);
         if obj.static_pad(name).is_some() {
             return;
         }
@@ -284,14 +316,16 @@ impl WhipIngressSrc {
             return;
         };
         if kind == MediaKind::Video {
-            // Room keyframe requests (livekitsink) become PLI to the client.
+            // Room keyframe requests (livekitsink) become PLI to the client,
+            // for this pad's encoding.
             let weak = obj.downgrade();
+            let rid = rid.cloned();
             ghost.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
                 if let (Some(element), Some(gst::PadProbeData::Event(event))) =
                     (weak.upgrade(), &info.data)
                 {
                     if gst_video::UpstreamForceKeyUnitEvent::parse(event).is_ok() {
-                        element.imp().request_keyframe();
+                        element.imp().request_keyframe(rid.clone());
                     }
                 }
                 gst::PadProbeReturn::Ok
@@ -316,44 +350,53 @@ impl WhipIngressSrc {
     }
 
     /// A frame into its track's appsrc (the track made at the first one;
-    /// video from its first keyframe).
-    fn push(
-        &self,
-        tracks: &mut HashMap<&'static str, Track>,
-        frame: Frame,
-        last_request: &mut Option<Instant>,
-    ) -> Result<(), String> {
-        let name = kind_name(frame.kind);
+    /// video from its first keyframe, each simulcast encoding from its own).
+    fn push(&self, session: &mut Feed, frame: Frame) -> Result<(), String> {
+        let Some(name) = pad_name(&frame, &session.rids) else {
+            gst::log!(
+                CAT,
+                imp = self,
+                "dropped a frame of an encoding the offer did not name: {:?}",
+                frame.rid
+            );
+            return Ok(());
+        };
         let now = self
             .obj()
             .current_running_time()
             .unwrap_or(gst::ClockTime::ZERO);
-        if !tracks.contains_key(name) {
+        if !session.tracks.contains_key(&name) {
             if frame.kind == MediaKind::Video && !frame.keyframe {
-                if last_request.is_none_or(|at| at.elapsed() > KEYFRAME_RETRY) {
-                    if let Some((control, _)) = lock(&self.control).as_ref() {
-                        let _ = control.send(Control::RequestKeyframe {
-                            rid: frame.rid.clone(),
-                        });
-                    }
-                    *last_request = Some(Instant::now());
+                let asked = session.keyframe_asked.get(&name);
+                if asked.is_none_or(|at| at.elapsed() > KEYFRAME_RETRY) {
+                    self.request_keyframe(frame.rid.clone());
+                    session.keyframe_asked.insert(name, Instant::now());
                 }
                 return Ok(());
             }
-            if frame.kind == MediaKind::Video {
-                if let Some((_, rid)) = lock(&self.control).as_mut() {
-                    rid.clone_from(&frame.rid);
-                }
-            }
-            let track = self.add_track(&frame, now)?;
-            tracks.insert(name, track);
+            let track = self.add_track(&name, &frame, now)?;
+            session.tracks.insert(name.clone(), track);
         }
-        let Some(track) = tracks.get(name) else {
+        let Some(track) = session.tracks.get_mut(&name) else {
             return Ok(());
         };
         if track.rid != frame.rid {
-            // Another simulcast layer: only the first one is taken.
+            // One encoding sent under two rids: the first one is taken.
             return Ok(());
+        }
+        if let Some(rate) = track
+            .rate
+            .as_mut()
+            .and_then(|meter| meter.frame(frame.rtp_time, frame.clock_rate))
+        {
+            // VP8 says no frame rate, nor does an SPS without timing: the
+            // one measured goes into the caps, and so into the ingress's
+            // state.
+            if let Some(mut caps) = track.appsrc.caps() {
+                caps.make_mut().set("framerate", rate);
+                gst::info!(CAT, imp = self, "{name}: measured {rate} fps");
+                track.appsrc.set_caps(Some(&caps));
+            }
         }
         let ticks = frame.rtp_time.saturating_sub(track.first_rtp);
         let offset = gst::ClockTime::from_nseconds(
@@ -381,8 +424,7 @@ impl WhipIngressSrc {
         let mut key = None;
         let mut started: Option<Instant> = None;
         let mut meter = StatsMeter::default();
-        let mut tracks: HashMap<&'static str, Track> = HashMap::new();
-        let mut last_request = None;
+        let mut session = Feed::default();
         loop {
             let media_deadline = started
                 .filter(|_| !self.has_pads())
@@ -410,8 +452,7 @@ impl WhipIngressSrc {
                     key: k,
                     peer,
                     control,
-                    video,
-                    audio,
+                    offered,
                 } => {
                     gst::info!(
                         CAT,
@@ -421,8 +462,18 @@ impl WhipIngressSrc {
                     );
                     started = Some(Instant::now());
                     key = any_key.then_some(k);
-                    lock(&self.pads).expected = usize::from(video) + usize::from(audio);
-                    *lock(&self.control) = Some((control, None));
+                    // A pad per simulcast encoding, else one for the video.
+                    let videos = if offered.video {
+                        offered.rids.len().max(1)
+                    } else {
+                        0
+                    };
+                    lock(&self.pads).expected = videos + usize::from(offered.audio);
+                    if !offered.rids.is_empty() {
+                        gst::info!(CAT, imp = self, "simulcast: {:?}", offered.rids);
+                    }
+                    session.rids = offered.rids;
+                    *lock(&self.control) = Some(control);
                     self.post(&PublishStarted {
                         input: "whip".into(),
                         peer: peer.to_string(),
@@ -431,7 +482,7 @@ impl WhipIngressSrc {
                     });
                 }
                 WhipEvent::Frame(frame) => {
-                    if let Err(e) = self.push(&mut tracks, frame, &mut last_request) {
+                    if let Err(e) = self.push(&mut session, frame) {
                         gst::debug!(CAT, imp = self, "feeding stopped: {e}");
                         if !e.contains("Flushing") && !e.contains("Eos") {
                             gst::element_imp_error!(
@@ -453,7 +504,7 @@ impl WhipIngressSrc {
                     *lock(&self.control) = None;
                     self.post(&PublishStopped { reason, key });
                     if self.has_pads() {
-                        for track in tracks.values() {
+                        for track in session.tracks.values() {
                             let _ = track.appsrc.end_of_stream();
                         }
                     } else {
@@ -549,7 +600,9 @@ impl ElementImpl for WhipIngressSrc {
             use crate::input::any_of;
             let video = any_of(&["video/x-h264", "video/x-vp8"]);
             let audio = any_of(&["audio/x-opus"]);
-            crate::input::pad_templates(&video, &audio)
+            let mut templates = crate::input::pad_templates(&video, &audio);
+            templates.extend(crate::input::layer_pad_template(&video));
+            templates
         });
         TEMPLATES.as_ref()
     }

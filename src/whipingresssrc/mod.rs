@@ -9,11 +9,14 @@
 //! (`video/x-h264, stream-format=byte-stream, alignment=au` with width and
 //! height from the SPS, or `video/x-vp8` with width and height from the
 //! first keyframe) and `audio` (`audio/x-opus`), added once their caps are
-//! known, then `no-more-pads`. A simulcast client's first layer (rid) is
-//! taken; the others are dropped (see README, Known gaps).
+//! known, then `no-more-pads`. A simulcast client (several rids on its
+//! video m-line) gets one pad `video_{rid}` per encoding instead of
+//! `video`, each with its own size: the layers of one track, as they came.
+//! The frame rate measured from RTP time goes into the video caps after
+//! the first second (VP8 carries none).
 //!
-//! Upstream force-key-unit events on `video` (livekitsink's room keyframe
-//! requests) become PLI to the client. When the session ends (DELETE on its
+//! Upstream force-key-unit events on a video pad (livekitsink's room
+//! keyframe requests) become PLI to the client for that pad's rid. When the session ends (DELETE on its
 //! resource, DTLS close, ICE consent lost, 15 s of silence) every pad gets
 //! EOS. Several elements share one HTTP listener per port
 //! ([`crate::whip::listener`]); a wrong or refused key is answered over
@@ -26,6 +29,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod framerate;
 mod imp;
 
 glib::wrapper! {
