@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Creates (or finds) the quick start's demo ingress through the real LiveKit
-Ingress API client and prints what a streamer needs: the URL and stream key."""
+"""Creates (or finds) the quick start's demo ingresses through the real LiveKit
+Ingress API client, one RTMP and one WHIP, and prints what a streamer needs:
+the URL and stream key of each (for OBS, ffmpeg, or any WHIP client)."""
 
 import argparse
 import asyncio
@@ -19,17 +20,21 @@ async def main():
     lkapi = api.LiveKitAPI(args.api_url, args.api_key, args.api_secret)
     try:
         existing = await lkapi.ingress.list_ingress(api.ListIngressRequest(room_name=args.room))
-        info = next((i for i in existing.items if i.name == "quick start demo"), None)
-        if info is None:
-            info = await lkapi.ingress.create_ingress(
+
+        async def demo(name, input_type, identity):
+            found = next((i for i in existing.items if i.name == name), None)
+            return found or await lkapi.ingress.create_ingress(
                 api.CreateIngressRequest(
-                    input_type=api.IngressInput.RTMP_INPUT,
-                    name="quick start demo",
+                    input_type=input_type,
+                    name=name,
                     room_name=args.room,
-                    participant_identity="demo-streamer",
-                    participant_name="Demo streamer",
+                    participant_identity=identity,
+                    participant_name=identity.replace("-", " ").capitalize(),
                 )
             )
+
+        info = await demo("quick start demo", api.IngressInput.RTMP_INPUT, "demo-streamer")
+        whip = await demo("quick start demo (WHIP)", api.IngressInput.WHIP_INPUT, "demo-whip")
     finally:
         await lkapi.aclose()
 
@@ -41,6 +46,9 @@ async def main():
         "  ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 "
         f"-c:v libx264 -g 60 -c:a aac -f flv {info.url}/{info.stream_key}"
     )
+    print(f"WHIP ingress: {whip.ingress_id} (forwarded as the client sends it)")
+    print(f"  OBS 30+: Settings > Stream > Service: WHIP, Server: {whip.url}, Bearer Token: {whip.stream_key}")
+    print(f"  or POST an SDP offer to {whip.url}/{whip.stream_key}")
 
 
 if __name__ == "__main__":
