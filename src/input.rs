@@ -81,6 +81,24 @@ pub enum Decision {
     Reject(String),
 }
 
+/// How a refusal that says nothing about the stream key begins: this node
+/// cannot take a publish now (full, shutting down), another node may. The
+/// listeners answer it as their protocol says "try later or elsewhere"
+/// (HTTP 503, SRT's overload code).
+pub const NODE_UNAVAILABLE: &str = "this node cannot take the stream now: ";
+
+impl Decision {
+    /// A refusal for this node's reasons, not the stream's.
+    pub fn node_unavailable(why: &str) -> Decision {
+        Decision::Reject(format!("{NODE_UNAVAILABLE}{why}"))
+    }
+}
+
+/// Whether a refusal's text is a [`Decision::node_unavailable`].
+pub fn is_node_unavailable(reason: &str) -> bool {
+    reason.starts_with(NODE_UNAVAILABLE)
+}
+
 /// Decides on every publish on a listener's port.
 pub type Authorizer =
     Arc<dyn Fn(PublishRequest) -> Pin<Box<dyn Future<Output = Decision> + Send>> + Send + Sync>;

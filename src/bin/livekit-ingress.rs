@@ -95,9 +95,23 @@ async fn serve(heap_bounded: bool) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("livekit-ingress: interrupted, ending live streams");
+        }
+        _ = term.recv() => {
+            // A rolling update: let live streams go on for the drain time;
+            // a second signal (SIGTERM or SIGINT) ends them at once.
+            eprintln!("livekit-ingress: SIGTERM, draining (a second signal ends live streams now)");
+            let second = async {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            };
+            if !service.drain(second).await {
+                eprintln!("livekit-ingress: drain over, ending live streams");
+            }
+        }
     }
-    eprintln!("livekit-ingress: shutting down, ending live streams");
     service.shutdown().await;
 }

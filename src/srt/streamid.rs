@@ -73,7 +73,9 @@ impl From<&StreamIdError> for Rejection {
 /// The code for a refusal given as text (the listener's own reasons and the
 /// application's [`crate::input::Decision::Reject`]).
 pub fn rejection_for(reason: &str) -> Rejection {
-    if reason.contains("unknown stream key") {
+    if crate::input::is_node_unavailable(reason) {
+        Rejection::Overload
+    } else if reason.contains("unknown stream key") {
         Rejection::Unauthorized
     } else if reason.contains("already publishing") {
         Rejection::Conflict
@@ -197,5 +199,12 @@ mod tests {
             rejection_for("the ingress pipeline could not start"),
             Rejection::InternalServerError
         );
+        // A full or draining node: try later or elsewhere, even when the
+        // reason's words would say otherwise.
+        use crate::input::Decision;
+        let Decision::Reject(full) = Decision::node_unavailable("at capacity (disabled)") else {
+            unreachable!()
+        };
+        assert_eq!(rejection_for(&full), Rejection::Overload);
     }
 }

@@ -594,6 +594,9 @@ async fn twirp(
 /// Ready when the store answers (a node that cannot reach it can neither
 /// authorize a publish nor serve the API).
 async fn health(State(api): State<Arc<Api>>) -> Response {
+    if let Some(why) = api.sessions.unavailable() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response();
+    }
     let store = api.store.clone();
     match tokio::task::spawn_blocking(move || store.ping()).await {
         Ok(Ok(())) => "OK".into_response(),
@@ -650,6 +653,16 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
             stats.refused.load(Ordering::Relaxed),
         ),
         (
+            "livekit_ingress_publishes_refused_unavailable_total",
+            "Publishes refused because the node was at capacity or shutting down.",
+            stats.refused_unavailable.load(Ordering::Relaxed),
+        ),
+        (
+            "livekit_ingress_draining",
+            "1 while the node drains after SIGTERM (no new publish is taken).",
+            u64::from(api.sessions.draining()),
+        ),
+        (
             "livekit_ingress_webhooks_sent_total",
             "Webhook deliveries a receiver accepted.",
             webhooks::stats().sent.load(Ordering::Relaxed),
@@ -672,6 +685,22 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         };
         text.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    for (name, help, value) in [
+        (
+            "livekit_ingress_capacity_cores",
+            "Cores the node's streams may take together (capacity.cores x max_load).",
+            api.sessions.capacity.limit,
+        ),
+        (
+            "livekit_ingress_committed_cores",
+            "Cores the live streams were admitted with.",
+            api.sessions.committed(),
+        ),
+    ] {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
         ));
     }
     text.push_str(&sent_metrics(&api.sessions.sent()));

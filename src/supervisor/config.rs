@@ -48,6 +48,41 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// What a connection may do before its publish is accepted.
     pub rtmp_limits: RtmpLimits,
+    /// What the node can carry, and what each stream costs (admission).
+    pub capacity: CapacityConfig,
+    /// Seconds live streams may go on after SIGTERM (no new publish is taken
+    /// meanwhile) before they are ended; a second SIGTERM or SIGINT ends them
+    /// at once. Below Kubernetes' default grace period of 30 s.
+    pub drain_timeout: u32,
+}
+
+/// Admission by capacity (`super::capacity`): costs in cores per stream, as
+/// measured on this project's benchmarks (README, Performance).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CapacityConfig {
+    /// Cores the node has for streams; 0: the cores this process may use.
+    pub cores: f64,
+    /// The share of `cores` streams may take together; the rest is headroom
+    /// (the service itself, encoders' peaks at keyframes, the OS).
+    pub max_load: f64,
+    /// Cores one transcoded stream takes (a 1080p30 source, default preset:
+    /// 0.40 to 0.67 measured).
+    pub transcode_cost: f64,
+    /// Cores one stream forwarded without transcoding takes (WHIP bypass:
+    /// 0.03 to 0.04 measured).
+    pub bypass_cost: f64,
+}
+
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        CapacityConfig {
+            cores: 0.0,
+            max_load: 0.9,
+            transcode_cost: 0.6,
+            bypass_cost: 0.05,
+        }
+    }
 }
 
 /// Bounds on RTMP connections that have not published yet: they have shown
@@ -123,6 +158,8 @@ impl std::fmt::Debug for Config {
             .field("store", &self.store)
             .field("webhook", &self.webhook)
             .field("rtmp_limits", &self.rtmp_limits)
+            .field("capacity", &self.capacity)
+            .field("drain_timeout", &self.drain_timeout)
             .finish()
     }
 }
@@ -173,6 +210,8 @@ impl Default for Config {
             store: StoreConfig::default(),
             webhook: WebhookConfig::default(),
             rtmp_limits: RtmpLimits::default(),
+            capacity: CapacityConfig::default(),
+            drain_timeout: 25,
         }
     }
 }
@@ -301,6 +340,17 @@ impl Config {
             || limits.max_pending_per_address == 0
         {
             return Err("rtmp_limits: every limit must be above 0".into());
+        }
+        let capacity = &self.capacity;
+        if !(capacity.cores >= 0.0
+            && capacity.max_load > 0.0
+            && capacity.max_load <= 1.0
+            && capacity.transcode_cost > 0.0
+            && capacity.bypass_cost > 0.0)
+        {
+            return Err(
+                "capacity: cores must be 0 or more, max_load in (0, 1], costs above 0".into(),
+            );
         }
         if let Some(redis) = &self.store.redis {
             if redis.address.is_empty() || redis.prefix.is_empty() {

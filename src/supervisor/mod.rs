@@ -12,6 +12,7 @@
 //! - [`webhooks`]: ingress_started / ingress_ended, signed as LiveKit signs them.
 
 pub mod api;
+pub mod capacity;
 pub mod config;
 pub mod ingress;
 pub mod process_stats;
@@ -111,6 +112,20 @@ impl Service {
             srt_listener,
             http,
         })
+    }
+
+    /// The first half of a graceful stop: no new publish is taken (refused
+    /// with the reason, `/health` not ready) while live streams go on, until
+    /// none is left, `drain_timeout` has passed, or `cut_short` fires (a
+    /// second signal). Whether every stream ended by itself.
+    pub async fn drain(&self, cut_short: impl std::future::Future) -> bool {
+        self.sessions.drain();
+        let live = self.sessions.live_count();
+        let timeout = std::time::Duration::from_secs(self.config.drain_timeout.into());
+        if live > 0 {
+            tracing::info!("draining: {live} live streams go on for up to {timeout:?}; no new publish is taken");
+        }
+        self.sessions.wait_drained(timeout, cut_short).await
     }
 
     /// Ends live streams cleanly (participants leave, ingresses inactive) and stops serving.

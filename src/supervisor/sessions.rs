@@ -5,6 +5,7 @@
 //! A session runs only while it holds its ingress's claim in the store, which
 //! is what keeps one key from publishing twice, here or on another node.
 
+use super::capacity::{Capacity, Load};
 use super::config::Config;
 use super::ingress::{may_publish, now_nanos, takes_push};
 use super::store::{self, Store, StoreError};
@@ -47,6 +48,9 @@ pub enum StartError {
     Deleted,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Full or shutting down (see `Sessions::admit`).
+    #[error("{prefix}{0}", prefix = crate::input::NODE_UNAVAILABLE)]
+    Unavailable(String),
 }
 
 impl StartError {
@@ -64,6 +68,8 @@ pub struct SessionStats {
     pub ended: AtomicU64,
     pub failed: AtomicU64,
     pub refused: AtomicU64,
+    /// Of those, refused because the node was full or shutting down.
+    pub refused_unavailable: AtomicU64,
 }
 
 struct Live {
@@ -71,6 +77,8 @@ struct Live {
     thread: Option<std::thread::JoinHandle<()>>,
     /// What the stream sent to the room so far, as livekitsink last reported.
     sent: Option<SendStats>,
+    /// Cores the stream was admitted with.
+    cost: f64,
 }
 
 /// What a session thread keeps while it follows its pipeline.
@@ -148,6 +156,12 @@ pub struct Sessions {
     store: Arc<dyn Store>,
     live: Mutex<HashMap<String, Live>>,
     pub stats: SessionStats,
+    pub capacity: Capacity,
+    /// Held from a publish's admission to its session being live, so that two
+    /// publishes at once cannot both take the last room.
+    admission: Mutex<()>,
+    /// Set on SIGTERM: no new stream is taken.
+    draining: AtomicBool,
 }
 
 impl Sessions {
@@ -160,6 +174,9 @@ impl Sessions {
         let webhooks = Webhooks::new(config.webhook.urls.clone(), webhook_key, &config.api_secret);
         let sessions = Arc::new(Sessions {
             webhooks,
+            capacity: Capacity::new(&config.capacity),
+            admission: Mutex::default(),
+            draining: AtomicBool::new(false),
             config,
             store: store.clone(),
             live: Mutex::default(),
@@ -180,6 +197,60 @@ impl Sessions {
     /// Number of live sessions.
     pub fn live_count(&self) -> usize {
         lock(&self.live).len()
+    }
+
+    /// Cores the live streams were admitted with, together.
+    pub fn committed(&self) -> f64 {
+        lock(&self.live).values().map(|live| live.cost).sum()
+    }
+
+    /// Whether `/health` should turn load balancers away: shutting down, or
+    /// no room for another transcoded stream. The reason when so.
+    pub fn unavailable(&self) -> Option<String> {
+        if self.draining() {
+            return Some("shutting down".into());
+        }
+        let committed = self.committed();
+        self.capacity.full(committed).then(|| {
+            format!(
+                "at capacity ({committed:.2} of {:.2} cores)",
+                self.capacity.limit
+            )
+        })
+    }
+
+    /// From now on no new stream is taken (SIGTERM); live ones go on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether a stream of `load` may start on this node now: not while it
+    /// drains, not when it would pass the node's capacity. Checked with
+    /// `admission` held, before the key is claimed, so a refused publish
+    /// leaves the key free for another node.
+    fn admit(&self, load: Load) -> Result<f64, String> {
+        if self.draining() {
+            return Err("shutting down".into());
+        }
+        let (committed, streams) = {
+            let live = lock(&self.live);
+            (live.values().map(|l| l.cost).sum(), live.len())
+        };
+        self.capacity.admit(committed, streams, load)?;
+        Ok(self.capacity.cost(load))
+    }
+
+    fn refuse_unavailable(&self, why: &str) -> Decision {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .refused_unavailable
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("publish refused: this node cannot take it: {why}");
+        Decision::node_unavailable(why)
     }
 
     /// What each live stream has sent to its room, by ingress id.
@@ -207,6 +278,11 @@ impl Sessions {
         let Some(source) = self.push_source(request.input, &info.stream_key) else {
             return self.refuse("this node does not listen for that input");
         };
+        let _admission = lock(&self.admission);
+        let cost = match self.admit(load_of(&info)) {
+            Ok(cost) => cost,
+            Err(why) => return self.refuse_unavailable(&why),
+        };
         match self.store.claim(&info.ingress_id) {
             Ok(true) => {}
             Ok(false) => return self.refuse("this ingress is already publishing"),
@@ -214,7 +290,8 @@ impl Sessions {
         }
         let id = info.ingress_id.clone();
         let started_at = now_nanos();
-        let Err(error) = self.start(info, source, &request.peer.to_string(), started_at) else {
+        let Err(error) = self.start(info, source, &request.peer.to_string(), started_at, cost)
+        else {
             return Decision::Accept;
         };
         self.not_started(&id, started_at, &error);
@@ -255,8 +332,23 @@ impl Sessions {
         let source = InputSource::Url {
             url: info.url.clone(),
         };
+        let _admission = lock(&self.admission);
+        let cost = match self.admit(load_of(&info)) {
+            Ok(cost) => cost,
+            Err(why) => {
+                // The ingress exists; its pull could not start here.
+                self.stats
+                    .refused_unavailable
+                    .fetch_add(1, Ordering::Relaxed);
+                let error = StartError::Unavailable(why);
+                if let Some(failed) = self.not_started(&id, started_at, &error) {
+                    info.state = Some(failed);
+                }
+                return info;
+            }
+        };
         match self.store.claim(&id) {
-            Ok(true) => match self.start(info.clone(), source, "url", started_at) {
+            Ok(true) => match self.start(info.clone(), source, "url", started_at, cost) {
                 Ok(()) => info.state = self.store.get(&id).ok().flatten().and_then(|i| i.state),
                 Err(error) => {
                     if let Some(failed) = self.not_started(&id, started_at, &error) {
@@ -282,6 +374,7 @@ impl Sessions {
         source: InputSource,
         peer: &str,
         started_at: i64,
+        cost: f64,
     ) -> Result<(), StartError> {
         let input = source.kind().name();
         let pipeline_config = self.pipeline_config(&info, source)?;
@@ -318,6 +411,7 @@ impl Sessions {
                 stop,
                 thread: Some(thread),
                 sent: None,
+                cost,
             },
         );
         Ok(())
@@ -638,11 +732,40 @@ impl Sessions {
         }
     }
 
+    /// Waits until no stream is live or `timeout` has passed, or `cut_short`
+    /// fires (the drain after SIGTERM); whether every stream ended.
+    pub async fn wait_drained(
+        &self,
+        timeout: Duration,
+        cut_short: impl std::future::Future,
+    ) -> bool {
+        let drained = async {
+            while self.live_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = drained => true,
+            _ = tokio::time::sleep(timeout) => false,
+            _ = cut_short => false,
+        }
+    }
+
     /// Ends every live session (graceful shutdown).
     pub fn stop_all(&self) {
         let ids: Vec<String> = lock(&self.live).keys().cloned().collect();
         for id in ids {
             self.stop(&id);
         }
+    }
+}
+
+/// What an ingress's stream asks of the node: LiveKit's rule is that WHIP
+/// may bypass, other inputs always transcode (as `pipeline_config` builds it).
+fn load_of(info: &proto::IngressInfo) -> Load {
+    if info.enable_transcoding == Some(false) {
+        Load::Bypass
+    } else {
+        Load::Transcode
     }
 }

@@ -360,7 +360,9 @@ pub fn refusal_status(reason: &str) -> StatusCode {
     match reason {
         "unknown stream key" => StatusCode::NOT_FOUND,
         r if r.contains("already publishing") => StatusCode::CONFLICT,
-        r if r.contains("in time") => StatusCode::SERVICE_UNAVAILABLE,
+        r if r.contains("in time") || crate::input::is_node_unavailable(r) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::FORBIDDEN,
     }
 }
@@ -536,6 +538,25 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_get_their_status() {
+        assert_eq!(refusal_status("unknown stream key"), StatusCode::NOT_FOUND);
+        assert_eq!(
+            refusal_status("this ingress is already publishing"),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            refusal_status("this ingress is disabled"),
+            StatusCode::FORBIDDEN
+        );
+        let crate::input::Decision::Reject(full) =
+            crate::input::Decision::node_unavailable("shutting down")
+        else {
+            unreachable!()
+        };
+        assert_eq!(refusal_status(&full), StatusCode::SERVICE_UNAVAILABLE);
+    }
 
     /// An offer as pion writes it: one video m-line of `video` (rtpmap and
     /// fmtp lines) with simulcast rids q, h, f, and Opus.

@@ -259,20 +259,24 @@ impl Harness {
     }
 
     pub fn publish_to(rtmp_port: u16, key: &str, seconds: u32) -> Child {
+        Self::publish_sized(rtmp_port, key, seconds, "1280x720")
+    }
+
+    /// ffmpeg publishing a `size` ("WxH") 30 fps test pattern (x264
+    /// ultrafast, a keyframe a second) with a tone for `seconds`; its stderr
+    /// piped (ffmpeg prints a refusal's description there).
+    pub fn publish_sized(rtmp_port: u16, key: &str, seconds: u32, size: &str) -> Child {
         Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
             .args([
-                "-t",
-                &seconds.to_string(),
-                "-c:v",
-                "libx264",
-                "-preset",
-                "ultrafast",
-                "-g",
-                "30",
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size={size}:rate=30"),
             ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &seconds.to_string()])
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "30"])
             .args(["-c:a", "aac", "-ac", "2", "-f", "flv"])
             .arg(format!("rtmp://127.0.0.1:{rtmp_port}/live/{key}"))
             .stdin(Stdio::null())
@@ -376,6 +380,26 @@ impl NodeProcess {
             API_SECRET,
         )
         .with_failover(false)
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT) to the node.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill only sends a signal to the node's own process.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
+    /// Whether the node exited within `timeout`.
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        let pid = self.child.id();
+        super::wait_for(timeout, || {
+            // A zombie (exited, not reaped) is gone as a service.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            stat.is_none_or(|s| s.rsplit(") ").next().is_some_and(|r| r.starts_with('Z')))
+                .then_some(())
+        })
+        .is_some()
     }
 
     /// SIGKILL: the node gets no chance to clean up.

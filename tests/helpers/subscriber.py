@@ -10,6 +10,7 @@ sizes. The tests assert on that report; this script asserts nothing itself.
 
 import argparse
 import asyncio
+import collections
 import json
 import sys
 import time
@@ -87,6 +88,9 @@ class Report:
                 "width": getattr(publication, "width", 0),
                 "height": getattr(publication, "height", 0),
                 "frames": 0,
+                # Video frames per second over the last RECENT_S seconds of
+                # decoding (filled in at the end).
+                "recent_fps": None,
                 "sizes": {},
                 "last_size": None,
                 "first_frame_s": None,
@@ -106,13 +110,30 @@ class Report:
         }
 
 
+RECENT_S = 5.0
+
+
+def recent_fps(times):
+    """Frames per second over the last RECENT_S seconds of `times`, or over
+    all of them when they span less."""
+    if len(times) < 2:
+        return None
+    since = times[-1] - RECENT_S
+    recent = [t for t in times if t >= since]
+    span = times[-1] - max(since, times[0])
+    return round((len(recent) - 1) / span, 2) if span > 0 else None
+
+
 async def consume_video(track, entry, report):
     stream = rtc.VideoStream(track)
+    times = collections.deque(maxlen=1000)
     async for ev in stream:
         frame = ev.frame
         if entry["first_frame_s"] is None:
             entry["first_frame_s"] = round(time.monotonic() - report.started, 3)
         entry["frames"] += 1
+        times.append(time.monotonic())
+        entry["recent_fps"] = recent_fps(times) if entry["frames"] % 15 == 0 else entry["recent_fps"]
         size = f"{frame.width}x{frame.height}"
         entry["sizes"][size] = entry["sizes"].get(size, 0) + 1
         entry["last_size"] = size
