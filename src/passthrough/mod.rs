@@ -6,6 +6,7 @@
 //! `h264passthrough`; the service chooses the mode (`video_passthrough`).
 
 pub mod eligibility;
+pub mod ladder;
 pub mod sps;
 
 use gst::glib;

@@ -48,6 +48,10 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// What a connection may do before its publish is accepted.
     pub rtmp_limits: RtmpLimits,
+    /// H.264 pass-through for every transcoded ingress (`off`, `hybrid`,
+    /// `single`; see `crate::passthrough`): a service setting, so the
+    /// ingresses' API answers stay LiveKit's.
+    pub video_passthrough: crate::passthrough::Mode,
 }
 
 /// Bounds on RTMP connections that have not published yet: they have shown
@@ -123,6 +127,7 @@ impl std::fmt::Debug for Config {
             .field("store", &self.store)
             .field("webhook", &self.webhook)
             .field("rtmp_limits", &self.rtmp_limits)
+            .field("video_passthrough", &self.video_passthrough)
             .finish()
     }
 }
@@ -173,6 +178,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             webhook: WebhookConfig::default(),
             rtmp_limits: RtmpLimits::default(),
+            video_passthrough: crate::passthrough::Mode::Off,
         }
     }
 }
@@ -240,6 +246,18 @@ impl Config {
         }
         if let Some(v) = env("LIVEKIT_INGRESS_WHIP_BASE_URL") {
             self.whip_base_url = v;
+        }
+        if let Some(v) = env("LIVEKIT_INGRESS_VIDEO_PASSTHROUGH") {
+            self.video_passthrough = match v.as_str() {
+                "off" => crate::passthrough::Mode::Off,
+                "hybrid" => crate::passthrough::Mode::Hybrid,
+                "single" => crate::passthrough::Mode::Single,
+                _ => {
+                    return Err(format!(
+                        "LIVEKIT_INGRESS_VIDEO_PASSTHROUGH={v:?} is not off, hybrid or single"
+                    ))
+                }
+            };
         }
         if let Some(v) = env("LIVEKIT_INGRESS_SQLITE") {
             self.store.sqlite = PathBuf::from(v);
