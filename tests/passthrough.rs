@@ -278,3 +278,89 @@ fn single_sends_only_the_source() {
     let ratio = sent_over_encoded(&h, &id, "", ffmpeg);
     assert!((0.85..1.06).contains(&ratio), "sent/encoded {ratio:.3}");
 }
+
+/// ffmpeg making `seconds` of a 960x540 pattern as MPEG-TS, with `bframes`
+/// B-frames.
+fn encode_part(path: &std::path::Path, seconds: u32, bframes: u32) {
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=960x540:rate=30"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "superfast"])
+        .args(["-bf", &bframes.to_string(), "-g", "60", "-f", "mpegts"])
+        .arg(path)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success(), "encoding {}", path.display());
+}
+
+#[test]
+fn b_frames_mid_stream_turn_the_top_layer_into_a_transcode() {
+    let _serial = one_at_a_time();
+    let h = Harness::start_with_passthrough(Mode::Hybrid);
+    let info = h.create("restart", "streamer", "Streamer");
+    let id = info.ingress_id.clone();
+    // One RTMP publish whose encoder "restarts" with B-frames after 8 s:
+    // the concatenation of two encodes, sent as they are (-c:v copy).
+    let dir = h.dir.path();
+    encode_part(&dir.join("plain.ts"), 8, 0);
+    encode_part(&dir.join("bframes.ts"), 40, 3);
+    std::fs::write(
+        dir.join("parts.txt"),
+        "file 'plain.ts'\nfile 'bframes.ts'\n",
+    )
+    .expect("list");
+    let ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re"])
+        .args(["-f", "concat", "-safe", "0", "-i"])
+        .arg(dir.join("parts.txt"))
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000"])
+        .args([
+            "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-t", "45",
+        ])
+        .args(["-f", "flv"])
+        .arg(format!(
+            "rtmp://127.0.0.1:{}/live/{}",
+            h.rtmp_port, info.stream_key
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+
+    h.wait_status(&id, Status::EndpointPublishing, Duration::from_secs(20));
+    let participant = h.participant("restart", "streamer").expect("in the room");
+    let state = h.info(&id).state.expect("state");
+    assert_eq!(state.error, "", "passed through at first: {state:?}");
+
+    // The B-frames come: the reason shows while the ingress publishes on.
+    let changed = common::wait_for(Duration::from_secs(20), || {
+        let state = h.info(&id).state?;
+        state.error.contains("B-frames").then_some(state)
+    })
+    .unwrap_or_else(|| panic!("no fallback: {:?}", h.info(&id).state));
+    assert_eq!(
+        changed.status,
+        Status::EndpointPublishing as i32,
+        "{changed:?}"
+    );
+
+    // Same participant, same layers, each still decoded at its size: the
+    // top one now encoded from the decoded source.
+    let expected = [("low", "320x180"), ("high", "960x540")];
+    let reports = common::watch_layers(&h.livekit, "restart", 2, &expected);
+    for ((quality, size), report) in expected.iter().zip(&reports) {
+        common::assert_layer_size(report, "streamer", quality, size);
+    }
+    let now = h
+        .participant("restart", "streamer")
+        .expect("still in the room");
+    assert_eq!(now.sid, participant.sid, "the participant stayed");
+    assert_eq!(
+        sizes(&announced_layers(&h, &id)),
+        ["320x180", "640x360", "960x540"]
+    );
+    stop(ffmpeg);
+    h.wait_status(&id, Status::EndpointInactive, Duration::from_secs(30));
+}
