@@ -475,6 +475,23 @@ mod tests {
     }
 
     #[test]
+    fn video_passthrough_from_yaml_or_environment() {
+        use crate::passthrough::Mode;
+        assert_eq!(Config::default().video_passthrough, Mode::Off);
+        let c = Config::from_yaml("video_passthrough: hybrid\n").expect("yaml");
+        assert_eq!(c.video_passthrough, Mode::Hybrid);
+        assert!(Config::from_yaml("video_passthrough: always\n").is_err());
+        let mut c = Config::default();
+        c.apply_env(|n| (n == "LIVEKIT_INGRESS_VIDEO_PASSTHROUGH").then(|| "single".into()))
+            .expect("env");
+        assert_eq!(c.video_passthrough, Mode::Single);
+        let err = c
+            .apply_env(|n| (n == "LIVEKIT_INGRESS_VIDEO_PASSTHROUGH").then(|| "on".into()))
+            .expect_err("not a mode");
+        assert!(err.contains("LIVEKIT_INGRESS_VIDEO_PASSTHROUGH"), "{err}");
+    }
+
+    #[test]
     fn prometheus_port_from_yaml_or_environment() {
         assert_eq!(Config::default().prometheus_port, None);
         let c = Config::from_yaml("prometheus_port: 6789\n").expect("yaml");
