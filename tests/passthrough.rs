@@ -10,6 +10,7 @@ mod common;
 
 use common::service::Harness;
 use common::{Subscriber, SubscriberOptions};
+use gst::prelude::*;
 use gstlivekitingress::passthrough::Mode;
 use livekit_protocol as proto;
 use proto::ingress_state::Status;
@@ -363,4 +364,163 @@ fn b_frames_mid_stream_turn_the_top_layer_into_a_transcode() {
     );
     stop(ffmpeg);
     h.wait_status(&id, Status::EndpointInactive, Duration::from_secs(30));
+}
+
+// The element alone, no server: what leaves h264passthrough's pads.
+
+/// One access unit or picture as a fakesink saw it.
+#[derive(Debug, Clone, PartialEq)]
+struct Unit {
+    pts: Option<gst::ClockTime>,
+    keyframe: bool,
+    hash: u64,
+}
+
+/// Runs `launch` to its end; what each named fakesink received.
+fn run_to_eos(launch: &str, sinks: &[&str]) -> Vec<Vec<Unit>> {
+    use std::hash::{Hash, Hasher};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        gst::init().expect("gstreamer");
+        gstlivekitingress::plugin_register_static().expect("register plugin");
+    });
+    let pipeline = gst::parse::launch(launch)
+        .expect("pipeline")
+        .downcast::<gst::Pipeline>()
+        .expect("a pipeline");
+    let seen: Vec<std::sync::Arc<std::sync::Mutex<Vec<Unit>>>> =
+        sinks.iter().map(|_| Default::default()).collect();
+    for (name, seen) in sinks.iter().zip(&seen) {
+        let seen = seen.clone();
+        let pad = pipeline
+            .by_name(name)
+            .and_then(|s| s.static_pad("sink"))
+            .expect("a named fakesink");
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer() {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                if let Ok(map) = buffer.map_readable() {
+                    map.as_slice().hash(&mut hasher);
+                }
+                seen.lock().expect("units").push(Unit {
+                    pts: buffer.pts(),
+                    keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+                    hash: hasher.finish(),
+                });
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    pipeline.set_state(gst::State::Playing).expect("playing");
+    let bus = pipeline.bus().expect("bus");
+    let message = bus
+        .timed_pop_filtered(
+            gst::ClockTime::from_seconds(60),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        )
+        .expect("the end within a minute");
+    pipeline.set_state(gst::State::Null).expect("stopped");
+    if let gst::MessageView::Error(err) = message.view() {
+        panic!("{launch}: {}", err.error());
+    }
+    seen.iter()
+        .map(|s| s.lock().expect("units").clone())
+        .collect()
+}
+
+/// A 4 s 320x180 FLV from ffmpeg: a keyframe every second, `bframes` B-frames.
+fn flv_file(dir: &std::path::Path, bframes: u32) -> std::path::PathBuf {
+    let path = dir.join(format!("bf{bframes}.flv"));
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=30",
+            "-t",
+            "4",
+        ])
+        .args(["-c:v", "libx264", "-preset", "superfast", "-g", "30"])
+        .args(["-bf", &bframes.to_string(), "-f", "flv"])
+        .arg(&path)
+        .status()
+        .expect("ffmpeg");
+    assert!(status.success());
+    path
+}
+
+#[test]
+fn the_element_sends_the_source_untouched_and_keys_the_lower_layers_with_it() {
+    let dir = common::ScratchDir::new("passthrough-element");
+    let file = flv_file(dir.path(), 0);
+    let head = format!("filesrc location={} ! flvdemux ! h264parse", file.display());
+    let reference = run_to_eos(
+        &format!(
+            "{head} config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au \
+             ! fakesink name=source"
+        ),
+        &["source"],
+    )
+    .remove(0);
+    let out = run_to_eos(
+        &format!(
+            "{head} ! h264passthrough name=pass pass.src ! fakesink name=top \
+             pass.raw ! queue ! simulcastenc codec=h264-high layers=160x90 keyframe-interval=10 \
+             name=enc enc.src_0 ! fakesink name=low"
+        ),
+        &["top", "low"],
+    );
+    let (top, low) = (&out[0], &out[1]);
+    assert_eq!(reference.len(), 120);
+    // The top layer is the source's access units, byte for byte, from the
+    // end of its first second (measured for the bitrate, not sent) on.
+    let first = top.first().expect("the top layer flowed");
+    let from = reference
+        .iter()
+        .position(|u| u.pts == first.pts)
+        .expect("a source time");
+    assert!(from <= 31, "started at access unit {from}");
+    assert_eq!(top[..], reference[from..]);
+    // Each lower-layer keyframe is on a source keyframe and each source
+    // keyframe is one (its own interval, 10 s, would give only the first).
+    // Times from each stream's first picture (the encoder's output segment
+    // starts elsewhere than the demuxer's).
+    let keys = |units: &[Unit]| -> Vec<u64> {
+        let start = units
+            .first()
+            .and_then(|u| u.pts)
+            .map_or(0, |t| t.nseconds());
+        units
+            .iter()
+            .filter(|u| u.keyframe)
+            .filter_map(|u| u.pts.map(|t| t.nseconds() - start))
+            .collect()
+    };
+    assert_eq!(keys(&reference).len(), 4);
+    assert_eq!(keys(low), keys(&reference));
+}
+
+#[test]
+fn the_element_encodes_the_top_layer_of_a_stream_with_b_frames() {
+    let dir = common::ScratchDir::new("passthrough-element-b");
+    let file = flv_file(dir.path(), 3);
+    let head = format!("filesrc location={} ! flvdemux ! h264parse", file.display());
+    let reference = run_to_eos(
+        &format!(
+            "{head} config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au \
+             ! fakesink name=source"
+        ),
+        &["source"],
+    )
+    .remove(0);
+    let launch = format!("{head} ! h264passthrough name=pass pass.src ! fakesink name=top");
+    let top = run_to_eos(&launch, &["top"]).remove(0);
+    // Every picture, encoded again: none is a source access unit.
+    assert!(top.len() >= 115, "{} pictures", top.len());
+    assert!(top
+        .iter()
+        .all(|u| !reference.iter().any(|r| r.hash == u.hash)));
+    // In order: no reordering left on the way out.
+    assert!(top.windows(2).all(|w| w[0].pts < w[1].pts));
 }
