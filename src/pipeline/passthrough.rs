@@ -3,8 +3,8 @@
 //! is built, then
 //!
 //! ```text
-//! hybrid: video ─ queue ─ h264passthrough ─src─ queue ─────────────────────────── livekitsink.video_0
-//!                                          └raw─ queue ─ simulcastenc ─src_N─ queue ─ livekitsink.video_N+1
+//! hybrid: video ─ queue ─ h264passthrough ─src─ queue ──────────────────────────────────────────── livekitsink.video_0
+//!                                          └raw─ queue ─ videoscale ─ simulcastenc ─src_N─ queue ─ livekitsink.video_N+1
 //! single: video ─ queue ─ h264passthrough(mode=single) ─src─ queue ─ livekitsink.video_0
 //! ```
 //!
@@ -121,6 +121,22 @@ fn add_lower_layers(
     lower: &[VideoLayer],
 ) -> Result<Vec<gst::Pad>, PipelineError> {
     let queue = make("queue", None)?;
+    // Scaled once to the largest lower layer, from which simulcastenc
+    // scales the others: scaling the decoded source to each layer costs
+    // about as much as decoding it (videoscale, 1080p to 360p: 0.07 core).
+    let scale = make("videoscale", None)?;
+    let largest = make("capsfilter", None)?;
+    if let Some(top) = lower.first() {
+        set(
+            &largest,
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("width", top.width as i32)
+                .field("height", top.height as i32)
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                .build(),
+        )?;
+    }
     let enc = make("simulcastenc", Some("enc"))?;
     // One track, one profile: the lower layers take the source's.
     set(&enc, "codec", source.codec)?;
@@ -130,7 +146,7 @@ fn add_lower_layers(
         "layer-specs",
         gst::Array::new(lower.iter().map(VideoLayer::to_structure)),
     )?;
-    let (queue, enc) = add_chain(pipeline, &[queue, enc])?;
+    let (queue, enc) = add_chain(pipeline, &[queue, scale, largest, enc])?;
     let raw = pad_of(pass, "raw")?;
     super::link_to(&raw, &queue)?;
     Ok(enc.src_pads())
