@@ -8,12 +8,14 @@ pub mod claims;
 pub mod codec;
 pub mod decode;
 pub mod fdlimit;
+pub mod h264passthrough;
 pub mod heap;
 pub mod input;
 pub mod livekit;
 pub mod livekitsink;
 pub mod messages;
 pub mod options;
+pub mod passthrough;
 pub mod pipeline;
 pub mod presets;
 pub mod rtmp;
@@ -37,6 +39,7 @@ fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     srtingresssrc::register(plugin)?;
     urlingresssrc::register(plugin)?;
     whipingresssrc::register(plugin)?;
+    h264passthrough::register(plugin)?;
     Ok(())
 }
 
@@ -67,6 +70,7 @@ mod tests {
             glib::Object::new::<crate::simulcastenc::SimulcastEnc>().upcast(),
             glib::Object::new::<crate::livekitsink::LiveKitSink>().upcast(),
             glib::Object::new::<crate::srtingresssrc::SrtIngressSrc>().upcast(),
+            glib::Object::new::<crate::h264passthrough::H264Passthrough>().upcast(),
         ] {
             for pspec in element.list_properties().iter() {
                 if pspec.owner_type() != element.type_() {

@@ -17,6 +17,7 @@ use crate::input::{self as input_contract, InputSource};
 use crate::livekit::stats::SendStats;
 use crate::messages::input::{self, InputAudio, InputVideo};
 use crate::messages::livekit::{Connected, TrackPublished};
+use crate::messages::passthrough::PassthroughState;
 use crate::messages::publish::{PublishStopped, Stats};
 use crate::messages::BusMessage;
 use crate::options::IngressOptions;
@@ -24,6 +25,8 @@ use crate::presets::VideoLayer;
 use gst::glib;
 use gst::prelude::*;
 use std::sync::Arc;
+
+mod passthrough;
 
 /// The LiveKit server the ingress joins (its room and participant are in
 /// the [`IngressOptions`]).
@@ -48,6 +51,10 @@ pub struct PipelineConfig {
     /// source's encoded media goes to livekitsink as it is (WHIP bypass:
     /// H.264 or VP8 video, Opus audio).
     pub transcode: bool,
+    /// With `transcode`: whether a qualifying H.264 source is passed
+    /// through as the top layer (hybrid) or the only one (single); see
+    /// [`crate::passthrough`].
+    pub passthrough: crate::passthrough::Mode,
 }
 
 /// What the session learns from the pipeline.
@@ -77,6 +84,9 @@ pub enum PipelineEvent {
     },
     /// What livekitsink sent so far (its `livekit-stats`).
     Sent(Box<crate::livekit::stats::SendStats>),
+    /// Whether the source's H.264 is passed through, and if not, why (only
+    /// with pass-through configured).
+    Passthrough { active: bool, reason: String },
     /// The source stopped publishing (or the pipeline reached EOS).
     Ended { reason: String },
     /// Something failed; the text is for the operator.
@@ -199,7 +209,7 @@ impl IngressPipeline {
             let mut layers = crate::sync::lock(&layers);
             let name = pad.name();
             let result = match (name.as_str(), config.transcode) {
-                ("video", true) => add_video_branch(&pipeline, pad, &config),
+                ("video", true) => passthrough::add_video_branch(&pipeline, pad, &config),
                 ("audio", true) => add_audio_branch(&pipeline, pad, &config),
                 (layer, true) if input_contract::is_video_layer(layer) => {
                     // One picture is transcoded: the first encoding to
@@ -644,6 +654,12 @@ impl PipelineEvent {
                             audio: bitrate(stats.audio_bitrate),
                         }
                     }),
+                    PassthroughState::NAME => {
+                        PassthroughState::from_structure(s).map(|p| PipelineEvent::Passthrough {
+                            active: p.active,
+                            reason: p.reason,
+                        })
+                    }
                     SendStats::NAME => SendStats::from_structure(s)
                         .map(|stats| PipelineEvent::Sent(Box::new(stats))),
                     Connected::NAME => {
@@ -709,6 +725,7 @@ mod tests {
             },
             options: options::resolve(info).expect("valid"),
             transcode: true,
+            passthrough: Default::default(),
         }
     }
 

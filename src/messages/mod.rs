@@ -15,6 +15,7 @@
 //!   [`livekit_stats`]: `livekit-stats` (posted by livekitsink);
 //! - [`layer_active`]: the `livekit-layer-active` upstream event (livekitsink
 //!   to simulcastenc);
+//! - [`passthrough`]: `h264passthrough-state` (how the top layer is made);
 //! - [`input`]: `ingress-input-video` / `ingress-input-audio`, the application
 //!   messages the service's pipeline posts about its input.
 
@@ -24,6 +25,7 @@ pub mod input;
 pub mod layer_active;
 pub mod livekit;
 pub mod livekit_stats;
+pub mod passthrough;
 pub mod publish;
 pub mod rtmp;
 

@@ -54,6 +54,10 @@ pub struct Config {
     /// meanwhile) before they are ended; a second SIGTERM or SIGINT ends them
     /// at once. Below Kubernetes' default grace period of 30 s.
     pub drain_timeout: u32,
+    /// H.264 pass-through for every transcoded ingress (`off`, `hybrid`,
+    /// `single`; see `crate::passthrough`): a service setting, so the
+    /// ingresses' API answers stay LiveKit's.
+    pub video_passthrough: crate::passthrough::Mode,
 }
 
 /// Admission by capacity (`super::capacity`): costs in cores per stream, as
@@ -160,6 +164,7 @@ impl std::fmt::Debug for Config {
             .field("rtmp_limits", &self.rtmp_limits)
             .field("capacity", &self.capacity)
             .field("drain_timeout", &self.drain_timeout)
+            .field("video_passthrough", &self.video_passthrough)
             .finish()
     }
 }
@@ -212,6 +217,7 @@ impl Default for Config {
             rtmp_limits: RtmpLimits::default(),
             capacity: CapacityConfig::default(),
             drain_timeout: 25,
+            video_passthrough: crate::passthrough::Mode::Off,
         }
     }
 }
@@ -279,6 +285,18 @@ impl Config {
         }
         if let Some(v) = env("LIVEKIT_INGRESS_WHIP_BASE_URL") {
             self.whip_base_url = v;
+        }
+        if let Some(v) = env("LIVEKIT_INGRESS_VIDEO_PASSTHROUGH") {
+            self.video_passthrough = match v.as_str() {
+                "off" => crate::passthrough::Mode::Off,
+                "hybrid" => crate::passthrough::Mode::Hybrid,
+                "single" => crate::passthrough::Mode::Single,
+                _ => {
+                    return Err(format!(
+                        "LIVEKIT_INGRESS_VIDEO_PASSTHROUGH={v:?} is not off, hybrid or single"
+                    ))
+                }
+            };
         }
         if let Some(v) = env("LIVEKIT_INGRESS_SQLITE") {
             self.store.sqlite = PathBuf::from(v);
@@ -504,6 +522,23 @@ mod tests {
             ..real
         };
         assert_eq!(c.finish().expect("valid").bind_address, "0.0.0.0");
+    }
+
+    #[test]
+    fn video_passthrough_from_yaml_or_environment() {
+        use crate::passthrough::Mode;
+        assert_eq!(Config::default().video_passthrough, Mode::Off);
+        let c = Config::from_yaml("video_passthrough: hybrid\n").expect("yaml");
+        assert_eq!(c.video_passthrough, Mode::Hybrid);
+        assert!(Config::from_yaml("video_passthrough: always\n").is_err());
+        let mut c = Config::default();
+        c.apply_env(|n| (n == "LIVEKIT_INGRESS_VIDEO_PASSTHROUGH").then(|| "single".into()))
+            .expect("env");
+        assert_eq!(c.video_passthrough, Mode::Single);
+        let err = c
+            .apply_env(|n| (n == "LIVEKIT_INGRESS_VIDEO_PASSTHROUGH").then(|| "on".into()))
+            .expect_err("not a mode");
+        assert!(err.contains("LIVEKIT_INGRESS_VIDEO_PASSTHROUGH"), "{err}");
     }
 
     #[test]

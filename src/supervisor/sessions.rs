@@ -460,6 +460,7 @@ impl Sessions {
             options: options::resolve(info)?,
             // LiveKit's rule: WHIP may bypass; other inputs always transcode.
             transcode: info.enable_transcoding != Some(false),
+            passthrough: self.config.video_passthrough,
         })
     }
 
@@ -582,6 +583,18 @@ impl Sessions {
                 }
                 if let Some(a) = state.audio.as_mut() {
                     a.average_bitrate = audio;
+                }
+            }
+            PipelineEvent::Passthrough { active, reason } => {
+                // LiveKit's `error` is "error/non compliance description":
+                // a source that could not be passed through is told there,
+                // while the ingress goes on publishing (transcoded).
+                if active {
+                    tracing::info!(ingress = %session.id, "video passed through");
+                    state.error.clear();
+                } else {
+                    tracing::warn!(ingress = %session.id, "video pass-through off: {reason}; transcoding");
+                    state.error = format!("video pass-through off: {reason}; transcoded");
                 }
             }
             PipelineEvent::Ended { reason } => return Step::End(Outcome::Finished(reason)),

@@ -392,6 +392,8 @@ pub struct SubscriberOptions {
     /// of this size ("WxH") were decoded: with `duration` as the limit, this
     /// leaves the server's allocator the time it takes to reach a layer.
     pub until_size: Option<String>,
+    /// "QUALITY@SECONDS": select another quality that far into the decode window.
+    pub switches: Vec<String>,
 }
 
 impl SubscriberOptions {
@@ -405,6 +407,7 @@ impl SubscriberOptions {
             timeout: 30.0,
             leave_watch: 0.0,
             until_size: None,
+            switches: Vec::new(),
         }
     }
 }
@@ -433,6 +436,9 @@ impl Subscriber {
         }
         if let Some(size) = &opts.until_size {
             cmd.args(["--until-size", size]);
+        }
+        for switch in &opts.switches {
+            cmd.args(["--switch", switch]);
         }
         let child = cmd.spawn().unwrap_or_else(|e| {
             panic!("cannot start the Python subscriber (run scripts/setup.sh): {e}")

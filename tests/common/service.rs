@@ -89,6 +89,8 @@ pub struct Harness {
     pub rtmp_port: u16,
     /// Nodes also listen for SRT (`srt_port`, a fresh UDP port each).
     pub srt: bool,
+    /// The nodes' `video_passthrough`.
+    pub passthrough: gstlivekitingress::passthrough::Mode,
 }
 
 impl Harness {
@@ -106,12 +108,28 @@ impl Harness {
         Self::start_with(dir, store, true)
     }
 
+    /// One node on the embedded SQLite store with `video_passthrough: mode`.
+    pub fn start_with_passthrough(mode: gstlivekitingress::passthrough::Mode) -> Harness {
+        let dir = ScratchDir::new("passthrough-service");
+        let store = format!("  sqlite: {}\n", dir.path().join("ingress.db").display());
+        Self::start_configured(dir, store, false, mode)
+    }
+
     /// One node on the given `store:` section (indented YAML).
     pub fn start_with_store(dir: ScratchDir, store_yaml: String) -> Harness {
         Self::start_with(dir, store_yaml, false)
     }
 
     fn start_with(dir: ScratchDir, store_yaml: String, srt: bool) -> Harness {
+        Self::start_configured(dir, store_yaml, srt, Default::default())
+    }
+
+    fn start_configured(
+        dir: ScratchDir,
+        store_yaml: String,
+        srt: bool,
+        passthrough: gstlivekitingress::passthrough::Mode,
+    ) -> Harness {
         let livekit = LiveKitServer::start();
         let webhooks = WebhookSink::start();
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -129,6 +147,7 @@ impl Harness {
             store_yaml,
             rtmp_port: 0,
             srt,
+            passthrough,
         };
         let service = h.start_node();
         h.rtmp_port = service.rtmp_addr.port();
@@ -152,6 +171,7 @@ impl Harness {
         let config = Config {
             rtmp_base_url: format!("rtmp://127.0.0.1:{rtmp_port}/live"),
             srt_port: self.srt.then(super::free_udp_port),
+            video_passthrough: self.passthrough,
             ..config
         };
         self.rt

@@ -44,6 +44,9 @@ def parse_args():
                         "of this WxH were decoded")
     p.add_argument("--timeout", type=float, default=30.0,
                    help="seconds to wait for the expected tracks before reporting")
+    p.add_argument("--switch", action="append", default=[], metavar="QUALITY@SECONDS",
+                   help="select QUALITY this many seconds into the decode window (repeatable); "
+                        "the report lists when each was asked and every change of decoded size")
     p.add_argument("--leave-watch", type=float, default=0.0,
                    help="after decoding, watch this many seconds for publishers leaving")
     return p.parse_args()
@@ -94,6 +97,7 @@ class Report:
                 "sizes": {},
                 "last_size": None,
                 "first_frame_s": None,
+                "size_changes": [],
                 "sample_rate": None,
                 "channels": None,
             }
@@ -136,6 +140,8 @@ async def consume_video(track, entry, report):
         entry["recent_fps"] = recent_fps(times) if entry["frames"] % 15 == 0 else entry["recent_fps"]
         size = f"{frame.width}x{frame.height}"
         entry["sizes"][size] = entry["sizes"].get(size, 0) + 1
+        if entry["last_size"] != size:
+            entry["size_changes"].append({"t": round(time.monotonic() - report.started, 3), "size": size})
         entry["last_size"] = size
 
 
@@ -162,6 +168,7 @@ async def main():
     room = rtc.Room()
     tasks = []
     subscribed = asyncio.Event()
+    video_publications = []
 
     def count_subscribed():
         return sum(1 for t in report.tracks.values() if t.get("subscribed"))
@@ -192,7 +199,9 @@ async def main():
         entry["subscribed"] = True
         report.event("track_subscribed", sid=publication.sid, kind=entry["kind"])
         if entry["kind"] == "video":
-            if args.quality:
+            video_publications.append(publication)
+            # The SDK refuses a quality for a track that has one layer.
+            if args.quality and entry["simulcasted"]:
                 publication.set_video_quality(QUALITIES[args.quality])
             tasks.append(asyncio.create_task(consume_video(track, entry, report)))
         else:
@@ -215,8 +224,15 @@ async def main():
         except asyncio.TimeoutError:
             report.event("timeout_waiting_for_tracks", subscribed=count_subscribed())
     started = time.monotonic()
+    switches = sorted((float(at), quality) for quality, at in (s.split("@") for s in args.switch))
     while time.monotonic() < started + args.duration:
         await asyncio.sleep(0.2)
+        while switches and time.monotonic() - started >= switches[0][0]:
+            _, quality = switches.pop(0)
+            for publication in video_publications:
+                if getattr(publication, "simulcasted", False):
+                    publication.set_video_quality(QUALITIES[quality])
+            report.event("switch", quality=quality)
         if args.until_size and time.monotonic() - started >= MIN_WINDOW and any(
             t["sizes"].get(args.until_size, 0) >= 30 for t in report.tracks.values() if t["kind"] == "video"
         ):
