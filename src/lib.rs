@@ -10,6 +10,7 @@ pub mod decode;
 pub mod fdlimit;
 pub mod heap;
 pub mod input;
+pub mod lateness;
 pub mod livekit;
 pub mod livekitsink;
 pub mod messages;

@@ -17,7 +17,7 @@ use crate::input::{self as input_contract, InputSource};
 use crate::livekit::stats::SendStats;
 use crate::messages::input::{self, InputAudio, InputVideo};
 use crate::messages::livekit::{Connected, TrackPublished};
-use crate::messages::publish::{PublishStopped, Stats};
+use crate::messages::publish::{LateDropped, PublishStopped, Stats};
 use crate::messages::BusMessage;
 use crate::options::IngressOptions;
 use crate::presets::VideoLayer;
@@ -75,6 +75,9 @@ pub enum PipelineEvent {
         /// The server's TrackInfo (from livekitsink's `info` field).
         info: Box<livekit_protocol::TrackInfo>,
     },
+    /// The source dropped frames that came too late to matter (its
+    /// `ingress-input-late-dropped`), video and audio together.
+    LateDropped { frames: u64 },
     /// What livekitsink sent so far (its `livekit-stats`).
     Sent(Box<crate::livekit::stats::SendStats>),
     /// The source stopped publishing (or the pipeline reached EOS).
@@ -644,6 +647,11 @@ impl PipelineEvent {
                             audio: bitrate(stats.audio_bitrate),
                         }
                     }),
+                    LateDropped::NAME => {
+                        LateDropped::from_structure(s).map(|late| PipelineEvent::LateDropped {
+                            frames: late.video_frames.saturating_add(late.audio_frames),
+                        })
+                    }
                     SendStats::NAME => SendStats::from_structure(s)
                         .map(|stats| PipelineEvent::Sent(Box::new(stats))),
                     Connected::NAME => {
@@ -908,6 +916,17 @@ mod tests {
                 video: u32::MAX,
                 audio: 96_000
             })
+        );
+        assert_eq!(
+            event(
+                LateDropped {
+                    video_frames: 110,
+                    audio_frames: 140,
+                    lateness_ms: 3000,
+                }
+                .to_message(&src)
+            ),
+            Some(PipelineEvent::LateDropped { frames: 250 })
         );
         let video = InputVideo {
             mime_type: "video/x-h264".into(),

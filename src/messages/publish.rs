@@ -98,6 +98,37 @@ impl BusMessage for Stats {
     }
 }
 
+/// `ingress-input-late-dropped`: a source dropped frames that came too late
+/// to matter (a backlog after a stall, see [`crate::lateness`]), posted when
+/// it is on time again.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LateDropped {
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    /// How late the frame that started the drop was, in ms.
+    pub lateness_ms: u64,
+}
+
+impl BusMessage for LateDropped {
+    const NAME: &'static str = "ingress-input-late-dropped";
+
+    fn to_structure(&self) -> gst::Structure {
+        gst::Structure::builder(Self::NAME)
+            .field("video-frames", self.video_frames)
+            .field("audio-frames", self.audio_frames)
+            .field("lateness-ms", self.lateness_ms)
+            .build()
+    }
+
+    fn from_structure(s: &gst::StructureRef) -> Option<Self> {
+        (s.name() == Self::NAME).then(|| LateDropped {
+            video_frames: count(s, "video-frames"),
+            audio_frames: count(s, "audio-frames"),
+            lateness_ms: count(s, "lateness-ms"),
+        })
+    }
+}
+
 /// How often a source posts `ingress-input-stats`.
 pub const STATS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -163,6 +194,11 @@ mod tests {
         round_trip(PublishStopped {
             reason: "connection reset".into(),
             key: None,
+        });
+        round_trip(LateDropped {
+            video_frames: 110,
+            audio_frames: 140,
+            lateness_ms: 3000,
         });
         round_trip(Stats {
             bytes: 1 << 40,

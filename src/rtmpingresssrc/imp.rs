@@ -1,5 +1,6 @@
 use crate::claims::{next_event, Next};
-use crate::messages::publish::{PublishStarted, PublishStopped, StatsMeter};
+use crate::lateness::{LatenessGate, Verdict};
+use crate::messages::publish::{LateDropped, PublishStarted, PublishStopped, StatsMeter};
 use crate::messages::rtmp::Metadata;
 use crate::messages::BusMessage;
 use crate::rtmp::flv::{self, AudioTag, InputVideoCodec, VideoTag};
@@ -38,6 +39,10 @@ const DEFAULT_PORT: u32 = 1935;
 const DEFAULT_HANDSHAKE_TIMEOUT: u32 = 10;
 /// Seconds without data before a publish is considered gone.
 const DEFAULT_IDLE_TIMEOUT: u32 = 30;
+/// Milliseconds behind the live edge past which frames are dropped (see
+/// `crate::lateness`): above the jitter of a sound path, well below what a
+/// viewer takes for "behind".
+pub const DEFAULT_MAX_LATENESS: u32 = 250;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -49,6 +54,7 @@ struct Settings {
     idle_timeout: u32,
     tls_certificate: String,
     tls_key: String,
+    max_lateness: u32,
 }
 
 impl Default for Settings {
@@ -62,6 +68,7 @@ impl Default for Settings {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             tls_certificate: String::new(),
             tls_key: String::new(),
+            max_lateness: DEFAULT_MAX_LATENESS,
         }
     }
 }
@@ -104,6 +111,10 @@ struct Stream {
     expect_video: Option<bool>,
     expect_audio: Option<bool>,
     timestamps: TimestampMapper,
+    /// Drops what a stalled connection delivers too late to matter.
+    lateness: LatenessGate,
+    /// How late the frame that started the current drop was.
+    drop_started_late_ms: u64,
     first_media: Option<Instant>,
     /// When the publish was accepted (Started), until a pad exists.
     waiting_since: Option<Instant>,
@@ -188,6 +199,7 @@ impl RtmpIngressSrc {
 
     /// The streaming thread: one publish from start to end.
     fn stream(&self, mut claim: Claim, stop: Arc<Notify>) {
+        let max_lateness = u64::from(lock(&self.settings).max_lateness) * 1_000_000;
         let mut stream = Stream {
             video: None,
             audio: None,
@@ -195,6 +207,8 @@ impl RtmpIngressSrc {
             expect_video: None,
             expect_audio: None,
             timestamps: TimestampMapper::default(),
+            lateness: LatenessGate::new(max_lateness),
+            drop_started_late_ms: 0,
             first_media: None,
             waiting_since: None,
             key: String::new(),
@@ -314,6 +328,12 @@ impl RtmpIngressSrc {
             }) => {
                 if let Some(pad) = stream.video.clone() {
                     let (pts, dts) = self.timestamps(stream, timestamp, cts)?;
+                    let verdict = stream
+                        .lateness
+                        .video(self.arrival(), dts.nseconds(), keyframe);
+                    if !self.on_time(stream, verdict) {
+                        return Ok(());
+                    }
                     let mut buffer = gst::Buffer::from_slice(data);
                     if let Some(b) = buffer.get_mut() {
                         b.set_pts(pts);
@@ -353,6 +373,10 @@ impl RtmpIngressSrc {
             Ok(AudioTag::AacFrame(data)) => {
                 if let Some(pad) = stream.audio.clone() {
                     let (pts, _) = self.timestamps(stream, timestamp, 0)?;
+                    let verdict = stream.lateness.audio(self.arrival(), pts.nseconds());
+                    if !self.on_time(stream, verdict) {
+                        return Ok(());
+                    }
                     let mut buffer = gst::Buffer::from_slice(data);
                     if let Some(b) = buffer.get_mut() {
                         b.set_pts(pts);
@@ -443,6 +467,46 @@ impl RtmpIngressSrc {
                 Err(gst::FlowError::Error)
             }
         }
+    }
+
+    /// Now, in running time: when the frame being handled arrived here.
+    fn arrival(&self) -> u64 {
+        self.obj()
+            .current_running_time()
+            .unwrap_or(gst::ClockTime::ZERO)
+            .nseconds()
+    }
+
+    /// Whether a frame with `verdict` goes on; logs and posts where a drop
+    /// starts and ends.
+    fn on_time(&self, stream: &mut Stream, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::StartDrop { late_ns } => {
+                stream.drop_started_late_ms = late_ns / 1_000_000;
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "frames {} ms behind the live edge: dropping to the next keyframe on time",
+                    stream.drop_started_late_ms
+                );
+            }
+            Verdict::Resume { dropped } => {
+                gst::warning!(
+                    CAT,
+                    imp = self,
+                    "on time again: dropped {} video and {} audio frames",
+                    dropped.video,
+                    dropped.audio
+                );
+                self.post(&LateDropped {
+                    video_frames: dropped.video,
+                    audio_frames: dropped.audio,
+                    lateness_ms: stream.drop_started_late_ms,
+                });
+            }
+            Verdict::Pass | Verdict::Drop => {}
+        }
+        verdict.passes()
     }
 
     fn push(&self, pad: &gst::Pad, buffer: gst::Buffer) -> Result<(), gst::FlowError> {
@@ -619,6 +683,15 @@ impl ObjectImpl for RtmpIngressSrc {
                     .default_value(DEFAULT_IDLE_TIMEOUT)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("max-lateness")
+                    .nick("Maximum lateness")
+                    .blurb("Milliseconds a frame may arrive behind the live edge (the smallest delay seen) \
+                            before it is dropped, with every frame after it up to the next keyframe late by \
+                            at most half this, and the audio beside them: a publisher whose connection \
+                            stalled is live again after its backlog instead of behind for good (0: never drop)")
+                    .default_value(DEFAULT_MAX_LATENESS)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("tls-certificate")
                     .nick("TLS certificate")
                     .blurb("PEM certificate file: serve RTMPS (with tls-key)")
@@ -654,6 +727,7 @@ impl ObjectImpl for RtmpIngressSrc {
             "idle-timeout" => s.idle_timeout = value.get().unwrap_or(DEFAULT_IDLE_TIMEOUT),
             "tls-certificate" => s.tls_certificate = text(),
             "tls-key" => s.tls_key = text(),
+            "max-lateness" => s.max_lateness = value.get().unwrap_or(DEFAULT_MAX_LATENESS),
             _ => {}
         }
     }
@@ -669,6 +743,7 @@ impl ObjectImpl for RtmpIngressSrc {
             "idle-timeout" => s.idle_timeout.to_value(),
             "tls-certificate" => s.tls_certificate.to_value(),
             "tls-key" => s.tls_key.to_value(),
+            "max-lateness" => s.max_lateness.to_value(),
             _ => glib::Value::from_type(pspec.value_type()),
         }
     }

@@ -64,6 +64,8 @@ pub struct SessionStats {
     pub ended: AtomicU64,
     pub failed: AtomicU64,
     pub refused: AtomicU64,
+    /// Frames sources dropped as too late to matter (after a stall).
+    pub late_dropped: AtomicU64,
 }
 
 struct Live {
@@ -492,6 +494,10 @@ impl Sessions {
             }
             PipelineEvent::Ended { reason } => return Step::End(Outcome::Finished(reason)),
             PipelineEvent::Failed { message } => return Step::End(Outcome::Failed(message)),
+            PipelineEvent::LateDropped { frames } => {
+                self.stats.late_dropped.fetch_add(frames, Ordering::Relaxed);
+                return Step::Continue;
+            }
             PipelineEvent::Sent(sent) => {
                 // Counters for /metrics, not part of the ingress's state.
                 if let Some(live) = lock(&self.live).get_mut(&session.id) {
