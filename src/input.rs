@@ -93,6 +93,8 @@ pub enum InputSource {
         address: String,
         port: u16,
         stream_key: String,
+        /// Seconds the stream waits for its publisher to come back.
+        reconnect_grace: u32,
     },
     /// A publish on this node's SRT listener, by stream key.
     Srt {
@@ -128,12 +130,14 @@ impl InputSource {
                 address,
                 port,
                 stream_key,
+                reconnect_grace,
             } => (
                 "rtmpingresssrc",
                 vec![
                     ("address", address.to_value()),
                     ("port", u32::from(*port).to_value()),
                     ("stream-key", stream_key.to_value()),
+                    ("reconnect-grace", reconnect_grace.to_value()),
                 ],
             ),
             InputSource::Srt {

@@ -17,7 +17,7 @@ use crate::input::{self as input_contract, InputSource};
 use crate::livekit::stats::SendStats;
 use crate::messages::input::{self, InputAudio, InputVideo};
 use crate::messages::livekit::{Connected, TrackPublished};
-use crate::messages::publish::{LateDropped, PublishStopped, Stats};
+use crate::messages::publish::{LateDropped, PublishPaused, PublishResumed, PublishStopped, Stats};
 use crate::messages::BusMessage;
 use crate::options::IngressOptions;
 use crate::presets::VideoLayer;
@@ -80,6 +80,10 @@ pub enum PipelineEvent {
     LateDropped { frames: u64 },
     /// What livekitsink sent so far (its `livekit-stats`).
     Sent(Box<crate::livekit::stats::SendStats>),
+    /// The publisher left; the source waits for it within its grace period.
+    Paused,
+    /// The publisher is back within the grace period.
+    Resumed,
     /// The source stopped publishing (or the pipeline reached EOS).
     Ended { reason: String },
     /// Something failed; the text is for the operator.
@@ -647,6 +651,12 @@ impl PipelineEvent {
                             audio: bitrate(stats.audio_bitrate),
                         }
                     }),
+                    PublishPaused::NAME => {
+                        PublishPaused::from_structure(s).map(|_| PipelineEvent::Paused)
+                    }
+                    PublishResumed::NAME => {
+                        PublishResumed::from_structure(s).map(|_| PipelineEvent::Resumed)
+                    }
                     LateDropped::NAME => {
                         LateDropped::from_structure(s).map(|late| PipelineEvent::LateDropped {
                             frames: late.video_frames.saturating_add(late.audio_frames),
@@ -709,6 +719,7 @@ mod tests {
                 address: "127.0.0.1".into(),
                 port: 1935,
                 stream_key: "key".into(),
+                reconnect_grace: 5,
             },
             server: LiveKitServer {
                 ws_url: "ws://livekit.invalid".into(),

@@ -1,6 +1,8 @@
 use crate::claims::{next_event, Next};
 use crate::lateness::{LatenessGate, Verdict};
-use crate::messages::publish::{LateDropped, PublishStarted, PublishStopped, StatsMeter};
+use crate::messages::publish::{
+    LateDropped, PublishPaused, PublishResumed, PublishStarted, PublishStopped, StatsMeter,
+};
 use crate::messages::rtmp::Metadata;
 use crate::messages::BusMessage;
 use crate::rtmp::flv::{self, AudioTag, InputVideoCodec, VideoTag};
@@ -43,6 +45,9 @@ const DEFAULT_IDLE_TIMEOUT: u32 = 30;
 /// `crate::lateness`): above the jitter of a sound path, well below what a
 /// viewer takes for "behind".
 pub const DEFAULT_MAX_LATENESS: u32 = 250;
+/// Seconds a stream waits for its publisher to come back: none, so a
+/// launch line ends when its publisher leaves, as before.
+const DEFAULT_RECONNECT_GRACE: u32 = 0;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -55,6 +60,7 @@ struct Settings {
     tls_certificate: String,
     tls_key: String,
     max_lateness: u32,
+    reconnect_grace: u32,
 }
 
 impl Default for Settings {
@@ -69,6 +75,7 @@ impl Default for Settings {
             tls_certificate: String::new(),
             tls_key: String::new(),
             max_lateness: DEFAULT_MAX_LATENESS,
+            reconnect_grace: DEFAULT_RECONNECT_GRACE,
         }
     }
 }
@@ -115,6 +122,13 @@ struct Stream {
     lateness: LatenessGate,
     /// How late the frame that started the current drop was.
     drop_started_late_ms: u64,
+    max_lateness_ns: u64,
+    /// The publisher left: until when the stream waits for the key to publish
+    /// again, and why it left.
+    grace: Option<(Instant, String)>,
+    /// Video waits for a keyframe (a publisher came back: the decoder must
+    /// not get its frames before their reference).
+    need_keyframe: bool,
     first_media: Option<Instant>,
     /// When the publish was accepted (Started), until a pad exists.
     waiting_since: Option<Instant>,
@@ -209,6 +223,9 @@ impl RtmpIngressSrc {
             timestamps: TimestampMapper::default(),
             lateness: LatenessGate::new(max_lateness),
             drop_started_late_ms: 0,
+            max_lateness_ns: max_lateness,
+            grace: None,
+            need_keyframe: false,
             first_media: None,
             waiting_since: None,
             key: String::new(),
@@ -221,7 +238,8 @@ impl RtmpIngressSrc {
                 .waiting_since
                 .filter(|_| stream.video.is_none() && stream.audio.is_none())
                 .map(|since| since + FIRST_MEDIA_DEADLINE);
-            let next = next_event(&mut claim.events, &stop, media_deadline);
+            let deadline = stream.grace.as_ref().map(|(until, _)| *until);
+            let next = next_event(&mut claim.events, &stop, deadline.or(media_deadline));
             let event = match next {
                 Next::Stop => return,
                 Next::Event(Some(event)) => event,
@@ -230,6 +248,11 @@ impl RtmpIngressSrc {
                 Next::Event(None) => StreamEvent::Ended {
                     reason: "the listener closed".into(),
                 },
+                Next::NoMedia if stream.grace.is_some() => {
+                    let reason = stream.grace.take().map(|(_, r)| r).unwrap_or_default();
+                    self.on_ended(&mut stream, reason);
+                    return;
+                }
                 Next::NoMedia => {
                     gst::element_imp_error!(
                         self,
@@ -271,12 +294,45 @@ impl RtmpIngressSrc {
             StreamEvent::Video { timestamp, data } => self.on_video(stream, timestamp, &data)?,
             StreamEvent::Audio { timestamp, data } => self.on_audio(stream, timestamp, &data)?,
             StreamEvent::Ended { reason } => {
+                if self.pause(stream, &reason) {
+                    return Ok(true);
+                }
                 self.on_ended(stream, reason);
                 return Ok(false);
             }
         }
         self.maybe_post_stats(stream);
         Ok(true)
+    }
+
+    /// The publisher left: with a grace period and media flowing, the pads
+    /// stay (no EOS, so the room keeps the participant and its tracks) and
+    /// the stream waits for the key to publish again. Whether it waits.
+    fn pause(&self, stream: &mut Stream, reason: &str) -> bool {
+        let grace = lock(&self.settings).reconnect_grace;
+        let flowing = stream.video.is_some() || stream.audio.is_some();
+        if grace == 0 || !flowing || stream.grace.is_some() {
+            return false;
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "publisher left ({reason}): waiting {grace} s for it to come back"
+        );
+        self.post(&PublishPaused {
+            reason: reason.to_string(),
+            grace,
+        });
+        stream.grace = Some((
+            Instant::now() + Duration::from_secs(grace.into()),
+            reason.to_string(),
+        ));
+        // The next publish has its own clock: its first frame maps to the
+        // running time it arrives at, after the gap.
+        stream.timestamps = TimestampMapper::default();
+        stream.lateness = LatenessGate::new(stream.max_lateness_ns);
+        stream.need_keyframe = true;
+        true
     }
 
     fn on_started(
@@ -286,6 +342,13 @@ impl RtmpIngressSrc {
         key: String,
         peer: std::net::SocketAddr,
     ) {
+        if stream.grace.take().is_some() {
+            gst::info!(CAT, imp = self, "publisher back from {peer}");
+            self.post(&PublishResumed {
+                peer: peer.to_string(),
+            });
+            return;
+        }
         gst::info!(
             CAT,
             imp = self,
@@ -326,6 +389,10 @@ impl RtmpIngressSrc {
                 data,
                 ..
             }) => {
+                if stream.need_keyframe && !keyframe {
+                    return Ok(());
+                }
+                stream.need_keyframe = false;
                 if let Some(pad) = stream.video.clone() {
                     let (pts, dts) = self.timestamps(stream, timestamp, cts)?;
                     let verdict = stream
@@ -692,6 +759,15 @@ impl ObjectImpl for RtmpIngressSrc {
                     .default_value(DEFAULT_MAX_LATENESS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("reconnect-grace")
+                    .nick("Reconnect grace")
+                    .blurb("Seconds to wait, when the publisher leaves, for the same key to publish again: \
+                            meanwhile the pads stay without EOS and the next publish goes on through them \
+                            from its first keyframe (ingress-publish-paused, then ingress-publish-resumed); \
+                            0: the stream ends when the publisher leaves")
+                    .default_value(DEFAULT_RECONNECT_GRACE)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("tls-certificate")
                     .nick("TLS certificate")
                     .blurb("PEM certificate file: serve RTMPS (with tls-key)")
@@ -728,6 +804,7 @@ impl ObjectImpl for RtmpIngressSrc {
             "tls-certificate" => s.tls_certificate = text(),
             "tls-key" => s.tls_key = text(),
             "max-lateness" => s.max_lateness = value.get().unwrap_or(DEFAULT_MAX_LATENESS),
+            "reconnect-grace" => s.reconnect_grace = value.get().unwrap_or(DEFAULT_RECONNECT_GRACE),
             _ => {}
         }
     }
@@ -744,6 +821,7 @@ impl ObjectImpl for RtmpIngressSrc {
             "tls-certificate" => s.tls_certificate.to_value(),
             "tls-key" => s.tls_key.to_value(),
             "max-lateness" => s.max_lateness.to_value(),
+            "reconnect-grace" => s.reconnect_grace.to_value(),
             _ => glib::Value::from_type(pspec.value_type()),
         }
     }

@@ -48,6 +48,9 @@ pub struct Config {
     pub webhook: WebhookConfig,
     /// What a connection may do before its publish is accepted.
     pub rtmp_limits: RtmpLimits,
+    /// Seconds an RTMP stream whose publisher dropped keeps its participant
+    /// and tracks in the room, waiting for the same key to publish again.
+    pub reconnect_grace: u32,
 }
 
 /// Bounds on RTMP connections that have not published yet: they have shown
@@ -123,6 +126,7 @@ impl std::fmt::Debug for Config {
             .field("store", &self.store)
             .field("webhook", &self.webhook)
             .field("rtmp_limits", &self.rtmp_limits)
+            .field("reconnect_grace", &self.reconnect_grace)
             .finish()
     }
 }
@@ -173,6 +177,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             webhook: WebhookConfig::default(),
             rtmp_limits: RtmpLimits::default(),
+            reconnect_grace: 5,
         }
     }
 }

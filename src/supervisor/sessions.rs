@@ -73,6 +73,10 @@ struct Live {
     thread: Option<std::thread::JoinHandle<()>>,
     /// What the stream sent to the room so far, as livekitsink last reported.
     sent: Option<SendStats>,
+    /// The stream's input, and whether its publisher left and the stream
+    /// waits for it to come back (its reconnect grace period).
+    input: InputKind,
+    paused: bool,
 }
 
 /// What a session thread keeps while it follows its pipeline.
@@ -209,6 +213,10 @@ impl Sessions {
         let Some(source) = self.push_source(request.input, &info.stream_key) else {
             return self.refuse("this node does not listen for that input");
         };
+        if self.resume_paused(&info.ingress_id, request.input) {
+            tracing::info!(ingress = %info.ingress_id, "publisher back within the grace period");
+            return Decision::Accept;
+        }
         match self.store.claim(&info.ingress_id) {
             Ok(true) => {}
             Ok(false) => return self.refuse("this ingress is already publishing"),
@@ -221,6 +229,15 @@ impl Sessions {
         };
         self.not_started(&id, started_at, &error);
         self.refuse(&error.to_string())
+    }
+
+    /// Whether the ingress's live stream here waits for its publisher to come
+    /// back on `input` (its grace period): then the publish goes on in it,
+    /// through the claim its source element holds.
+    fn resume_paused(&self, id: &str, input: InputKind) -> bool {
+        lock(&self.live)
+            .get_mut(id)
+            .is_some_and(|live| live.input == input && std::mem::take(&mut live.paused))
     }
 
     /// After a claimed start failed: the ERROR state with the reason when the
@@ -285,7 +302,8 @@ impl Sessions {
         peer: &str,
         started_at: i64,
     ) -> Result<(), StartError> {
-        let input = source.kind().name();
+        let kind = source.kind();
+        let input = kind.name();
         let pipeline_config = self.pipeline_config(&info, source)?;
         let pipeline = IngressPipeline::build(&pipeline_config)?;
         let buffering = proto::IngressState {
@@ -320,6 +338,8 @@ impl Sessions {
                 stop,
                 thread: Some(thread),
                 sent: None,
+                input: kind,
+                paused: false,
             },
         );
         Ok(())
@@ -334,6 +354,7 @@ impl Sessions {
                 address,
                 port: self.config.rtmp_port,
                 stream_key,
+                reconnect_grace: self.config.reconnect_grace,
             }),
             InputKind::Srt => Some(InputSource::Srt {
                 address,
@@ -494,6 +515,18 @@ impl Sessions {
             }
             PipelineEvent::Ended { reason } => return Step::End(Outcome::Finished(reason)),
             PipelineEvent::Failed { message } => return Step::End(Outcome::Failed(message)),
+            PipelineEvent::Paused => {
+                state.status = Status::EndpointBuffering as i32;
+                if let Some(live) = lock(&self.live).get_mut(&session.id) {
+                    live.paused = true;
+                }
+            }
+            PipelineEvent::Resumed => {
+                state.status = Status::EndpointPublishing as i32;
+                if let Some(live) = lock(&self.live).get_mut(&session.id) {
+                    live.paused = false;
+                }
+            }
             PipelineEvent::LateDropped { frames } => {
                 self.stats.late_dropped.fetch_add(frames, Ordering::Relaxed);
                 return Step::Continue;

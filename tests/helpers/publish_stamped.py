@@ -6,10 +6,13 @@ it was made, and piped raw into ffmpeg, which encodes them (x264 ultrafast,
 zero latency, a keyframe every --gop frames) with an AAC tone and sends FLV to
 --url. ffmpeg's writes are never paced by anything but this clock, so a
 connection that stalls downstream makes a backlog, as a real encoder's would.
+SIGTERM kills ffmpeg at once (SIGKILL): the publisher vanishes as when an
+encoder crashes, without closing its stream.
 """
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +42,13 @@ def main():
          "-c:a", "aac", "-ac", "2", "-f", "flv", args.url],
         stdin=subprocess.PIPE,
     )
+
+    def crash(_signum, _frame):
+        ffmpeg.kill()
+        ffmpeg.wait()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, crash)
     base = np.tile(np.linspace(40, 200, width, dtype=np.uint8), (height, 1))
     t0 = time.monotonic()
     n = 0
