@@ -308,10 +308,15 @@ impl RtmpIngressSrc {
     /// The publisher left: with a grace period and media flowing, the pads
     /// stay (no EOS, so the room keeps the participant and its tracks) and
     /// the stream waits for the key to publish again. Whether it waits.
+    /// Only an element given its key waits: one taking any key would take
+    /// whichever key published next into the same stream.
     fn pause(&self, stream: &mut Stream, reason: &str) -> bool {
-        let grace = lock(&self.settings).reconnect_grace;
+        let (grace, any_key) = {
+            let settings = lock(&self.settings);
+            (settings.reconnect_grace, settings.stream_key.is_empty())
+        };
         let flowing = stream.video.is_some() || stream.audio.is_some();
-        if grace == 0 || !flowing || stream.grace.is_some() {
+        if grace == 0 || any_key || !flowing || stream.grace.is_some() {
             return false;
         }
         gst::info!(
@@ -764,7 +769,7 @@ impl ObjectImpl for RtmpIngressSrc {
                     .blurb("Seconds to wait, when the publisher leaves, for the same key to publish again: \
                             meanwhile the pads stay without EOS and the next publish goes on through them \
                             from its first keyframe (ingress-publish-paused, then ingress-publish-resumed); \
-                            0: the stream ends when the publisher leaves")
+                            only with stream-key set; 0: the stream ends when the publisher leaves")
                     .default_value(DEFAULT_RECONNECT_GRACE)
                     .mutable_ready()
                     .build(),
