@@ -30,6 +30,10 @@ pub const FLOOR_RISE_PER_S: u64 = 1_000_000;
 
 const NS_PER_S: u64 = 1_000_000_000;
 
+/// The sources' default `max-lateness`, in ms: above the jitter of a sound
+/// path, well below what a viewer takes for "behind".
+pub const DEFAULT_MAX_LATENESS_MS: u32 = 250;
+
 /// What to do with one frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -39,9 +43,11 @@ pub enum Verdict {
     StartDrop {
         late_ns: u64,
     },
-    /// Passed: the keyframe that ends a drop, with what the drop took.
+    /// Passed: the keyframe that ends a drop, with what the drop took and
+    /// how late the frame that started it was.
     Resume {
         dropped: Dropped,
+        late_ns: u64,
     },
 }
 
@@ -63,8 +69,9 @@ pub struct LatenessGate {
     max_lateness_ns: u64,
     /// The live edge: the smallest delay, and the stream time it was seen at.
     floor: Option<(i128, u64)>,
-    /// Dropping video until an on-time keyframe; what this drop took so far.
-    dropping: Option<Dropped>,
+    /// Dropping video until an on-time keyframe; what this drop took so far
+    /// and how late its first frame was.
+    dropping: Option<(Dropped, u64)>,
     /// Every frame dropped since the start.
     pub total: Dropped,
 }
@@ -105,17 +112,17 @@ impl LatenessGate {
             return Verdict::Pass;
         }
         match self.dropping {
-            Some(dropped) if keyframe && late <= self.max_lateness_ns / 2 => {
+            Some((dropped, late_ns)) if keyframe && late <= self.max_lateness_ns / 2 => {
                 self.dropping = None;
-                Verdict::Resume { dropped }
+                Verdict::Resume { dropped, late_ns }
             }
-            Some(ref mut dropped) => {
+            Some((ref mut dropped, _)) => {
                 dropped.video += 1;
                 self.total.video += 1;
                 Verdict::Drop
             }
             None if late > self.max_lateness_ns => {
-                self.dropping = Some(Dropped { video: 1, audio: 0 });
+                self.dropping = Some((Dropped { video: 1, audio: 0 }, late));
                 self.total.video += 1;
                 Verdict::StartDrop { late_ns: late }
             }
@@ -129,7 +136,7 @@ impl LatenessGate {
         if self.max_lateness_ns == 0 {
             return Verdict::Pass;
         }
-        if let Some(dropped) = self.dropping.as_mut() {
+        if let Some((dropped, _)) = self.dropping.as_mut() {
             dropped.audio += 1;
         } else if late <= self.max_lateness_ns {
             return Verdict::Pass;
@@ -229,7 +236,8 @@ mod tests {
         assert!(matches!(
             gate.video(1_100 * MS, 1_090 * MS, true),
             Verdict::Resume {
-                dropped: Dropped { video: 1, audio: 1 }
+                dropped: Dropped { video: 1, audio: 1 },
+                late_ns: 966_000_000..=967_000_000
             }
         ));
         assert!(gate.audio(1_100 * MS, 1_095 * MS).passes());

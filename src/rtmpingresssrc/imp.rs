@@ -1,7 +1,7 @@
 use crate::claims::{next_event, Next};
-use crate::lateness::{LatenessGate, Verdict};
+use crate::lateness::LatenessGate;
 use crate::messages::publish::{
-    LateDropped, PublishPaused, PublishResumed, PublishStarted, PublishStopped, StatsMeter,
+    PublishPaused, PublishResumed, PublishStarted, PublishStopped, StatsMeter,
 };
 use crate::messages::rtmp::Metadata;
 use crate::messages::BusMessage;
@@ -42,9 +42,8 @@ const DEFAULT_HANDSHAKE_TIMEOUT: u32 = 10;
 /// Seconds without data before a publish is considered gone.
 const DEFAULT_IDLE_TIMEOUT: u32 = 30;
 /// Milliseconds behind the live edge past which frames are dropped (see
-/// `crate::lateness`): above the jitter of a sound path, well below what a
-/// viewer takes for "behind".
-pub const DEFAULT_MAX_LATENESS: u32 = 250;
+/// `crate::lateness`).
+const DEFAULT_MAX_LATENESS: u32 = crate::lateness::DEFAULT_MAX_LATENESS_MS;
 /// Seconds a stream waits for its publisher to come back: none, so a
 /// launch line ends when its publisher leaves, as before.
 const DEFAULT_RECONNECT_GRACE: u32 = 0;
@@ -120,8 +119,6 @@ struct Stream {
     timestamps: TimestampMapper,
     /// Drops what a stalled connection delivers too late to matter.
     lateness: LatenessGate,
-    /// How late the frame that started the current drop was.
-    drop_started_late_ms: u64,
     max_lateness_ns: u64,
     /// The publisher left: until when the stream waits for the key to publish
     /// again, and why it left.
@@ -222,7 +219,6 @@ impl RtmpIngressSrc {
             expect_audio: None,
             timestamps: TimestampMapper::default(),
             lateness: LatenessGate::new(max_lateness),
-            drop_started_late_ms: 0,
             max_lateness_ns: max_lateness,
             grace: None,
             need_keyframe: false,
@@ -403,7 +399,7 @@ impl RtmpIngressSrc {
                     let verdict = stream
                         .lateness
                         .video(self.arrival(), dts.nseconds(), keyframe);
-                    if !self.on_time(stream, verdict) {
+                    if !crate::input::on_time(&*self.obj(), *CAT, verdict) {
                         return Ok(());
                     }
                     let mut buffer = gst::Buffer::from_slice(data);
@@ -446,7 +442,7 @@ impl RtmpIngressSrc {
                 if let Some(pad) = stream.audio.clone() {
                     let (pts, _) = self.timestamps(stream, timestamp, 0)?;
                     let verdict = stream.lateness.audio(self.arrival(), pts.nseconds());
-                    if !self.on_time(stream, verdict) {
+                    if !crate::input::on_time(&*self.obj(), *CAT, verdict) {
                         return Ok(());
                     }
                     let mut buffer = gst::Buffer::from_slice(data);
@@ -547,38 +543,6 @@ impl RtmpIngressSrc {
             .current_running_time()
             .unwrap_or(gst::ClockTime::ZERO)
             .nseconds()
-    }
-
-    /// Whether a frame with `verdict` goes on; logs and posts where a drop
-    /// starts and ends.
-    fn on_time(&self, stream: &mut Stream, verdict: Verdict) -> bool {
-        match verdict {
-            Verdict::StartDrop { late_ns } => {
-                stream.drop_started_late_ms = late_ns / 1_000_000;
-                gst::warning!(
-                    CAT,
-                    imp = self,
-                    "frames {} ms behind the live edge: dropping to the next keyframe on time",
-                    stream.drop_started_late_ms
-                );
-            }
-            Verdict::Resume { dropped } => {
-                gst::warning!(
-                    CAT,
-                    imp = self,
-                    "on time again: dropped {} video and {} audio frames",
-                    dropped.video,
-                    dropped.audio
-                );
-                self.post(&LateDropped {
-                    video_frames: dropped.video,
-                    audio_frames: dropped.audio,
-                    lateness_ms: stream.drop_started_late_ms,
-                });
-            }
-            Verdict::Pass | Verdict::Drop => {}
-        }
-        verdict.passes()
     }
 
     fn push(&self, pad: &gst::Pad, buffer: gst::Buffer) -> Result<(), gst::FlowError> {
