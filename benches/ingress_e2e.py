@@ -36,34 +36,16 @@ import numpy as np
 from livekit import api, rtc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
+from stamp import read_stamp, stamp  # noqa: E402  (the barcode the tests read too)
 TOOLS = os.environ.get("LIVEKIT_INGRESS_TOOLS", os.path.expanduser("~/.cache/livekit-ingress"))
 W, H, FPS = 1920, 1080, 30
-BITS, BLOCK = 32, 96  # 2 rows of 16 blocks, 96x96 px at 1080p (64 px at 720p)
 
 
 def free_port(kind=socket.SOCK_STREAM):
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def stamp(frame, value):
-    for bit in range(BITS):
-        row, col = divmod(bit, 16)
-        y, x = 40 + row * (BLOCK + 20), 40 + col * (BLOCK + 20)
-        frame[y : y + BLOCK, x : x + BLOCK] = 235 if (value >> bit) & 1 else 16
-
-
-def read_stamp(y_plane, width, height):
-    sx, sy = width / W, height / H
-    value = 0
-    for bit in range(BITS):
-        row, col = divmod(bit, 16)
-        cy = int((40 + row * (BLOCK + 20) + BLOCK / 2) * sy)
-        cx = int((40 + col * (BLOCK + 20) + BLOCK / 2) * sx)
-        if y_plane[cy, cx] > 128:
-            value |= 1 << bit
-    return value
 
 
 def proc_cpu_rss(pid):

@@ -111,6 +111,8 @@ pub enum InputSource {
         address: String,
         port: u16,
         stream_key: String,
+        /// Seconds the stream waits for its publisher to come back.
+        reconnect_grace: u32,
     },
     /// A publish on this node's SRT listener, by stream key.
     Srt {
@@ -146,12 +148,14 @@ impl InputSource {
                 address,
                 port,
                 stream_key,
+                reconnect_grace,
             } => (
                 "rtmpingresssrc",
                 vec![
                     ("address", address.to_value()),
                     ("port", u32::from(*port).to_value()),
                     ("stream-key", stream_key.to_value()),
+                    ("reconnect-grace", reconnect_grace.to_value()),
                 ],
             ),
             InputSource::Srt {
@@ -264,4 +268,43 @@ pub fn ghost_with_caps(
     });
     let _ = ghost.store_sticky_event(caps);
     Some(ghost)
+}
+
+/// Whether a frame with `verdict` (see [`crate::lateness`]) goes on; where a
+/// drop starts and ends, `element` logs it in its category `cat` and posts
+/// `ingress-input-late-dropped` when the stream is on time again.
+pub fn on_time(
+    element: &impl IsA<gst::Element>,
+    cat: gst::DebugCategory,
+    verdict: crate::lateness::Verdict,
+) -> bool {
+    use crate::lateness::Verdict;
+    use crate::messages::BusMessage;
+    match verdict {
+        Verdict::StartDrop { late_ns } => {
+            gst::warning!(
+                cat,
+                obj = element,
+                "frames {} ms behind the live edge: dropping to the next keyframe on time",
+                late_ns / 1_000_000
+            );
+        }
+        Verdict::Resume { dropped, late_ns } => {
+            gst::warning!(
+                cat,
+                obj = element,
+                "on time again: dropped {} video and {} audio frames",
+                dropped.video,
+                dropped.audio
+            );
+            let message = crate::messages::publish::LateDropped {
+                video_frames: dropped.video,
+                audio_frames: dropped.audio,
+                lateness_ms: late_ns / 1_000_000,
+            };
+            let _ = element.post_message(message.to_message(element.upcast_ref::<gst::Element>()));
+        }
+        Verdict::Pass | Verdict::Drop => {}
+    }
+    verdict.passes()
 }

@@ -11,6 +11,7 @@ pub mod fdlimit;
 pub mod h264passthrough;
 pub mod heap;
 pub mod input;
+pub mod lateness;
 pub mod livekit;
 pub mod livekitsink;
 pub mod messages;

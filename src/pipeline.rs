@@ -18,7 +18,7 @@ use crate::livekit::stats::SendStats;
 use crate::messages::input::{self, InputAudio, InputVideo};
 use crate::messages::livekit::{Connected, TrackPublished};
 use crate::messages::passthrough::PassthroughState;
-use crate::messages::publish::{PublishStopped, Stats};
+use crate::messages::publish::{LateDropped, PublishPaused, PublishResumed, PublishStopped, Stats};
 use crate::messages::BusMessage;
 use crate::options::IngressOptions;
 use crate::presets::VideoLayer;
@@ -82,11 +82,18 @@ pub enum PipelineEvent {
         /// The server's TrackInfo (from livekitsink's `info` field).
         info: Box<livekit_protocol::TrackInfo>,
     },
+    /// The source dropped frames that came too late to matter (its
+    /// `ingress-input-late-dropped`), video and audio together.
+    LateDropped { frames: u64 },
     /// What livekitsink sent so far (its `livekit-stats`).
     Sent(Box<crate::livekit::stats::SendStats>),
     /// Whether the source's H.264 is passed through, and if not, why (only
     /// with pass-through configured).
     Passthrough { active: bool, reason: String },
+    /// The publisher left; the source waits for it within its grace period.
+    Paused,
+    /// The publisher is back within the grace period.
+    Resumed,
     /// The source stopped publishing (or the pipeline reached EOS).
     Ended { reason: String },
     /// Something failed; the text is for the operator.
@@ -660,6 +667,17 @@ impl PipelineEvent {
                             reason: p.reason,
                         })
                     }
+                    PublishPaused::NAME => {
+                        PublishPaused::from_structure(s).map(|_| PipelineEvent::Paused)
+                    }
+                    PublishResumed::NAME => {
+                        PublishResumed::from_structure(s).map(|_| PipelineEvent::Resumed)
+                    }
+                    LateDropped::NAME => {
+                        LateDropped::from_structure(s).map(|late| PipelineEvent::LateDropped {
+                            frames: late.video_frames.saturating_add(late.audio_frames),
+                        })
+                    }
                     SendStats::NAME => SendStats::from_structure(s)
                         .map(|stats| PipelineEvent::Sent(Box::new(stats))),
                     Connected::NAME => {
@@ -717,6 +735,7 @@ mod tests {
                 address: "127.0.0.1".into(),
                 port: 1935,
                 stream_key: "key".into(),
+                reconnect_grace: 5,
             },
             server: LiveKitServer {
                 ws_url: "ws://livekit.invalid".into(),
@@ -925,6 +944,17 @@ mod tests {
                 video: u32::MAX,
                 audio: 96_000
             })
+        );
+        assert_eq!(
+            event(
+                LateDropped {
+                    video_frames: 110,
+                    audio_frames: 140,
+                    lateness_ms: 3000,
+                }
+                .to_message(&src)
+            ),
+            Some(PipelineEvent::LateDropped { frames: 250 })
         );
         let video = InputVideo {
             mime_type: "video/x-h264".into(),

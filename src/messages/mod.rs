@@ -9,7 +9,8 @@
 //!
 //! - [`publish`]: `ingress-publish-started`, `ingress-publish-stopped`,
 //!   `ingress-input-stats`, posted by every source element of the input
-//!   contract ([`crate::input`]); [`rtmp`]: `rtmp-metadata` (rtmpingresssrc);
+//!   contract ([`crate::input`]), and `ingress-input-late-dropped` (those
+//!   that drop late frames); [`rtmp`]: `rtmp-metadata` (rtmpingresssrc);
 //! - [`livekit`]: `livekit-connected`, `livekit-track-published`,
 //!   `livekit-resumed`, `livekit-reconnecting`, `livekit-disconnected`;
 //!   [`livekit_stats`]: `livekit-stats` (posted by livekitsink);

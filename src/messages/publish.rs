@@ -68,6 +68,57 @@ impl BusMessage for PublishStopped {
     }
 }
 
+/// `ingress-publish-paused`: the publisher left, and the source waits for
+/// the same key to publish again within its grace period (the pads stay, no
+/// EOS); `ingress-publish-stopped` follows if no one comes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PublishPaused {
+    pub reason: String,
+    /// Seconds the source waits.
+    pub grace: u32,
+}
+
+impl BusMessage for PublishPaused {
+    const NAME: &'static str = "ingress-publish-paused";
+
+    fn to_structure(&self) -> gst::Structure {
+        gst::Structure::builder(Self::NAME)
+            .field("reason", self.reason.as_str())
+            .field("grace", self.grace)
+            .build()
+    }
+
+    fn from_structure(s: &gst::StructureRef) -> Option<Self> {
+        (s.name() == Self::NAME).then(|| PublishPaused {
+            reason: text(s, "reason"),
+            grace: count(s, "grace").min(u64::from(u32::MAX)) as u32,
+        })
+    }
+}
+
+/// `ingress-publish-resumed`: the key published again within the grace
+/// period; its media goes on through the same pads.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PublishResumed {
+    pub peer: String,
+}
+
+impl BusMessage for PublishResumed {
+    const NAME: &'static str = "ingress-publish-resumed";
+
+    fn to_structure(&self) -> gst::Structure {
+        gst::Structure::builder(Self::NAME)
+            .field("peer", self.peer.as_str())
+            .build()
+    }
+
+    fn from_structure(s: &gst::StructureRef) -> Option<Self> {
+        (s.name() == Self::NAME).then(|| PublishResumed {
+            peer: text(s, "peer"),
+        })
+    }
+}
+
 /// `ingress-input-stats`: what arrived, every few seconds.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {
@@ -94,6 +145,37 @@ impl BusMessage for Stats {
             bytes: count(s, "bytes"),
             video_bitrate: count(s, "video-bitrate"),
             audio_bitrate: count(s, "audio-bitrate"),
+        })
+    }
+}
+
+/// `ingress-input-late-dropped`: a source dropped frames that came too late
+/// to matter (a backlog after a stall, see [`crate::lateness`]), posted when
+/// it is on time again.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LateDropped {
+    pub video_frames: u64,
+    pub audio_frames: u64,
+    /// How late the frame that started the drop was, in ms.
+    pub lateness_ms: u64,
+}
+
+impl BusMessage for LateDropped {
+    const NAME: &'static str = "ingress-input-late-dropped";
+
+    fn to_structure(&self) -> gst::Structure {
+        gst::Structure::builder(Self::NAME)
+            .field("video-frames", self.video_frames)
+            .field("audio-frames", self.audio_frames)
+            .field("lateness-ms", self.lateness_ms)
+            .build()
+    }
+
+    fn from_structure(s: &gst::StructureRef) -> Option<Self> {
+        (s.name() == Self::NAME).then(|| LateDropped {
+            video_frames: count(s, "video-frames"),
+            audio_frames: count(s, "audio-frames"),
+            lateness_ms: count(s, "lateness-ms"),
         })
     }
 }
@@ -163,6 +245,18 @@ mod tests {
         round_trip(PublishStopped {
             reason: "connection reset".into(),
             key: None,
+        });
+        round_trip(PublishPaused {
+            reason: "connection reset".into(),
+            grace: 5,
+        });
+        round_trip(PublishResumed {
+            peer: "127.0.0.1:5000".into(),
+        });
+        round_trip(LateDropped {
+            video_frames: 110,
+            audio_frames: 140,
+            lateness_ms: 3000,
         });
         round_trip(Stats {
             bytes: 1 << 40,

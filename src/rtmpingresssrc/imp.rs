@@ -1,5 +1,8 @@
 use crate::claims::{next_event, Next};
-use crate::messages::publish::{PublishStarted, PublishStopped, StatsMeter};
+use crate::lateness::LatenessGate;
+use crate::messages::publish::{
+    PublishPaused, PublishResumed, PublishStarted, PublishStopped, StatsMeter,
+};
 use crate::messages::rtmp::Metadata;
 use crate::messages::BusMessage;
 use crate::rtmp::flv::{self, AudioTag, InputVideoCodec, VideoTag};
@@ -38,6 +41,12 @@ const DEFAULT_PORT: u32 = 1935;
 const DEFAULT_HANDSHAKE_TIMEOUT: u32 = 10;
 /// Seconds without data before a publish is considered gone.
 const DEFAULT_IDLE_TIMEOUT: u32 = 30;
+/// Milliseconds behind the live edge past which frames are dropped (see
+/// `crate::lateness`).
+const DEFAULT_MAX_LATENESS: u32 = crate::lateness::DEFAULT_MAX_LATENESS_MS;
+/// Seconds a stream waits for its publisher to come back: none, so a
+/// launch line ends when its publisher leaves, as before.
+const DEFAULT_RECONNECT_GRACE: u32 = 0;
 
 #[derive(Debug, Clone)]
 struct Settings {
@@ -49,6 +58,8 @@ struct Settings {
     idle_timeout: u32,
     tls_certificate: String,
     tls_key: String,
+    max_lateness: u32,
+    reconnect_grace: u32,
 }
 
 impl Default for Settings {
@@ -62,6 +73,8 @@ impl Default for Settings {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             tls_certificate: String::new(),
             tls_key: String::new(),
+            max_lateness: DEFAULT_MAX_LATENESS,
+            reconnect_grace: DEFAULT_RECONNECT_GRACE,
         }
     }
 }
@@ -104,6 +117,15 @@ struct Stream {
     expect_video: Option<bool>,
     expect_audio: Option<bool>,
     timestamps: TimestampMapper,
+    /// Drops what a stalled connection delivers too late to matter.
+    lateness: LatenessGate,
+    max_lateness_ns: u64,
+    /// The publisher left: until when the stream waits for the key to publish
+    /// again, and why it left.
+    grace: Option<(Instant, String)>,
+    /// Video waits for a keyframe (a publisher came back: the decoder must
+    /// not get its frames before their reference).
+    need_keyframe: bool,
     first_media: Option<Instant>,
     /// When the publish was accepted (Started), until a pad exists.
     waiting_since: Option<Instant>,
@@ -188,6 +210,7 @@ impl RtmpIngressSrc {
 
     /// The streaming thread: one publish from start to end.
     fn stream(&self, mut claim: Claim, stop: Arc<Notify>) {
+        let max_lateness = u64::from(lock(&self.settings).max_lateness) * 1_000_000;
         let mut stream = Stream {
             video: None,
             audio: None,
@@ -195,6 +218,10 @@ impl RtmpIngressSrc {
             expect_video: None,
             expect_audio: None,
             timestamps: TimestampMapper::default(),
+            lateness: LatenessGate::new(max_lateness),
+            max_lateness_ns: max_lateness,
+            grace: None,
+            need_keyframe: false,
             first_media: None,
             waiting_since: None,
             key: String::new(),
@@ -207,7 +234,8 @@ impl RtmpIngressSrc {
                 .waiting_since
                 .filter(|_| stream.video.is_none() && stream.audio.is_none())
                 .map(|since| since + FIRST_MEDIA_DEADLINE);
-            let next = next_event(&mut claim.events, &stop, media_deadline);
+            let deadline = stream.grace.as_ref().map(|(until, _)| *until);
+            let next = next_event(&mut claim.events, &stop, deadline.or(media_deadline));
             let event = match next {
                 Next::Stop => return,
                 Next::Event(Some(event)) => event,
@@ -216,6 +244,11 @@ impl RtmpIngressSrc {
                 Next::Event(None) => StreamEvent::Ended {
                     reason: "the listener closed".into(),
                 },
+                Next::NoMedia if stream.grace.is_some() => {
+                    let reason = stream.grace.take().map(|(_, r)| r).unwrap_or_default();
+                    self.on_ended(&mut stream, reason);
+                    return;
+                }
                 Next::NoMedia => {
                     gst::element_imp_error!(
                         self,
@@ -257,12 +290,50 @@ impl RtmpIngressSrc {
             StreamEvent::Video { timestamp, data } => self.on_video(stream, timestamp, &data)?,
             StreamEvent::Audio { timestamp, data } => self.on_audio(stream, timestamp, &data)?,
             StreamEvent::Ended { reason } => {
+                if self.pause(stream, &reason) {
+                    return Ok(true);
+                }
                 self.on_ended(stream, reason);
                 return Ok(false);
             }
         }
         self.maybe_post_stats(stream);
         Ok(true)
+    }
+
+    /// The publisher left: with a grace period and media flowing, the pads
+    /// stay (no EOS, so the room keeps the participant and its tracks) and
+    /// the stream waits for the key to publish again. Whether it waits.
+    /// Only an element given its key waits: one taking any key would take
+    /// whichever key published next into the same stream.
+    fn pause(&self, stream: &mut Stream, reason: &str) -> bool {
+        let (grace, any_key) = {
+            let settings = lock(&self.settings);
+            (settings.reconnect_grace, settings.stream_key.is_empty())
+        };
+        let flowing = stream.video.is_some() || stream.audio.is_some();
+        if grace == 0 || any_key || !flowing || stream.grace.is_some() {
+            return false;
+        }
+        gst::info!(
+            CAT,
+            imp = self,
+            "publisher left ({reason}): waiting {grace} s for it to come back"
+        );
+        self.post(&PublishPaused {
+            reason: reason.to_string(),
+            grace,
+        });
+        stream.grace = Some((
+            Instant::now() + Duration::from_secs(grace.into()),
+            reason.to_string(),
+        ));
+        // The next publish has its own clock: its first frame maps to the
+        // running time it arrives at, after the gap.
+        stream.timestamps = TimestampMapper::default();
+        stream.lateness = LatenessGate::new(stream.max_lateness_ns);
+        stream.need_keyframe = true;
+        true
     }
 
     fn on_started(
@@ -272,6 +343,13 @@ impl RtmpIngressSrc {
         key: String,
         peer: std::net::SocketAddr,
     ) {
+        if stream.grace.take().is_some() {
+            gst::info!(CAT, imp = self, "publisher back from {peer}");
+            self.post(&PublishResumed {
+                peer: peer.to_string(),
+            });
+            return;
+        }
         gst::info!(
             CAT,
             imp = self,
@@ -312,8 +390,18 @@ impl RtmpIngressSrc {
                 data,
                 ..
             }) => {
+                if stream.need_keyframe && !keyframe {
+                    return Ok(());
+                }
+                stream.need_keyframe = false;
                 if let Some(pad) = stream.video.clone() {
                     let (pts, dts) = self.timestamps(stream, timestamp, cts)?;
+                    let verdict = stream
+                        .lateness
+                        .video(self.arrival(), dts.nseconds(), keyframe);
+                    if !crate::input::on_time(&*self.obj(), *CAT, verdict) {
+                        return Ok(());
+                    }
                     let mut buffer = gst::Buffer::from_slice(data);
                     if let Some(b) = buffer.get_mut() {
                         b.set_pts(pts);
@@ -353,6 +441,10 @@ impl RtmpIngressSrc {
             Ok(AudioTag::AacFrame(data)) => {
                 if let Some(pad) = stream.audio.clone() {
                     let (pts, _) = self.timestamps(stream, timestamp, 0)?;
+                    let verdict = stream.lateness.audio(self.arrival(), pts.nseconds());
+                    if !crate::input::on_time(&*self.obj(), *CAT, verdict) {
+                        return Ok(());
+                    }
                     let mut buffer = gst::Buffer::from_slice(data);
                     if let Some(b) = buffer.get_mut() {
                         b.set_pts(pts);
@@ -443,6 +535,14 @@ impl RtmpIngressSrc {
                 Err(gst::FlowError::Error)
             }
         }
+    }
+
+    /// Now, in running time: when the frame being handled arrived here.
+    fn arrival(&self) -> u64 {
+        self.obj()
+            .current_running_time()
+            .unwrap_or(gst::ClockTime::ZERO)
+            .nseconds()
     }
 
     fn push(&self, pad: &gst::Pad, buffer: gst::Buffer) -> Result<(), gst::FlowError> {
@@ -619,6 +719,24 @@ impl ObjectImpl for RtmpIngressSrc {
                     .default_value(DEFAULT_IDLE_TIMEOUT)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("max-lateness")
+                    .nick("Maximum lateness")
+                    .blurb("Milliseconds a frame may arrive behind the live edge (the smallest delay seen) \
+                            before it is dropped, with every frame after it up to the next keyframe late by \
+                            at most half this, and the audio beside them: a publisher whose connection \
+                            stalled is live again after its backlog instead of behind for good (0: never drop)")
+                    .default_value(DEFAULT_MAX_LATENESS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecUInt::builder("reconnect-grace")
+                    .nick("Reconnect grace")
+                    .blurb("Seconds to wait, when the publisher leaves, for the same key to publish again: \
+                            meanwhile the pads stay without EOS and the next publish goes on through them \
+                            from its first keyframe (ingress-publish-paused, then ingress-publish-resumed); \
+                            only with stream-key set; 0: the stream ends when the publisher leaves")
+                    .default_value(DEFAULT_RECONNECT_GRACE)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("tls-certificate")
                     .nick("TLS certificate")
                     .blurb("PEM certificate file: serve RTMPS (with tls-key)")
@@ -654,6 +772,8 @@ impl ObjectImpl for RtmpIngressSrc {
             "idle-timeout" => s.idle_timeout = value.get().unwrap_or(DEFAULT_IDLE_TIMEOUT),
             "tls-certificate" => s.tls_certificate = text(),
             "tls-key" => s.tls_key = text(),
+            "max-lateness" => s.max_lateness = value.get().unwrap_or(DEFAULT_MAX_LATENESS),
+            "reconnect-grace" => s.reconnect_grace = value.get().unwrap_or(DEFAULT_RECONNECT_GRACE),
             _ => {}
         }
     }
@@ -669,6 +789,8 @@ impl ObjectImpl for RtmpIngressSrc {
             "idle-timeout" => s.idle_timeout.to_value(),
             "tls-certificate" => s.tls_certificate.to_value(),
             "tls-key" => s.tls_key.to_value(),
+            "max-lateness" => s.max_lateness.to_value(),
+            "reconnect-grace" => s.reconnect_grace.to_value(),
             _ => glib::Value::from_type(pspec.value_type()),
         }
     }

@@ -663,6 +663,11 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
             u64::from(api.sessions.draining()),
         ),
         (
+            "livekit_ingress_late_frames_dropped_total",
+            "Input frames dropped because they came too late to matter (a backlog after a stall).",
+            stats.late_dropped.load(Ordering::Relaxed),
+        ),
+        (
             "livekit_ingress_webhooks_sent_total",
             "Webhook deliveries a receiver accepted.",
             webhooks::stats().sent.load(Ordering::Relaxed),

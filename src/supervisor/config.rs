@@ -58,6 +58,9 @@ pub struct Config {
     /// `single`; see `crate::passthrough`): a service setting, so the
     /// ingresses' API answers stay LiveKit's.
     pub video_passthrough: crate::passthrough::Mode,
+    /// Seconds an RTMP stream whose publisher dropped keeps its participant
+    /// and tracks in the room, waiting for the same key to publish again.
+    pub reconnect_grace: u32,
 }
 
 /// Admission by capacity (`super::capacity`): costs in cores per stream, as
@@ -165,6 +168,7 @@ impl std::fmt::Debug for Config {
             .field("capacity", &self.capacity)
             .field("drain_timeout", &self.drain_timeout)
             .field("video_passthrough", &self.video_passthrough)
+            .field("reconnect_grace", &self.reconnect_grace)
             .finish()
     }
 }
@@ -218,6 +222,7 @@ impl Default for Config {
             capacity: CapacityConfig::default(),
             drain_timeout: 25,
             video_passthrough: crate::passthrough::Mode::Off,
+            reconnect_grace: 5,
         }
     }
 }

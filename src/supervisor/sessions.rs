@@ -70,6 +70,8 @@ pub struct SessionStats {
     pub refused: AtomicU64,
     /// Of those, refused because the node was full or shutting down.
     pub refused_unavailable: AtomicU64,
+    /// Frames sources dropped as too late to matter (after a stall).
+    pub late_dropped: AtomicU64,
 }
 
 struct Live {
@@ -79,6 +81,10 @@ struct Live {
     sent: Option<SendStats>,
     /// Cores the stream was admitted with.
     cost: f64,
+    /// The stream's input, and whether its publisher left and the stream
+    /// waits for it to come back (its reconnect grace period).
+    input: InputKind,
+    paused: bool,
 }
 
 /// What a session thread keeps while it follows its pipeline.
@@ -278,6 +284,10 @@ impl Sessions {
         let Some(source) = self.push_source(request.input, &info.stream_key) else {
             return self.refuse("this node does not listen for that input");
         };
+        if self.resume_paused(&info.ingress_id, request.input) {
+            tracing::info!(ingress = %info.ingress_id, "publisher back within the grace period");
+            return Decision::Accept;
+        }
         let _admission = lock(&self.admission);
         let cost = match self.admit(load_of(&info)) {
             Ok(cost) => cost,
@@ -296,6 +306,15 @@ impl Sessions {
         };
         self.not_started(&id, started_at, &error);
         self.refuse(&error.to_string())
+    }
+
+    /// Whether the ingress's live stream here waits for its publisher to come
+    /// back on `input` (its grace period): then the publish goes on in it,
+    /// through the claim its source element holds.
+    fn resume_paused(&self, id: &str, input: InputKind) -> bool {
+        lock(&self.live)
+            .get_mut(id)
+            .is_some_and(|live| live.input == input && std::mem::take(&mut live.paused))
     }
 
     /// After a claimed start failed: the ERROR state with the reason when the
@@ -376,7 +395,8 @@ impl Sessions {
         started_at: i64,
         cost: f64,
     ) -> Result<(), StartError> {
-        let input = source.kind().name();
+        let kind = source.kind();
+        let input = kind.name();
         let pipeline_config = self.pipeline_config(&info, source)?;
         let pipeline = IngressPipeline::build(&pipeline_config)?;
         let buffering = proto::IngressState {
@@ -412,6 +432,8 @@ impl Sessions {
                 thread: Some(thread),
                 sent: None,
                 cost,
+                input: kind,
+                paused: false,
             },
         );
         Ok(())
@@ -426,6 +448,7 @@ impl Sessions {
                 address,
                 port: self.config.rtmp_port,
                 stream_key,
+                reconnect_grace: self.config.reconnect_grace,
             }),
             InputKind::Srt => Some(InputSource::Srt {
                 address,
@@ -599,6 +622,22 @@ impl Sessions {
             }
             PipelineEvent::Ended { reason } => return Step::End(Outcome::Finished(reason)),
             PipelineEvent::Failed { message } => return Step::End(Outcome::Failed(message)),
+            PipelineEvent::Paused => {
+                state.status = Status::EndpointBuffering as i32;
+                if let Some(live) = lock(&self.live).get_mut(&session.id) {
+                    live.paused = true;
+                }
+            }
+            PipelineEvent::Resumed => {
+                state.status = Status::EndpointPublishing as i32;
+                if let Some(live) = lock(&self.live).get_mut(&session.id) {
+                    live.paused = false;
+                }
+            }
+            PipelineEvent::LateDropped { frames } => {
+                self.stats.late_dropped.fetch_add(frames, Ordering::Relaxed);
+                return Step::Continue;
+            }
             PipelineEvent::Sent(sent) => {
                 // Counters for /metrics, not part of the ingress's state.
                 if let Some(live) = lock(&self.live).get_mut(&session.id) {

@@ -1,0 +1,200 @@
+//! A publisher that drops and publishes again on the same key within the
+//! grace period (the service's `reconnect_grace`, 5 s by default) goes on in
+//! the same stream: the room keeps its participant and tracks, subscribers
+//! see no leave or join, and the new frames arrive on the same tracks.
+//!
+//! Real components: a LiveKit server, the service, ffmpeg publishing frames
+//! stamped with their creation time (`tests/helpers/publish_stamped.py`,
+//! killed with SIGKILL as when an encoder crashes) and the Python SDK
+//! watching the room (`tests/helpers/watch_latency.py`).
+
+mod common;
+
+use common::service::Harness;
+use common::{project_dir, python, API_KEY, API_SECRET};
+use livekit_protocol::ingress_state::Status;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const IDENTITY: &str = "returning-streamer";
+
+fn now_ms() -> u32 {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    (ms & 0xFFFF_FFFF) as u32
+}
+
+fn spawn_python(script: &str, args: &[String]) -> Child {
+    Command::new(python())
+        .arg(project_dir().join("tests/helpers").join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {script} (run scripts/setup.sh): {e}"))
+}
+
+fn publish(url: &str, seconds: u32) -> Child {
+    spawn_python(
+        "publish_stamped.py",
+        &[
+            "--url".into(),
+            url.into(),
+            "--seconds".into(),
+            seconds.to_string(),
+        ],
+    )
+}
+
+/// The participant's sid and its track sids, sorted, as the server lists them.
+fn sids(h: &Harness, room: &str) -> Option<(String, Vec<String>)> {
+    let p = h.participant(room, IDENTITY)?;
+    let mut tracks: Vec<String> = p.tracks.iter().map(|t| t.sid.clone()).collect();
+    tracks.sort();
+    Some((p.sid, tracks))
+}
+
+#[test]
+fn a_publisher_back_within_the_grace_period_goes_on_in_the_same_tracks() {
+    let room = "grace";
+    let h = Harness::start();
+    let info = h.create(room, IDENTITY, "Returning streamer");
+    let url = format!("rtmp://127.0.0.1:{}/live/{}", h.rtmp_port, info.stream_key);
+    let watcher = spawn_python(
+        "watch_latency.py",
+        &[
+            "--url".into(),
+            h.livekit.ws_url(),
+            "--api-key".into(),
+            API_KEY.into(),
+            "--api-secret".into(),
+            API_SECRET.into(),
+            "--room".into(),
+            room.into(),
+            "--seconds".into(),
+            "34".into(),
+        ],
+    );
+    let mut first = publish(&url, 60);
+    h.wait_status(
+        &info.ingress_id,
+        Status::EndpointPublishing,
+        Duration::from_secs(30),
+    );
+    let before = common::wait_for(Duration::from_secs(10), || {
+        sids(&h, room).filter(|(_, tracks)| tracks.len() == 2)
+    })
+    .expect("the participant publishes video and audio");
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The encoder crashes: its connection closes without an unpublish.
+    let _ = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    let _ = first.wait();
+    let dropped_at = now_ms();
+    let waiting = h.wait_status(
+        &info.ingress_id,
+        Status::EndpointBuffering,
+        Duration::from_secs(3),
+    );
+    assert_eq!(
+        sids(&h, room),
+        Some(before.clone()),
+        "the participant and its tracks left the room at the drop: {:?}",
+        waiting.state
+    );
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut second = publish(&url, 8);
+    let back_at = now_ms();
+    h.wait_status(
+        &info.ingress_id,
+        Status::EndpointPublishing,
+        Duration::from_secs(10),
+    );
+    assert_eq!(
+        sids(&h, room),
+        Some(before.clone()),
+        "the publish after the drop is not in the same participant and tracks"
+    );
+    let status = second.wait().expect("second publisher");
+    assert!(status.success(), "second publisher: {status}");
+    let ended_at = now_ms();
+
+    // After the grace period the participant leaves, as without one.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        sids(&h, room),
+        Some(before.clone()),
+        "the participant left before the grace period ended"
+    );
+    assert!(
+        h.left_within(room, IDENTITY, Duration::from_secs(8)),
+        "the participant stayed after the grace period"
+    );
+    h.wait_status(
+        &info.ingress_id,
+        Status::EndpointInactive,
+        Duration::from_secs(5),
+    );
+
+    let out = watcher.wait_with_output().expect("watcher");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "watcher printed no report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    // One subscription per track, all of the one participant: the drop was
+    // not seen as a leave and a join.
+    let subscribed = report["sids"].as_array().expect("sids");
+    let mut tracks: Vec<&str> = subscribed
+        .iter()
+        .filter_map(|s| s["track"].as_str())
+        .collect();
+    tracks.sort();
+    assert_eq!(
+        tracks,
+        before.1.iter().map(String::as_str).collect::<Vec<_>>(),
+        "{report}"
+    );
+    assert!(
+        subscribed
+            .iter()
+            .all(|s| s["participant"].as_str() == Some(before.0.as_str())),
+        "{report}"
+    );
+    let leaves: Vec<i64> = report["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e[1] == "left" && e[2] == IDENTITY)
+        .filter_map(|e| e[0].as_i64())
+        .collect();
+    assert!(
+        leaves
+            .iter()
+            .all(|&at| (at as u32).wrapping_sub(ended_at) as i32 > 0),
+        "the viewer saw the participant leave before the last publisher ended: {leaves:?} (dropped at {dropped_at}, back at {back_at}, ended at {ended_at})"
+    );
+    // The second publisher's frames were decoded on the same video track:
+    // stamped after it started, shown live.
+    let frames = report["frames"].as_array().expect("frames");
+    let resumed = frames
+        .iter()
+        .filter(|f| {
+            let at = f[0].as_u64().unwrap_or(0) as u32;
+            let lat = f[1].as_u64().unwrap_or(u64::MAX);
+            let made = at.wrapping_sub(lat as u32);
+            (made.wrapping_sub(back_at) as i32) > 0 && lat < 1000
+        })
+        .count();
+    assert!(
+        resumed >= 90,
+        "{resumed} frames of the second publish decoded (of ~240)"
+    );
+}
