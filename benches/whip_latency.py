@@ -4,7 +4,7 @@
 A LiveKit server (dev mode) and the release build of livekit-ingress run on
 free loopback ports; a subscriber (the Python `livekit` SDK) sits in the room.
 Every published frame carries the wall-clock time it was made, drawn into the
-picture as a 32-bit millisecond barcode (benches/ingress_e2e.py's), and the
+picture as a 32-bit millisecond barcode (tests/helpers/stamp.py), and the
 subscriber reads it back from each decoded frame: creation to decoded.
 
 Each run publishes the same 1280x720 30 fps stamped pattern three ways, one
@@ -37,20 +37,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.environ.get("LIVEKIT_INGRESS_TOOLS", os.path.expanduser("~/.cache/livekit-ingress"))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
-from ingress_e2e import BITS, BLOCK, H as STAMP_H, W as STAMP_W, free_port, read_stamp, wait_http  # noqa: E402
+from ingress_e2e import free_port, wait_http  # noqa: E402
+from stamp import read_stamp, stamp  # noqa: E402
 
 W, H, FPS = 1280, 720, 30
 WARMUP = 3.0  # the first seconds (join, first keyframe, bitrate ramp) are not measured
-
-
-def stamp(y_plane, value):
-    """ingress_e2e's barcode, scaled to this picture size (read_stamp scales back)."""
-    sx, sy = W / STAMP_W, H / STAMP_H
-    size = int(BLOCK * sx)
-    for bit in range(BITS):
-        row, col = divmod(bit, 16)
-        y, x = int((40 + row * (BLOCK + 20)) * sy), int((40 + col * (BLOCK + 20)) * sx)
-        y_plane[y : y + size, x : x + size] = 235 if (value >> bit) & 1 else 16
 
 
 def stamped_i420():
