@@ -185,7 +185,10 @@ fn plan_tracks(settings: &Settings, pads: &HashMap<String, PadInfo>) -> Result<T
             PadKind::Audio => {}
         }
     }
-    video_pads.sort_by_key(|(name, (w, h), _)| (u64::from(*w) * u64::from(*h), *name));
+    // Equal sizes (a source smaller than the preset's top layer) are ordered
+    // by bitrate, so the layer announced as high is the one that carries most.
+    video_pads
+        .sort_by_key(|(name, (w, h), bitrate)| (u64::from(*w) * u64::from(*h), *bitrate, *name));
     if video_pads.len() > MAX_LAYERS {
         return Err(format!(
             "a LiveKit video track has at most {MAX_LAYERS} simulcast layers, {} video pads were linked",
@@ -1094,6 +1097,36 @@ mod tests {
             ])
         );
         assert!(!plan.audio.expect("an audio track").stereo);
+    }
+
+    /// A 640x360 source through a 720p preset: the top layer, capped at the
+    /// source's size, shares the middle one's; the richer one is the higher.
+    #[test]
+    fn layers_of_one_size_are_ordered_by_bitrate() {
+        let pads = HashMap::from([
+            (
+                "video_0".into(),
+                pad(PadKind::Video, &h264(320, 180, "2.1"), 237_500),
+            ),
+            (
+                "video_1".into(),
+                pad(PadKind::Video, &h264(640, 360, "3"), 1_900_000),
+            ),
+            (
+                "video_2".into(),
+                pad(PadKind::Video, &h264(640, 360, "3"), 671_751),
+            ),
+        ]);
+        let plan = plan_tracks(&Settings::default(), &pads).expect("a plan");
+        let bitrates: Vec<u32> = plan
+            .video
+            .expect("a video track")
+            .layers
+            .iter()
+            .map(|l| l.bitrate)
+            .collect();
+        assert_eq!(bitrates, [237_500, 671_751, 1_900_000]);
+        assert_eq!(plan.layers["video_1"], 2);
     }
 
     #[test]
