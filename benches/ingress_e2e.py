@@ -60,6 +60,18 @@ def proc_cpu_rss(pid):
     return cpu, rss
 
 
+def start_livekit(work, port):
+    """A LiveKit server in dev mode on loopback `port` (its RTC ports free
+    ones too), configured in `work`; returns once it answers."""
+    with open(f"{work}/livekit.yaml", "w") as f:
+        f.write(f"port: {port}\nbind_addresses: [\"127.0.0.1\"]\nrtc:\n  tcp_port: {free_port()}\n"
+                f"  udp_port: {free_port(socket.SOCK_DGRAM)}\n  use_external_ip: false\nlogging:\n  level: warn\n")
+    server = subprocess.Popen([f"{TOOLS}/bin/livekit-server", "--dev", "--config", f"{work}/livekit.yaml",
+                               "--node-ip", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(port)
+    return server
+
+
 def wait_http(port, path="/", timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -157,14 +169,9 @@ async def main():
     floor = baseline(min(seconds, 15))
     work = tempfile.mkdtemp(prefix="ingress-bench-")
     lk_port, rtmp_port, api_port = free_port(), free_port(), free_port()
-    with open(f"{work}/livekit.yaml", "w") as f:
-        f.write(f"port: {lk_port}\nbind_addresses: [\"127.0.0.1\"]\nrtc:\n  tcp_port: {free_port()}\n"
-                f"  udp_port: {free_port(socket.SOCK_DGRAM)}\n  use_external_ip: false\nlogging:\n  level: warn\n")
     procs = []
     try:
-        procs.append(subprocess.Popen([f"{TOOLS}/bin/livekit-server", "--dev", "--config", f"{work}/livekit.yaml",
-                                       "--node-ip", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_http(lk_port)
+        procs.append(start_livekit(work, lk_port))
         env = dict(os.environ, LIVEKIT_WS_URL=f"ws://127.0.0.1:{lk_port}", LIVEKIT_INGRESS_RTMP_PORT=str(rtmp_port),
                    LIVEKIT_INGRESS_HTTP_PORT=str(api_port), LIVEKIT_INGRESS_SQLITE=f"{work}/ingress.db",
                    RUST_LOG="warn")

@@ -20,7 +20,6 @@ frame (creation -> decoded latency, as ingress_e2e.py).
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from livekit import api, rtc
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.environ.get("LIVEKIT_INGRESS_TOOLS", os.path.expanduser("~/.cache/livekit-ingress"))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from ingress_e2e import free_port, proc_cpu_rss, publisher, read_stamp, wait_http  # noqa: E402
+from ingress_e2e import start_livekit, free_port, proc_cpu_rss, publisher, read_stamp, wait_http  # noqa: E402
 
 MODES = ("off", "hybrid", "single")
 WARMUP, TAIL = 6.0, 2.0
@@ -119,14 +118,9 @@ async def main():
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="passthrough-bench-")
     lk_port = free_port()
-    with open(f"{work}/livekit.yaml", "w") as f:
-        f.write(f"port: {lk_port}\nbind_addresses: [\"127.0.0.1\"]\nrtc:\n  tcp_port: {free_port()}\n"
-                f"  udp_port: {free_port(socket.SOCK_DGRAM)}\n  use_external_ip: false\nlogging:\n  level: warn\n")
     procs = []
     try:
-        procs.append(subprocess.Popen([f"{TOOLS}/bin/livekit-server", "--dev", "--config", f"{work}/livekit.yaml",
-                                       "--node-ip", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_http(lk_port)
+        procs.append(start_livekit(work, lk_port))
         services = {}
         for mode in MODES:
             services[mode] = start_service(mode, lk_port, work)

@@ -19,7 +19,6 @@ that levels off is at about 0.
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.environ.get("LIVEKIT_INGRESS_TOOLS", os.path.expanduser("~/.cache/livekit-ingress"))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from ingress_e2e import free_port, proc_cpu_rss, wait_http  # noqa: E402
+from ingress_e2e import start_livekit, free_port, proc_cpu_rss, wait_http  # noqa: E402
 from whip_cpu import create  # noqa: E402
 
 
@@ -68,13 +67,8 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="memory-bench-")
     lk_port = free_port()
-    with open(f"{work}/livekit.yaml", "w") as f:
-        f.write(f"port: {lk_port}\nbind_addresses: [\"127.0.0.1\"]\nrtc:\n  tcp_port: {free_port()}\n"
-                f"  udp_port: {free_port(socket.SOCK_DGRAM)}\n  use_external_ip: false\nlogging:\n  level: warn\n")
-    server = subprocess.Popen([f"{TOOLS}/bin/livekit-server", "--dev", "--config", f"{work}/livekit.yaml",
-                               "--node-ip", "127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_livekit(work, lk_port)
     try:
-        wait_http(lk_port)
         print(f"{sessions} transcoded WHIP sessions of {seconds} s (1280x720 H.264 + Opus from aiortc)")
         for label, extra in (("service default", {}), ("glibc default (baseline)", {"GLIBC_TUNABLES": ""})):
             rss, (t0, f0), (t1, f1) = series(lk_port, work, sessions, seconds, extra)

@@ -18,7 +18,6 @@ The start of the run is its own baseline.
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.environ.get("LIVEKIT_INGRESS_TOOLS", os.path.expanduser("~/.cache/livekit-ingress"))
 HELPERS = os.path.join(ROOT, "tests", "helpers")
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from ingress_e2e import free_port, proc_cpu_rss, wait_http  # noqa: E402
+from ingress_e2e import start_livekit, free_port, proc_cpu_rss, wait_http  # noqa: E402
 
 SAMPLE_S = 30
 
@@ -63,15 +62,9 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     work = tempfile.mkdtemp(prefix="soak-")
     lk_port, api_port, rtmp_port = free_port(), free_port(), free_port()
-    with open(f"{work}/livekit.yaml", "w") as f:
-        f.write(f"port: {lk_port}\nbind_addresses: [\"127.0.0.1\"]\nrtc:\n  tcp_port: {free_port()}\n"
-                f"  udp_port: {free_port(socket.SOCK_DGRAM)}\n  use_external_ip: false\nlogging:\n  level: warn\n")
     procs = []
     try:
-        procs.append(subprocess.Popen([f"{TOOLS}/bin/livekit-server", "--dev", "--config", f"{work}/livekit.yaml",
-                                       "--node-ip", "127.0.0.1"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-        wait_http(lk_port)
+        procs.append(start_livekit(work, lk_port))
         env = dict(os.environ, LIVEKIT_WS_URL=f"ws://127.0.0.1:{lk_port}", LIVEKIT_INGRESS_RTMP_PORT=str(rtmp_port),
                    LIVEKIT_INGRESS_HTTP_PORT=str(api_port), LIVEKIT_INGRESS_SQLITE=f"{work}/ingress.db",
                    RUST_LOG="warn")

@@ -23,7 +23,6 @@ real time).
 
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.environ.get("LIVEKIT_INGRESS_TOOLS", os.path.expanduser("~/.cache/livekit-ingress"))
 sys.path.insert(0, os.path.join(ROOT, "benches"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "helpers"))
-from ingress_e2e import free_port, wait_http  # noqa: E402
+from ingress_e2e import start_livekit, free_port, wait_http  # noqa: E402
 from stamp import read_stamp, stamp  # noqa: E402
 
 W, H, FPS = 1280, 720, 30
@@ -163,15 +162,9 @@ async def create(port, transcode, name):
 async def bench(runs, seconds):
     work = tempfile.mkdtemp(prefix="whip-latency-")
     lk_port, api_port = free_port(), free_port()
-    with open(f"{work}/livekit.yaml", "w") as f:
-        f.write(f"port: {lk_port}\nbind_addresses: [\"127.0.0.1\"]\nrtc:\n  tcp_port: {free_port()}\n"
-                f"  udp_port: {free_port(socket.SOCK_DGRAM)}\n  use_external_ip: false\nlogging:\n  level: warn\n")
     procs = []
     try:
-        procs.append(subprocess.Popen([f"{TOOLS}/bin/livekit-server", "--dev", "--config", f"{work}/livekit.yaml",
-                                       "--node-ip", "127.0.0.1"], stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))
-        wait_http(lk_port)
+        procs.append(start_livekit(work, lk_port))
         env = dict(os.environ, LIVEKIT_WS_URL=f"ws://127.0.0.1:{lk_port}",
                    LIVEKIT_INGRESS_RTMP_PORT=str(free_port()), LIVEKIT_INGRESS_HTTP_PORT=str(api_port),
                    LIVEKIT_INGRESS_SQLITE=f"{work}/ingress.db", RUST_LOG="warn")

@@ -10,12 +10,10 @@
 mod common;
 
 use common::service::Harness;
-use common::{project_dir, python, API_KEY, API_SECRET};
 use livekit_protocol::ingress_state::Status;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -143,17 +141,6 @@ fn since(to: u32, from: u32) -> i64 {
     i64::from(to.wrapping_sub(from) as i32)
 }
 
-fn spawn_python(script: &str, args: &[String]) -> Child {
-    Command::new(python())
-        .arg(project_dir().join("tests/helpers").join(script))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {script} (run scripts/setup.sh): {e}"))
-}
-
 /// Publishes through a proxy that holds the publisher's bytes for `stall`
 /// after the stream is live, then releases them; asserts what the room sees.
 fn catches_up_after(stall: Duration, room: &str) {
@@ -161,29 +148,10 @@ fn catches_up_after(stall: Duration, room: &str) {
     let info = h.create(room, "stalled-streamer", "Stalled streamer");
     let proxy = HoldingProxy::start(h.rtmp_port);
     let publish_s = BEFORE_S + stall.as_secs() + AFTER_S;
-    let watcher = spawn_python(
-        "watch_latency.py",
-        &[
-            "--url".into(),
-            h.livekit.ws_url(),
-            "--api-key".into(),
-            API_KEY.into(),
-            "--api-secret".into(),
-            API_SECRET.into(),
-            "--room".into(),
-            room.into(),
-            "--seconds".into(),
-            (publish_s + 10).to_string(),
-        ],
-    );
-    let mut publisher = spawn_python(
-        "publish_stamped.py",
-        &[
-            "--url".into(),
-            format!("rtmp://127.0.0.1:{}/live/{}", proxy.port, info.stream_key),
-            "--seconds".into(),
-            publish_s.to_string(),
-        ],
+    let watcher = common::watch_latency(&h.livekit, room, publish_s + 10);
+    let mut publisher = common::publish_stamped(
+        &format!("rtmp://127.0.0.1:{}/live/{}", proxy.port, info.stream_key),
+        publish_s,
     );
     h.wait_status(
         &info.ingress_id,

@@ -450,19 +450,25 @@ fn flv_file(dir: &std::path::Path, bframes: u32) -> std::path::PathBuf {
     path
 }
 
-#[test]
-fn the_element_sends_the_source_untouched_and_keys_the_lower_layers_with_it() {
-    let dir = common::ScratchDir::new("passthrough-element");
-    let file = flv_file(dir.path(), 0);
-    let head = format!("filesrc location={} ! flvdemux ! h264parse", file.display());
-    let reference = run_to_eos(
+/// The access units of `head` (a parsed H.264 source) as they come, in the
+/// byte-stream h264passthrough gives: what a passed-through layer must equal.
+fn source_units(head: &str) -> Vec<Unit> {
+    run_to_eos(
         &format!(
             "{head} config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au \
              ! fakesink name=source"
         ),
         &["source"],
     )
-    .remove(0);
+    .remove(0)
+}
+
+#[test]
+fn the_element_sends_the_source_untouched_and_keys_the_lower_layers_with_it() {
+    let dir = common::ScratchDir::new("passthrough-element");
+    let file = flv_file(dir.path(), 0);
+    let head = format!("filesrc location={} ! flvdemux ! h264parse", file.display());
+    let reference = source_units(&head);
     let out = run_to_eos(
         &format!(
             "{head} ! h264passthrough name=pass pass.src ! fakesink name=top \
@@ -506,14 +512,7 @@ fn the_element_encodes_the_top_layer_of_a_stream_with_b_frames() {
     let dir = common::ScratchDir::new("passthrough-element-b");
     let file = flv_file(dir.path(), 3);
     let head = format!("filesrc location={} ! flvdemux ! h264parse", file.display());
-    let reference = run_to_eos(
-        &format!(
-            "{head} config-interval=-1 ! video/x-h264,stream-format=byte-stream,alignment=au \
-             ! fakesink name=source"
-        ),
-        &["source"],
-    )
-    .remove(0);
+    let reference = source_units(&head);
     let launch = format!("{head} ! h264passthrough name=pass pass.src ! fakesink name=top");
     let top = run_to_eos(&launch, &["top"]).remove(0);
     // Every picture, encoded again: none is a source access unit.

@@ -11,9 +11,8 @@
 mod common;
 
 use common::service::Harness;
-use common::{project_dir, python, API_KEY, API_SECRET};
 use livekit_protocol::ingress_state::Status;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const IDENTITY: &str = "returning-streamer";
@@ -24,29 +23,6 @@ fn now_ms() -> u32 {
         .expect("clock")
         .as_millis();
     (ms & 0xFFFF_FFFF) as u32
-}
-
-fn spawn_python(script: &str, args: &[String]) -> Child {
-    Command::new(python())
-        .arg(project_dir().join("tests/helpers").join(script))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {script} (run scripts/setup.sh): {e}"))
-}
-
-fn publish(url: &str, seconds: u32) -> Child {
-    spawn_python(
-        "publish_stamped.py",
-        &[
-            "--url".into(),
-            url.into(),
-            "--seconds".into(),
-            seconds.to_string(),
-        ],
-    )
 }
 
 /// The participant's sid and its track sids, sorted, as the server lists them.
@@ -63,22 +39,8 @@ fn a_publisher_back_within_the_grace_period_goes_on_in_the_same_tracks() {
     let h = Harness::start();
     let info = h.create(room, IDENTITY, "Returning streamer");
     let url = format!("rtmp://127.0.0.1:{}/live/{}", h.rtmp_port, info.stream_key);
-    let watcher = spawn_python(
-        "watch_latency.py",
-        &[
-            "--url".into(),
-            h.livekit.ws_url(),
-            "--api-key".into(),
-            API_KEY.into(),
-            "--api-secret".into(),
-            API_SECRET.into(),
-            "--room".into(),
-            room.into(),
-            "--seconds".into(),
-            "34".into(),
-        ],
-    );
-    let mut first = publish(&url, 60);
+    let watcher = common::watch_latency(&h.livekit, room, 34);
+    let mut first = common::publish_stamped(&url, 60);
     h.wait_status(
         &info.ingress_id,
         Status::EndpointPublishing,
@@ -109,7 +71,7 @@ fn a_publisher_back_within_the_grace_period_goes_on_in_the_same_tracks() {
     );
     std::thread::sleep(Duration::from_secs(2));
 
-    let mut second = publish(&url, 8);
+    let mut second = common::publish_stamped(&url, 8);
     let back_at = now_ms();
     h.wait_status(
         &info.ingress_id,

@@ -461,6 +461,43 @@ impl Subscriber {
     }
 }
 
+/// A script of `tests/helpers` in the tools' Python, stdout and stderr piped.
+pub fn spawn_helper(script: &str, args: &[String]) -> Child {
+    Command::new(python())
+        .arg(project_dir().join("tests/helpers").join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {script} (run scripts/setup.sh): {e}"))
+}
+
+/// `tests/helpers/watch_latency.py` in `room` for `seconds`: the creation
+/// time of every frame decoded at the high layer (its JSON on stdout).
+pub fn watch_latency(server: &LiveKitServer, room: &str, seconds: u64) -> Child {
+    let args = [
+        "--url",
+        &server.ws_url(),
+        "--api-key",
+        API_KEY,
+        "--api-secret",
+        API_SECRET,
+        "--room",
+        room,
+        "--seconds",
+        &seconds.to_string(),
+    ];
+    spawn_helper("watch_latency.py", &args.map(String::from))
+}
+
+/// `tests/helpers/publish_stamped.py` to `url` for `seconds`: 640x360
+/// frames that carry their creation time.
+pub fn publish_stamped(url: &str, seconds: u64) -> Child {
+    let args = ["--url", url, "--seconds", &seconds.to_string()];
+    spawn_helper("publish_stamped.py", &args.map(String::from))
+}
+
 /// Runs the subscriber to completion.
 pub fn subscribe(server: &LiveKitServer, opts: &SubscriberOptions) -> serde_json::Value {
     Subscriber::spawn(server, opts).report()
