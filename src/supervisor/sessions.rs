@@ -242,11 +242,8 @@ impl Sessions {
         if self.draining() {
             return Err("shutting down".into());
         }
-        let (committed, streams) = {
-            let live = lock(&self.live);
-            (live.values().map(|l| l.cost).sum(), live.len())
-        };
-        self.capacity.admit(committed, streams, load)?;
+        self.capacity
+            .admit(self.committed(), self.live_count(), load)?;
         Ok(self.capacity.cost(load))
     }
 
