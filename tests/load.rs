@@ -7,11 +7,12 @@
 mod common;
 
 use common::service::{Harness, NodeProcess};
-use common::{RedisServer, ScratchDir, Subscriber, SubscriberOptions};
+use common::{
+    ended_within, http_answer as get, metric, RedisServer, ScratchDir, Subscriber,
+    SubscriberOptions,
+};
 use livekit_protocol as proto;
 use proto::ingress_state::Status;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -19,48 +20,6 @@ use std::time::{Duration, Instant};
 /// machine.
 fn publish(rtmp_port: u16, key: &str, seconds: u32) -> Child {
     Harness::publish_sized(rtmp_port, key, seconds, "640x360")
-}
-
-/// `GET path`: the status code and the body, whatever the status.
-fn get(port: u16, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-/// A metric without labels from a `/metrics` body.
-fn metric(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|value| value.parse().ok())
-}
-
-/// Waits for a child to end, at most `timeout`; its stderr when it did.
-fn ended_within(child: &mut Child, timeout: Duration) -> Option<(bool, String)> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut stderr) = child.stderr.take() {
-                let _ = stderr.read_to_string(&mut err);
-            }
-            return Some((status.success(), err));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
 
 #[test]

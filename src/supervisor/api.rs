@@ -668,6 +668,16 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
             stats.late_dropped.load(Ordering::Relaxed),
         ),
         (
+            "livekit_ingress_claim_renewals_failed_total",
+            "Claim renewals the store did not answer; the streams went on.",
+            stats.renewals_failed.load(Ordering::Relaxed),
+        ),
+        (
+            "livekit_ingress_claims_retaken_total",
+            "Claims that lapsed while the store was out of reach, taken again when it answered.",
+            stats.reclaimed.load(Ordering::Relaxed),
+        ),
+        (
             "livekit_ingress_webhooks_sent_total",
             "Webhook deliveries a receiver accepted.",
             webhooks::stats().sent.load(Ordering::Relaxed),

@@ -72,6 +72,11 @@ pub struct SessionStats {
     pub refused_unavailable: AtomicU64,
     /// Frames sources dropped as too late to matter (after a stall).
     pub late_dropped: AtomicU64,
+    /// Claim renewals the store did not answer (the stream went on).
+    pub renewals_failed: AtomicU64,
+    /// Claims that lapsed while the store was out of reach and were taken
+    /// again when it answered.
+    pub reclaimed: AtomicU64,
 }
 
 struct Live {
@@ -95,6 +100,9 @@ struct SessionRun {
     state: proto::IngressState,
     /// When the claim was last renewed.
     renewed: Instant,
+    /// A state change the store could not take (it did not answer): written
+    /// again once the store answers, so an outage loses no state.
+    unsaved: bool,
 }
 
 impl SessionRun {
@@ -104,6 +112,7 @@ impl SessionRun {
             state: started.state.clone().unwrap_or_default(),
             started,
             renewed: Instant::now(),
+            unsaved: false,
         }
     }
 }
@@ -524,7 +533,7 @@ impl Sessions {
             };
             match self.apply(session, event) {
                 Step::Continue => {}
-                Step::Save => self.save_state(&session.id, &session.state),
+                Step::Save => session.unsaved = !self.save_state(&session.id, &session.state),
                 Step::End(outcome) => return outcome,
             }
         }
@@ -542,20 +551,51 @@ impl Sessions {
     }
 
     /// Renews the session's claim when a third of the lease has passed; an
-    /// outcome when the claim lapsed.
+    /// outcome when the claim was lost to another node.
+    ///
+    /// A store that does not answer is not a reason to cut a live stream: the
+    /// session keeps streaming and keeps trying. When the store answers again
+    /// after the lease ran out (Redis restarted or was cut off for longer than
+    /// a lease), the claim is taken again unless another node took the key
+    /// meanwhile, and a state change the store missed is written then.
     fn renew_claim(&self, session: &mut SessionRun) -> Option<Outcome> {
         if session.renewed.elapsed() < store::LEASE / 3 {
             return None;
         }
         session.renewed = Instant::now();
-        match self.store.renew(&session.id) {
-            Ok(true) => None,
-            // Another node may take the key now: this session must not go on.
-            Ok(false) => Some(Outcome::ClaimLapsed),
-            // The store is unreachable: keep streaming, the claim has time left.
+        let held = match self.store.renew(&session.id) {
+            Ok(true) => true,
+            Ok(false) => match self.claim_again(&session.id) {
+                Some(held) => held,
+                None => return Some(Outcome::ClaimLapsed),
+            },
             Err(e) => {
-                tracing::warn!(ingress = %session.id, "cannot renew the claim: {e}");
-                None
+                tracing::warn!(ingress = %session.id, "cannot renew the claim, streaming on: {e}");
+                self.stats.renewals_failed.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        };
+        if held && session.unsaved {
+            session.unsaved = !self.save_state(&session.id, &session.state);
+        }
+        None
+    }
+
+    /// After a renewal found the claim gone: takes it again if no other node
+    /// holds it. `None` when another does (this session must end: that node
+    /// may be running the key's stream); `Some(false)` when the store does
+    /// not answer (try again at the next renewal).
+    fn claim_again(&self, id: &str) -> Option<bool> {
+        match self.store.claim(id) {
+            Ok(true) => {
+                tracing::warn!(ingress = %id, "the claim had lapsed (the store was out of reach); taken again");
+                self.stats.reclaimed.fetch_add(1, Ordering::Relaxed);
+                Some(true)
+            }
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(ingress = %id, "cannot take the lapsed claim again yet: {e}");
+                Some(false)
             }
         }
     }
@@ -571,7 +611,7 @@ impl Sessions {
                 state.tracks.push(*info);
                 if state.status != Status::EndpointPublishing as i32 {
                     state.status = Status::EndpointPublishing as i32;
-                    self.save_state(&session.id, state);
+                    session.unsaved = !self.save_state(&session.id, state);
                     self.notify("ingress_started", &session.started, state);
                 }
             }
@@ -696,15 +736,20 @@ impl Sessions {
 
     /// Writes the session's state into the stored ingress, if it still exists
     /// and this node still holds its claim.
-    fn save_state(&self, id: &str, state: &proto::IngressState) {
+    /// False when the store did not answer (the write is worth repeating).
+    fn save_state(&self, id: &str, state: &proto::IngressState) -> bool {
         let mut state = state.clone();
         state.updated_at = now_nanos();
         match self.store.put_state(id, &state) {
-            Ok(true) => {}
+            Ok(true) => true,
             Ok(false) => {
-                tracing::debug!(ingress = %id, "state not saved: the ingress is gone or another node holds it")
+                tracing::debug!(ingress = %id, "state not saved: the ingress is gone or another node holds it");
+                true
             }
-            Err(e) => tracing::warn!(ingress = %id, "cannot save state: {e}"),
+            Err(e) => {
+                tracing::warn!(ingress = %id, "cannot save state: {e}");
+                false
+            }
         }
     }
 

@@ -225,34 +225,81 @@ fn livekit_server_bin() -> PathBuf {
     tools_dir().join("bin/livekit-server")
 }
 
-/// A redis-server on a free loopback port, in memory only, one per test.
+/// A redis-server on a free loopback port, one per test: in memory only, or
+/// persistent (an append-only file in a scratch directory, fsynced on every
+/// write) for tests that stop and start it again.
 pub struct RedisServer {
     child: Child,
     pub port: u16,
+    /// The data directory of a persistent server.
+    dir: Option<ScratchDir>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
-        let port = free_tcp_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+        Self::spawn(free_tcp_port(), None)
+    }
+
+    /// A server that keeps its data across [`RedisServer::stop`] and
+    /// [`RedisServer::restart`], as production Redis is run.
+    pub fn start_persistent() -> Self {
+        Self::spawn(free_tcp_port(), Some(ScratchDir::new("redis")))
+    }
+
+    fn spawn(port: u16, dir: Option<ScratchDir>) -> Self {
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
+        match &dir {
+            Some(dir) => command
+                .args(["--dir", &dir.path().to_string_lossy()])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ]),
+            None => command.args(["--save", "", "--appendonly", "no"]),
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start redis-server (run scripts/setup.sh): {e}"));
-        let server = RedisServer { child, port };
+        let server = RedisServer { child, port, dir };
+        wait_for(Duration::from_secs(10), || server.answers().then_some(()))
+            .expect("redis-server answers PING");
+        server
+    }
+
+    /// Whether the server answers PING now.
+    pub fn answers(&self) -> bool {
         let ping = || {
-            let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
             stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
             stream.write_all(b"PING\r\n").ok()?;
             let mut reply = [0u8; 7];
             stream.read_exact(&mut reply).ok()?;
             (&reply == b"+PONG\r\n").then_some(())
         };
-        wait_for(Duration::from_secs(10), ping).expect("redis-server answers PING");
-        server
+        ping().is_some()
+    }
+
+    /// Shuts the server down (SIGTERM, as an operator's restart does) and
+    /// waits for it to be gone: its port refuses connections.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let _ = self.child.wait();
+    }
+
+    /// Starts a stopped persistent server again on the same port and data.
+    pub fn restart(&mut self) {
+        let dir = self.dir.take().expect("only a persistent server restarts");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        *self = Self::spawn(self.port, Some(dir));
     }
 
     pub fn address(&self) -> String {
@@ -360,17 +407,8 @@ pub fn http_get_ok(port: u16, path: &str) -> bool {
 /// The body of a 200 answer to `GET path` on a loopback port; `None` for
 /// any other answer or none.
 pub fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    if !(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")) {
-        return None;
-    }
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    Some(body.to_string())
+    let (status, body) = http_answer(port, path);
+    (status == 200).then_some(body)
 }
 
 /// Options for one run of the Python subscriber.
@@ -582,4 +620,51 @@ pub fn tracks_of<'a>(report: &'a serde_json::Value, identity: &str) -> Vec<&'a s
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Waits for a child to end, at most `timeout`; its stderr when it did.
+pub fn ended_within(child: &mut Child, timeout: Duration) -> Option<(bool, String)> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut stderr) = child.stderr.take() {
+                let _ = stderr.read_to_string(&mut err);
+            }
+            return Some((status.success(), err));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// `GET path` on a loopback port: the status code and the body, whatever the
+/// status (0 when nothing answered).
+pub fn http_answer(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    if write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A metric without labels from a `/metrics` body.
+pub fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.parse().ok())
 }

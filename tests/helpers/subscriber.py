@@ -97,6 +97,8 @@ class Report:
                 "sizes": {},
                 "last_size": None,
                 "first_frame_s": None,
+                # The longest wait between two decoded video frames, seconds.
+                "max_gap_s": None,
                 "size_changes": [],
                 "sample_rate": None,
                 "channels": None,
@@ -136,7 +138,10 @@ async def consume_video(track, entry, report):
         if entry["first_frame_s"] is None:
             entry["first_frame_s"] = round(time.monotonic() - report.started, 3)
         entry["frames"] += 1
-        times.append(time.monotonic())
+        now = time.monotonic()
+        if times:
+            entry["max_gap_s"] = round(max(entry["max_gap_s"] or 0.0, now - times[-1]), 3)
+        times.append(now)
         entry["recent_fps"] = recent_fps(times) if entry["frames"] % 15 == 0 else entry["recent_fps"]
         size = f"{frame.width}x{frame.height}"
         entry["sizes"][size] = entry["sizes"].get(size, 0) + 1

@@ -90,13 +90,16 @@ const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// A connection made on first use and again after an error.
 struct Lane {
     client: redis::Client,
+    /// Where Redis is, for the errors people read.
+    address: String,
     connection: Mutex<Option<Connection>>,
 }
 
 impl Lane {
-    fn new(client: &redis::Client) -> Lane {
+    fn new(client: &redis::Client, address: &str) -> Lane {
         Lane {
             client: client.clone(),
+            address: address.to_string(),
             connection: Mutex::default(),
         }
     }
@@ -107,7 +110,8 @@ impl Lane {
     ) -> Result<T, StoreError> {
         let mut slot = lock(&self.connection);
         if slot.is_none() {
-            *slot = Some(open_connection(&self.client).map_err(StoreError::unreachable)?);
+            let opened = open_connection(&self.client);
+            *slot = Some(opened.map_err(|e| redis_error(e, &self.address))?);
         }
         let Some(connection) = slot.as_mut() else {
             return Err(StoreError::unreachable("no connection"));
@@ -118,15 +122,15 @@ impl Lane {
                 *slot = None;
             }
         }
-        result.map_err(redis_error)
+        result.map_err(|e| redis_error(e, &self.address))
     }
 }
 
 /// Errors of the connection (refused, dropped, timed out) say Redis does not
 /// answer; the rest (a script's error, a wrong type) are the store's own.
-fn redis_error(e: redis::RedisError) -> StoreError {
+fn redis_error(e: redis::RedisError, address: &str) -> StoreError {
     if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_connection_refusal() {
-        StoreError::unreachable(e)
+        StoreError::unreachable(format_args!("cannot reach Redis at {address}: {e}"))
     } else {
         StoreError::other(e)
     }
@@ -200,8 +204,8 @@ impl RedisStore {
         let store = RedisStore {
             prefix: config.prefix.clone(),
             node: format!("{:016x}", rand::random::<u64>()),
-            commands: Lane::new(&client),
-            leases: Lane::new(&client),
+            commands: Lane::new(&client, &config.address),
+            leases: Lane::new(&client, &config.address),
             client,
             tokens: Mutex::default(),
             scripts: Scripts {
@@ -213,9 +217,7 @@ impl RedisStore {
                 release: redis::Script::new(RELEASE),
             },
         };
-        store
-            .ping()
-            .map_err(|e| e.context(format!("cannot reach Redis at {}", config.address)))?;
+        store.ping()?;
         store.move_from_single_hash()?;
         Ok(store)
     }
