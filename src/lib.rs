@@ -22,6 +22,7 @@ pub mod presets;
 pub mod rtmp;
 pub mod rtmpingresssrc;
 pub mod runtime;
+pub mod scaling;
 pub mod simulcastenc;
 pub mod srt;
 pub mod srtingresssrc;

@@ -369,3 +369,26 @@ fn invalid_settings_are_refused_at_configuration_time() {
         pipeline.set_state(gst::State::Null).expect("stop");
     }
 }
+
+/// Every layer keeps the source's colours: a 1080p source whose caps give no
+/// colorimetry (as a decoder's often do) is BT.709 by its size, and so is
+/// each smaller layer, which videoscale would otherwise also convert to the
+/// BT.601 its size implies (a matrix conversion per pixel, four times the
+/// cost of the scaling). h264parse reads it back from each layer's VUI.
+#[test]
+fn smaller_layers_keep_the_sources_colorimetry() {
+    init();
+    let run = start(
+        &source(1920, 1080, 30, 5),
+        "layers=1280x720:1700000,640x360:600000,320x180:150000",
+    );
+    run.wait_eos();
+    for i in 0..3 {
+        assert_eq!(
+            run.output(i).field("colorimetry"),
+            "bt709",
+            "layer {i}: {:?}",
+            run.output(i).caps
+        );
+    }
+}

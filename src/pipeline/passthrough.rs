@@ -127,15 +127,18 @@ fn add_lower_layers(
     let scale = make("videoscale", None)?;
     let largest = make("capsfilter", None)?;
     if let Some(top) = lower.first() {
-        set(
-            &largest,
-            "caps",
-            gst::Caps::builder("video/x-raw")
-                .field("width", top.width as i32)
-                .field("height", top.height as i32)
-                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                .build(),
-        )?;
+        let (width, height) = (top.width, top.height);
+        let filter = largest.clone();
+        // Sized when the decoded pictures' caps come, in their colorimetry.
+        pad_of(&scale, "sink")?.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(event)) = &info.data {
+                if let gst::EventView::Caps(caps) = event.view() {
+                    let caps = crate::scaling::scaled_caps(caps.caps(), width, height);
+                    filter.set_property("caps", caps);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
     }
     let enc = make("simulcastenc", Some("enc"))?;
     // One track, one profile: the lower layers take the source's.

@@ -322,13 +322,13 @@ impl SimulcastEnc {
                 _ => w,
             };
             if let Some(imp) = this.upgrade() {
-                imp.size_layers(display_w, h);
+                imp.size_layers(caps.caps(), display_w, h);
             }
             gst::PadProbeReturn::Ok
         });
     }
 
-    fn size_layers(&self, width: u32, height: u32) {
+    fn size_layers(&self, source: &gst::CapsRef, width: u32, height: u32) {
         let state = lock(&self.state);
         for layer in &state.layers {
             let (w, h) = presets::fit_layer(&layer.spec, width, height);
@@ -339,14 +339,9 @@ impl SimulcastEnc {
                 layer.spec.width,
                 layer.spec.height
             );
-            layer.raw_caps.set_property(
-                "caps",
-                gst::Caps::builder("video/x-raw")
-                    .field("width", w as i32)
-                    .field("height", h as i32)
-                    .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
-                    .build(),
-            );
+            layer
+                .raw_caps
+                .set_property("caps", crate::scaling::scaled_caps(source, w, h));
         }
     }
 
