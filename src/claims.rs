@@ -4,7 +4,7 @@
 //! [`Authorizer`], then the element's claim). Each listener keeps one
 //! [`Claims`] over the events it hands its elements.
 
-use crate::input::{Authorizer, Decision, PublishRequest};
+use crate::input::{Authorizer, Decision, PublishRequest, Refusal};
 use crate::rtmp::redact::redact_key;
 use crate::sync::lock;
 use std::collections::{HashMap, HashSet};
@@ -146,26 +146,26 @@ impl<E> Claims<E> {
     /// Whether `request` may publish: not while its key publishes, not when
     /// the application refuses, not without an element to take it (with an
     /// application, the element it creates on accepting has a few seconds to
-    /// claim the key). `Err` is the reason for the publisher, without the key.
-    pub async fn decide(&self, request: &PublishRequest) -> Result<Publish<'_, E>, String> {
-        const BUSY: &str = "this stream key is already publishing";
+    /// claim the key). `Err` is the refusal for the publisher, without the key.
+    pub async fn decide(&self, request: &PublishRequest) -> Result<Publish<'_, E>, Refusal> {
+        let busy = || Refusal::busy("this stream key is already publishing");
         if lock(&self.inner).active.contains(&request.key) {
-            return Err(BUSY.into());
+            return Err(busy());
         }
         let authorizer = lock(&self.authorizer).clone();
         let waits = authorizer.is_some();
         if let Some(authorizer) = authorizer {
-            if let Decision::Reject(reason) = authorizer(request.clone()).await {
-                return Err(reason);
+            if let Decision::Reject(refusal) = authorizer(request.clone()).await {
+                return Err(refusal);
             }
         }
         let sender = self
             .take_claim(request, waits)
             .await
-            .ok_or_else(|| "unknown stream key".to_string())?;
+            .ok_or_else(Refusal::unknown_key)?;
         let key = request.key.clone();
         if !lock(&self.inner).active.insert(key.clone()) {
-            return Err(BUSY.into());
+            return Err(busy());
         }
         Ok(Publish {
             _active: ActiveKey { claims: self, key },
@@ -209,7 +209,7 @@ pub fn next_event<E>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::input::InputKind;
+    use crate::input::{InputKind, RefusalKind};
 
     fn request(key: &str) -> PublishRequest {
         PublishRequest {
@@ -232,25 +232,24 @@ mod tests {
         assert!(!again.key.contains('k') || again.key.starts_with("key#"));
         rt.block_on(async {
             assert_eq!(
-                claims.decide(&request("other")).await.err().as_deref(),
-                Some("unknown stream key")
+                claims.decide(&request("other")).await.err(),
+                Some(Refusal::unknown_key())
             );
             let publish = claims.decide(&request("k")).await.expect("accepted");
-            assert_eq!(
-                claims.decide(&request("k")).await.err().as_deref(),
-                Some("this stream key is already publishing")
-            );
+            let busy = claims.decide(&request("k")).await.err().expect("refused");
+            assert_eq!(busy.kind, RefusalKind::Busy);
+            assert_eq!(busy.to_string(), "this stream key is already publishing");
             publish.sender.send(7).await.expect("send");
             assert_eq!(events.recv().await, Some(7));
             drop(publish);
             assert!(claims.decide(&request("k")).await.is_ok(), "free again");
-            // An application's refusal is the publisher's reason.
+            // An application's refusal reaches the publisher as it was made.
             claims.set_authorizer(Some(Arc::new(|_| {
-                Box::pin(async { Decision::Reject("disabled".into()) })
+                Box::pin(async { Decision::Reject(Refusal::forbidden("disabled")) })
             })));
             assert_eq!(
-                claims.decide(&request("k")).await.err().as_deref(),
-                Some("disabled")
+                claims.decide(&request("k")).await.err(),
+                Some(Refusal::forbidden("disabled"))
             );
         });
         drop(held);

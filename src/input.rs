@@ -77,26 +77,88 @@ pub struct PublishRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Accept,
-    /// Refused; the text goes to the publisher.
-    Reject(String),
+    /// Refused; the refusal's text goes to the publisher.
+    Reject(Refusal),
 }
 
-/// How a refusal that says nothing about the stream key begins: this node
-/// cannot take a publish now (full, shutting down), another node may. The
-/// listeners answer it as their protocol says "try later or elsewhere"
-/// (HTTP 503, SRT's overload code).
-pub const NODE_UNAVAILABLE: &str = "this node cannot take the stream now: ";
+/// What a refused publisher can do about it, which is what its protocol's
+/// answer has to tell: each listener turns a kind into its own code in one
+/// place (WHIP's HTTP status, SRT's rejection code), so no answer depends on
+/// the wording of a reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// No ingress has this stream key.
+    UnknownKey,
+    /// The key is publishing already (here or on another node).
+    Busy,
+    /// The ingress may not publish this way: disabled, no room yet, another
+    /// input type, an input this node does not listen for.
+    Forbidden,
+    /// This node cannot take the stream now (at capacity, shutting down, its
+    /// store out of reach), which says nothing about the stream: a later try,
+    /// or another node behind the same address, may succeed.
+    NodeUnavailable,
+    /// No decision came in time.
+    Timeout,
+    /// Anything else: the stream could not be started.
+    Internal,
+}
 
-impl Decision {
-    /// A refusal for this node's reasons, not the stream's.
-    pub fn node_unavailable(why: &str) -> Decision {
-        Decision::Reject(format!("{NODE_UNAVAILABLE}{why}"))
+/// A refused publish: its kind, and the reason in words for the publisher
+/// (never the stream key). [`Display`](std::fmt::Display) is the text the
+/// publisher sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    pub reason: String,
+}
+
+impl Refusal {
+    pub fn new(kind: RefusalKind, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            kind,
+            reason: reason.into(),
+        }
+    }
+
+    /// No ingress has the key; every listener says it in these words.
+    pub fn unknown_key() -> Refusal {
+        Refusal::new(RefusalKind::UnknownKey, "unknown stream key")
+    }
+
+    pub fn busy(reason: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Busy, reason)
+    }
+
+    pub fn forbidden(reason: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Forbidden, reason)
+    }
+
+    /// A refusal for this node's reasons, not the stream's; `why` is what
+    /// keeps the node from it ("at capacity ...", "shutting down").
+    pub fn node_unavailable(why: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::NodeUnavailable, why)
+    }
+
+    /// A listener's own refusal when the decision takes too long.
+    pub fn timeout() -> Refusal {
+        Refusal::new(RefusalKind::Timeout, "no decision on the publish in time")
+    }
+
+    pub fn internal(reason: impl Into<String>) -> Refusal {
+        Refusal::new(RefusalKind::Internal, reason)
     }
 }
 
-/// Whether a refusal's text is a [`Decision::node_unavailable`].
-pub fn is_node_unavailable(reason: &str) -> bool {
-    reason.starts_with(NODE_UNAVAILABLE)
+impl std::fmt::Display for Refusal {
+    /// The reason; a node-unavailable one says first that it is about this
+    /// node, not the stream (publishers and operators read this text).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.kind == RefusalKind::NodeUnavailable {
+            f.write_str("this node cannot take the stream now: ")?;
+        }
+        f.write_str(&self.reason)
+    }
 }
 
 /// Decides on every publish on a listener's port.
@@ -307,4 +369,25 @@ pub fn on_time(
         Verdict::Pass | Verdict::Drop => {}
     }
     verdict.passes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_reads_as_the_publisher_sees_it() {
+        assert_eq!(Refusal::unknown_key().to_string(), "unknown stream key");
+        assert_eq!(
+            Refusal::forbidden("this ingress is disabled").to_string(),
+            "this ingress is disabled"
+        );
+        // Only the node's own reasons say that they are about this node.
+        let full = Refusal::node_unavailable("shutting down");
+        assert_eq!(full.reason, "shutting down");
+        assert_eq!(
+            full.to_string(),
+            "this node cannot take the stream now: shutting down"
+        );
+    }
 }

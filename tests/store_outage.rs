@@ -69,7 +69,8 @@ fn a_redis_outage_keeps_live_streams_and_their_claims() {
     let shown = format!("{err:?}");
     assert_eq!(twirp_code(err), "unavailable");
     assert!(shown.contains("cannot reach Redis"), "{shown}");
-    // Not ready for a load balancer; a new publish is refused with the reason.
+    // Not ready for a load balancer; a new publish is refused with the reason
+    // (as the node's trouble: another node, or a later try, may take it).
     let (status, body) = http_answer(http_port, "/health");
     assert_eq!(status, 503, "{body}");
     let mut refused = Harness::publish_sized(h.rtmp_port, &other.stream_key, 5, "640x360");
@@ -77,6 +78,15 @@ fn a_redis_outage_keeps_live_streams_and_their_claims() {
         ended_within(&mut refused, Duration::from_secs(15)).expect("the publish is answered");
     assert!(!ok, "a publish is refused while the store is out of reach");
     assert!(stderr.contains("cannot reach Redis"), "{stderr}");
+    let (_, metrics) = http_answer(http_port, "/metrics");
+    assert_eq!(
+        metric(
+            &metrics,
+            "livekit_ingress_publishes_refused_unavailable_total"
+        ),
+        Some(1.0),
+        "refused as the node's trouble, not the key's: {metrics}"
+    );
 
     // Redis comes back after the outage, with its data.
     std::thread::sleep(OUTAGE.saturating_sub(stopped.elapsed()));

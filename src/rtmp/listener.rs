@@ -17,8 +17,8 @@ use super::admission::{AcceptBackoff, Admission, Limits, Slot};
 use super::redact::{redact_key, MAX_STREAM_KEY_LEN};
 use super::session::{Output, Session};
 use crate::claims::{Claimed, Claims, Publish};
-use crate::input::InputKind;
 pub use crate::input::{Authorizer, Decision, PublishRequest};
+use crate::input::{InputKind, Refusal};
 use crate::sync::lock;
 use bytes::Bytes;
 use rml_rtmp::sessions::StreamMetadata;
@@ -33,6 +33,14 @@ use tokio::time::Instant;
 
 /// Status code of a refused publish.
 pub const BAD_NAME: &str = "NetStream.Publish.BadName";
+
+/// The status and description a refused publish is answered with. Publishers
+/// act on no RTMP status finer than BadName, so every kind gets it; the
+/// description, which ffmpeg prints, says why.
+pub fn refusal_status(refusal: &Refusal) -> (&'static str, String) {
+    (BAD_NAME, refusal.to_string())
+}
+
 /// Media events buffered per publish; beyond this the socket is read no faster.
 const EVENT_QUEUE: usize = 256;
 
@@ -498,7 +506,8 @@ impl Connection<'_> {
     ) -> Result<(), Ended> {
         let peer = self.peer;
         let decision = if key.len() > MAX_STREAM_KEY_LEN {
-            Err("stream key too long".to_string())
+            // No ingress can have it: refused for its form, before any lookup.
+            Err(Refusal::forbidden("stream key too long"))
         } else {
             let request = PublishRequest {
                 input: InputKind::Rtmp,
@@ -508,19 +517,20 @@ impl Connection<'_> {
             };
             tokio::time::timeout_at(self.deadline, self.listener.claims.decide(&request))
                 .await
-                .unwrap_or_else(|_| Err("no decision on the publish in time".to_string()))
+                .unwrap_or_else(|_| Err(Refusal::timeout()))
         };
         let publish = match decision {
             Ok(publish) => publish,
-            Err(reason) => {
+            Err(refusal) => {
                 tracing::info!(
-                    "refused publish of {} from {peer}: {reason}",
+                    "refused publish of {} from {peer}: {refusal}",
                     redact_key(&key)
                 );
                 // The reason goes to the publisher; it never contains the key.
+                let (status, description) = refusal_status(&refusal);
                 let reply = self
                     .session
-                    .reject_publish(BAD_NAME, &reason)
+                    .reject_publish(status, &description)
                     .map_err(|e| e.to_string())?;
                 for o in reply {
                     if let Output::Send(bytes) = o {
@@ -529,7 +539,7 @@ impl Connection<'_> {
                     }
                 }
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.flush()).await;
-                return Err(format!("publish refused: {reason}"));
+                return Err(format!("publish refused: {refusal}"));
             }
         };
         // From here on the element is told how this publish ends (see serve).
@@ -564,6 +574,30 @@ mod tests {
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(5),
         }
+    }
+
+    #[test]
+    fn every_refusal_is_bad_name_with_its_reason() {
+        use crate::input::RefusalKind;
+        let kinds = [
+            RefusalKind::UnknownKey,
+            RefusalKind::Busy,
+            RefusalKind::Forbidden,
+            RefusalKind::Timeout,
+            RefusalKind::Internal,
+        ];
+        for kind in kinds {
+            let refusal = Refusal::new(kind, "why");
+            assert_eq!(refusal_status(&refusal), (BAD_NAME, "why".to_string()));
+        }
+        let full = Refusal::node_unavailable("at capacity");
+        assert_eq!(
+            refusal_status(&full),
+            (
+                BAD_NAME,
+                "this node cannot take the stream now: at capacity".to_string()
+            )
+        );
     }
 
     #[test]

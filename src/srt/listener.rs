@@ -14,8 +14,8 @@
 
 use super::streamid::{rejection_for, stream_key, Rejection};
 use crate::claims::{Claimed, Claims, Publish};
-use crate::input::InputKind;
 pub use crate::input::{Authorizer, Decision, PublishRequest};
+use crate::input::{InputKind, Refusal};
 use crate::rtmp::admission::{Admission, Limits, Slot};
 use crate::rtmp::redact::redact_key;
 use crate::sync::lock;
@@ -255,13 +255,13 @@ impl Listener {
             self.claims.decide(&publish_request),
         )
         .await
-        .unwrap_or_else(|_| Err("no decision on the publish in time".to_string()));
+        .unwrap_or_else(|_| Err(Refusal::timeout()));
         let publish = match decision {
             Ok(publish) => publish,
-            Err(reason) => {
-                let rejection = rejection_for(&reason);
+            Err(refusal) => {
+                let rejection = rejection_for(refusal.kind);
                 tracing::info!(
-                    "refused SRT publish of {} from {peer}: {reason} (code {})",
+                    "refused SRT publish of {} from {peer}: {refusal} (code {})",
                     redact_key(&key),
                     rejection.code()
                 );
@@ -399,7 +399,7 @@ mod tests {
         l.set_authorizer(Some(Arc::new(|_| {
             Box::pin(async {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                Decision::Reject("unknown stream key".into())
+                Decision::Reject(Refusal::unknown_key())
             })
         })));
         let runtime = crate::runtime::handle();

@@ -5,6 +5,7 @@
 //! given (this server only receives), `t` must be `stream` when given, other
 //! fields (`u`, `h`, `s`, and any unknown one) are ignored.
 
+use crate::input::RefusalKind;
 use crate::rtmp::redact::MAX_STREAM_KEY_LEN;
 
 /// Why a `streamid` names no key this server can take.
@@ -34,7 +35,8 @@ pub enum Rejection {
     BadRequest,
     /// 1401: no ingress has this key.
     Unauthorized,
-    /// 1402: too many connections are waiting.
+    /// 1402: too many connections are waiting, or this node cannot take the
+    /// stream now (full, shutting down, store out of reach).
     Overload,
     /// 1403: the ingress may not publish now (disabled, no room, other input).
     Forbidden,
@@ -42,7 +44,7 @@ pub enum Rejection {
     BadMode,
     /// 1409: the key is publishing already.
     Conflict,
-    /// 1500: the stream could not be started.
+    /// 1500: the stream could not be started, or no decision came in time.
     InternalServerError,
 }
 
@@ -70,22 +72,17 @@ impl From<&StreamIdError> for Rejection {
     }
 }
 
-/// The code for a refusal given as text (the listener's own reasons and the
-/// application's [`crate::input::Decision::Reject`]).
-pub fn rejection_for(reason: &str) -> Rejection {
-    if crate::input::is_node_unavailable(reason) {
-        Rejection::Overload
-    } else if reason.contains("unknown stream key") {
-        Rejection::Unauthorized
-    } else if reason.contains("already publishing") {
-        Rejection::Conflict
-    } else if ["disabled", "no room", "takes ", "does not listen"]
-        .iter()
-        .any(|word| reason.contains(word))
-    {
-        Rejection::Forbidden
-    } else {
-        Rejection::InternalServerError
+/// The code for a refused publish (the listener's own refusals and the
+/// application's [`crate::input::Decision::Reject`]). SRT carries no text, so
+/// the code is all the caller learns; overload is the one that says "try later
+/// or elsewhere".
+pub fn rejection_for(kind: RefusalKind) -> Rejection {
+    match kind {
+        RefusalKind::UnknownKey => Rejection::Unauthorized,
+        RefusalKind::Busy => Rejection::Conflict,
+        RefusalKind::Forbidden => Rejection::Forbidden,
+        RefusalKind::NodeUnavailable => Rejection::Overload,
+        RefusalKind::Timeout | RefusalKind::Internal => Rejection::InternalServerError,
     }
 }
 
@@ -178,33 +175,16 @@ mod tests {
 
     #[test]
     fn refusals_get_their_codes() {
-        assert_eq!(rejection_for("unknown stream key"), Rejection::Unauthorized);
-        assert_eq!(
-            rejection_for("this stream key is already publishing"),
-            Rejection::Conflict
-        );
-        assert_eq!(
-            rejection_for("this ingress is already publishing"),
-            Rejection::Conflict
-        );
-        assert_eq!(
-            rejection_for("this ingress is disabled"),
-            Rejection::Forbidden
-        );
-        assert_eq!(
-            rejection_for("this ingress takes URL_INPUT, not srt"),
-            Rejection::Forbidden
-        );
-        assert_eq!(
-            rejection_for("the ingress pipeline could not start"),
-            Rejection::InternalServerError
-        );
-        // A full or draining node: try later or elsewhere, even when the
-        // reason's words would say otherwise.
-        use crate::input::Decision;
-        let Decision::Reject(full) = Decision::node_unavailable("at capacity (disabled)") else {
-            unreachable!()
-        };
-        assert_eq!(rejection_for(&full), Rejection::Overload);
+        let cases = [
+            (RefusalKind::UnknownKey, 1401),
+            (RefusalKind::Busy, 1409),
+            (RefusalKind::Forbidden, 1403),
+            (RefusalKind::NodeUnavailable, 1402),
+            (RefusalKind::Timeout, 1500),
+            (RefusalKind::Internal, 1500),
+        ];
+        for (kind, code) in cases {
+            assert_eq!(rejection_for(kind).code(), code, "{kind:?}");
+        }
     }
 }

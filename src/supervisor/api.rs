@@ -654,7 +654,7 @@ async fn metrics(State(api): State<Arc<Api>>) -> Response {
         ),
         (
             "livekit_ingress_publishes_refused_unavailable_total",
-            "Publishes refused because the node was at capacity or shutting down.",
+            "Publishes refused because the node was full, draining or without its store.",
             stats.refused_unavailable.load(Ordering::Relaxed),
         ),
         (

@@ -21,6 +21,7 @@ pub mod sessions;
 pub mod store;
 pub mod webhooks;
 
+use crate::input::Refusal;
 use crate::rtmp::listener::{self, Decision, Listener, ListenerConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -161,7 +162,9 @@ fn authorizer(sessions: &Arc<sessions::Sessions>) -> crate::input::Authorizer {
         Box::pin(async move {
             tokio::task::spawn_blocking(move || sessions.authorize(request))
                 .await
-                .unwrap_or_else(|e| Decision::Reject(format!("internal error: {e}")))
+                .unwrap_or_else(|e| {
+                    Decision::Reject(Refusal::internal(format!("internal error: {e}")))
+                })
         })
     })
 }

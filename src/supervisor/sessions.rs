@@ -10,7 +10,7 @@ use super::config::Config;
 use super::ingress::{may_publish, now_nanos, takes_push};
 use super::store::{self, Store, StoreError};
 use super::webhooks::Webhooks;
-use crate::input::{Decision, InputKind, InputSource, PublishRequest};
+use crate::input::{Decision, InputKind, InputSource, PublishRequest, Refusal, RefusalKind};
 use crate::livekit::stats::SendStats;
 use crate::options;
 use crate::pipeline::{
@@ -48,8 +48,9 @@ pub enum StartError {
     Deleted,
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Full or shutting down (see `Sessions::admit`).
-    #[error("{prefix}{0}", prefix = crate::input::NODE_UNAVAILABLE)]
+    /// Full or shutting down (see `Sessions::admit`); worded as the refusal
+    /// a push publisher gets for it.
+    #[error("{}", Refusal::node_unavailable(.0))]
     Unavailable(String),
 }
 
@@ -68,7 +69,8 @@ pub struct SessionStats {
     pub ended: AtomicU64,
     pub failed: AtomicU64,
     pub refused: AtomicU64,
-    /// Of those, refused because the node was full or shutting down.
+    /// Of those, refused because the node was full, shutting down or could
+    /// not reach its store.
     pub refused_unavailable: AtomicU64,
     /// Frames sources dropped as too late to matter (after a stall).
     pub late_dropped: AtomicU64,
@@ -256,15 +258,6 @@ impl Sessions {
         Ok(self.capacity.cost(load))
     }
 
-    fn refuse_unavailable(&self, why: &str) -> Decision {
-        self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .refused_unavailable
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::warn!("publish refused: this node cannot take it: {why}");
-        Decision::node_unavailable(why)
-    }
-
     /// What each live stream has sent to its room, by ingress id.
     pub fn sent(&self) -> Vec<(String, SendStats)> {
         let mut sent: Vec<_> = lock(&self.live)
@@ -281,14 +274,16 @@ impl Sessions {
     pub fn authorize(self: &Arc<Self>, request: PublishRequest) -> Decision {
         let info = match self.store.by_stream_key(&request.key) {
             Ok(Some(info)) => info,
-            Ok(None) => return self.refuse("unknown stream key"),
-            Err(e) => return self.refuse(&e.to_string()),
+            Ok(None) => return self.refuse(Refusal::unknown_key()),
+            Err(e) => return self.refuse(store_refusal(e)),
         };
         if let Err(reason) = may_publish(&info).and_then(|()| takes_push(&info, request.input)) {
-            return self.refuse(&reason);
+            return self.refuse(Refusal::forbidden(reason));
         }
         let Some(source) = self.push_source(request.input, &info.stream_key) else {
-            return self.refuse("this node does not listen for that input");
+            return self.refuse(Refusal::forbidden(
+                "this node does not listen for that input",
+            ));
         };
         if self.resume_paused(&info.ingress_id, request.input) {
             tracing::info!(ingress = %info.ingress_id, "publisher back within the grace period");
@@ -297,12 +292,12 @@ impl Sessions {
         let _admission = lock(&self.admission);
         let cost = match self.admit(load_of(&info)) {
             Ok(cost) => cost,
-            Err(why) => return self.refuse_unavailable(&why),
+            Err(why) => return self.refuse(Refusal::node_unavailable(why)),
         };
         match self.store.claim(&info.ingress_id) {
             Ok(true) => {}
-            Ok(false) => return self.refuse("this ingress is already publishing"),
-            Err(e) => return self.refuse(&e.to_string()),
+            Ok(false) => return self.refuse(Refusal::busy("this ingress is already publishing")),
+            Err(e) => return self.refuse(store_refusal(e)),
         }
         let id = info.ingress_id.clone();
         let started_at = now_nanos();
@@ -311,7 +306,7 @@ impl Sessions {
             return Decision::Accept;
         };
         self.not_started(&id, started_at, &error);
-        self.refuse(&error.to_string())
+        self.refuse(Refusal::internal(error.to_string()))
     }
 
     /// Whether the ingress's live stream here waits for its publisher to come
@@ -388,9 +383,17 @@ impl Sessions {
         info
     }
 
-    fn refuse(&self, reason: &str) -> Decision {
+    /// Counts a refusal, those for the node's own reasons apart (an operator
+    /// tells a full node from bad keys by them).
+    fn refuse(&self, refusal: Refusal) -> Decision {
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        Decision::Reject(reason.to_string())
+        if refusal.kind == RefusalKind::NodeUnavailable {
+            self.stats
+                .refused_unavailable
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("publish refused: {refusal}");
+        }
+        Decision::Reject(refusal)
     }
 
     fn start(
@@ -854,6 +857,17 @@ impl Sessions {
     }
 }
 
+/// The refusal for a store call that failed while deciding on a publish. A
+/// store out of reach says nothing about the stream: a later try, or another
+/// node that still reaches it, may succeed. Anything else (a damaged record, a
+/// failed query) does not get better by trying again: internal.
+fn store_refusal(error: StoreError) -> Refusal {
+    match error {
+        StoreError::Unreachable(why) => Refusal::node_unavailable(why),
+        other => Refusal::internal(other.to_string()),
+    }
+}
+
 /// What an ingress's stream asks of the node: LiveKit's rule is that WHIP
 /// may bypass, other inputs always transcode (as `pipeline_config` builds it).
 fn load_of(info: &proto::IngressInfo) -> Load {
@@ -861,5 +875,132 @@ fn load_of(info: &proto::IngressInfo) -> Load {
         Load::Bypass
     } else {
         Load::Transcode
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_out_of_reach_is_the_nodes_trouble_not_the_streams() {
+        let unreachable = store_refusal(StoreError::unreachable("connection refused"));
+        assert_eq!(unreachable.kind, RefusalKind::NodeUnavailable);
+        assert_eq!(
+            unreachable.to_string(),
+            "this node cannot take the stream now: ingress store: connection refused"
+        );
+        let corrupt = store_refusal(StoreError::Corrupt("bad record".into()));
+        assert_eq!(corrupt, Refusal::internal("bad record"));
+        let other = store_refusal(StoreError::Other("bad query".into()));
+        assert_eq!(other.kind, RefusalKind::Internal);
+    }
+
+    /// A store that knows at most one ingress (when asked for it by key) and
+    /// answers nothing else: Redis gone mid-decision.
+    struct Unreached(Option<proto::IngressInfo>);
+
+    fn down<T>() -> Result<T, StoreError> {
+        Err(StoreError::unreachable("connection refused"))
+    }
+
+    impl Store for Unreached {
+        fn put(&self, _: &proto::IngressInfo) -> Result<(), StoreError> {
+            down()
+        }
+        fn get(&self, _: &str) -> Result<Option<proto::IngressInfo>, StoreError> {
+            down()
+        }
+        fn by_stream_key(&self, _: &str) -> Result<Option<proto::IngressInfo>, StoreError> {
+            self.0.clone().map_or_else(down, |info| Ok(Some(info)))
+        }
+        fn list(&self, _: &str, _: &str) -> Result<Vec<proto::IngressInfo>, StoreError> {
+            down()
+        }
+        fn delete(&self, _: &str) -> Result<(), StoreError> {
+            down()
+        }
+        fn claim(&self, _: &str) -> Result<bool, StoreError> {
+            down()
+        }
+        fn renew(&self, _: &str) -> Result<bool, StoreError> {
+            down()
+        }
+        fn release(&self, _: &str) {}
+        fn is_claimed(&self, _: &str) -> Result<bool, StoreError> {
+            down()
+        }
+        fn put_state(&self, _: &str, _: &proto::IngressState) -> Result<bool, StoreError> {
+            down()
+        }
+        fn swap_state(
+            &self,
+            _: &str,
+            _: &proto::IngressState,
+            _: &proto::IngressState,
+        ) -> Result<bool, StoreError> {
+            down()
+        }
+        fn request_stop(&self, _: &str) -> Result<(), StoreError> {
+            down()
+        }
+        fn watch_stops(
+            &self,
+            _: store::StopHandler,
+            _: Box<dyn Fn() -> bool + Send>,
+        ) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn ping(&self) -> Result<(), StoreError> {
+            down()
+        }
+    }
+
+    /// Whether the lookup or the claim finds the store gone, the publisher
+    /// is told to try later or elsewhere, and it counts as the node's refusal.
+    #[test]
+    fn a_publish_decided_without_the_store_is_refused_as_node_unavailable() {
+        let config = Config {
+            capacity: super::super::config::CapacityConfig {
+                cores: 4.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let rtmp = proto::IngressInfo {
+            ingress_id: "IN_x".into(),
+            stream_key: "k".into(),
+            input_type: proto::IngressInput::RtmpInput as i32,
+            room_name: "stage".into(),
+            ..Default::default()
+        };
+        for known in [None, Some(rtmp)] {
+            let sessions = Sessions::new(config.clone(), Arc::new(Unreached(known))).expect("new");
+            let request = PublishRequest {
+                input: InputKind::Rtmp,
+                key: "k".into(),
+                peer: "127.0.0.1:9".parse().expect("addr"),
+                app: String::new(),
+            };
+            let Decision::Reject(refusal) = sessions.authorize(request) else {
+                panic!("accepted without a store");
+            };
+            assert_eq!(refusal.kind, RefusalKind::NodeUnavailable, "{refusal}");
+            assert!(refusal.reason.starts_with("ingress store: "), "{refusal}");
+            assert_eq!(sessions.stats.refused.load(Ordering::Relaxed), 1);
+            assert_eq!(
+                sessions.stats.refused_unavailable.load(Ordering::Relaxed),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn an_unavailable_start_reads_as_the_refusal() {
+        let error = StartError::Unavailable("shutting down".into());
+        assert_eq!(
+            error.to_string(),
+            "this node cannot take the stream now: shutting down"
+        );
     }
 }

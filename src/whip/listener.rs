@@ -7,12 +7,13 @@
 //!   the key is decided on first (the [`Claims`] RTMP and SRT use: a key
 //!   publishing already, the application's [`Authorizer`], the element's
 //!   claim), before any ICE or DTLS; then `201 Created` with the SDP answer
-//!   and `Location: /w/session/{id}`. Refusals: 404 unknown key, 409 busy,
-//!   403 any other refusal (disabled, no room, another input type), 415 not
-//!   `application/sdp`, 400 an SDP that cannot be answered, 406 an offer
-//!   whose video or audio has no codec the room takes (the text names what
-//!   was offered; decided before the key, so nothing starts), 503 no
-//!   decision in time.
+//!   and `Location: /w/session/{id}`. Refusals (see [`refusal_status`]): 404
+//!   unknown key, 409 busy, 503 this node cannot take it now (full, shutting
+//!   down, store out of reach) or no decision in time, 403 any other refusal
+//!   (disabled, no room, another input type), 415 not `application/sdp`, 400
+//!   an SDP that cannot be answered, 406 an offer whose video or audio has no
+//!   codec the room takes (the text names what was offered; decided before
+//!   the key, so nothing starts).
 //! - `DELETE /w/session/{id}` ends the session (200; 404 when unknown).
 //! - `PATCH` (trickle ICE, ICE restart) answers 405: the server is ICE-lite
 //!   with its one host candidate in the answer, and the client's candidates
@@ -25,8 +26,8 @@
 use super::offer::{self, Offered};
 use super::session::Session;
 use crate::claims::{Claimed, Claims};
-use crate::input::InputKind;
 pub use crate::input::{Authorizer, Decision, PublishRequest};
+use crate::input::{InputKind, Refusal, RefusalKind};
 use crate::rtmp::redact::redact_key;
 use crate::sync::lock;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -355,15 +356,15 @@ async fn not_allowed() -> Response {
         .into_response()
 }
 
-/// The HTTP status of a refusal, from the decision's reason.
-pub fn refusal_status(reason: &str) -> StatusCode {
-    match reason {
-        "unknown stream key" => StatusCode::NOT_FOUND,
-        r if r.contains("already publishing") => StatusCode::CONFLICT,
-        r if r.contains("in time") || crate::input::is_node_unavailable(r) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-        _ => StatusCode::FORBIDDEN,
+/// The HTTP status of a refusal. 503 tells a client to try again later or
+/// elsewhere; a failure to start the stream stays 403, as WHIP clients have
+/// always been answered here.
+pub fn refusal_status(kind: RefusalKind) -> StatusCode {
+    match kind {
+        RefusalKind::UnknownKey => StatusCode::NOT_FOUND,
+        RefusalKind::Busy => StatusCode::CONFLICT,
+        RefusalKind::NodeUnavailable | RefusalKind::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+        RefusalKind::Forbidden | RefusalKind::Internal => StatusCode::FORBIDDEN,
     }
 }
 
@@ -421,15 +422,16 @@ impl Listener {
         };
         let decision = tokio::time::timeout(DECISION_TIMEOUT, self.claims.decide(&request))
             .await
-            .unwrap_or_else(|_| Err("no decision on the publish in time".to_string()));
+            .unwrap_or_else(|_| Err(Refusal::timeout()));
         let publish = match decision {
             Ok(publish) => publish,
-            Err(reason) => {
+            Err(refusal) => {
                 tracing::info!(
-                    "refused WHIP publish of {} from {peer}: {reason}",
+                    "refused WHIP publish of {} from {peer}: {refusal}",
                     redact_key(&key)
                 );
-                let _ = reply.send(Err((refusal_status(&reason), reason)));
+                let status = refusal_status(refusal.kind);
+                let _ = reply.send(Err((status, refusal.to_string())));
                 return;
             }
         };
@@ -541,21 +543,20 @@ mod tests {
 
     #[test]
     fn refusals_get_their_status() {
-        assert_eq!(refusal_status("unknown stream key"), StatusCode::NOT_FOUND);
-        assert_eq!(
-            refusal_status("this ingress is already publishing"),
-            StatusCode::CONFLICT
-        );
-        assert_eq!(
-            refusal_status("this ingress is disabled"),
-            StatusCode::FORBIDDEN
-        );
-        let crate::input::Decision::Reject(full) =
-            crate::input::Decision::node_unavailable("shutting down")
-        else {
-            unreachable!()
-        };
-        assert_eq!(refusal_status(&full), StatusCode::SERVICE_UNAVAILABLE);
+        let cases = [
+            (RefusalKind::UnknownKey, StatusCode::NOT_FOUND),
+            (RefusalKind::Busy, StatusCode::CONFLICT),
+            (RefusalKind::Forbidden, StatusCode::FORBIDDEN),
+            (
+                RefusalKind::NodeUnavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (RefusalKind::Timeout, StatusCode::SERVICE_UNAVAILABLE),
+            (RefusalKind::Internal, StatusCode::FORBIDDEN),
+        ];
+        for (kind, status) in cases {
+            assert_eq!(refusal_status(kind), status, "{kind:?}");
+        }
     }
 
     /// An offer as pion writes it: one video m-line of `video` (rtpmap and
