@@ -30,6 +30,27 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// ffmpeg publishing a 1440x810 test pattern with a tone over RTMP for
 /// `seconds`: libx264 with 2 s between keyframes and `bframes` B-frames.
 fn publish(h: &Harness, key: &str, seconds: u32, bframes: u32) -> Child {
+    let url = format!("rtmp://127.0.0.1:{}/live/{key}", h.rtmp_port);
+    publish_to(&url, "flv", seconds, bframes)
+}
+
+/// The same as MPEG-TS over SRT.
+fn publish_srt(h: &Harness, key: &str, seconds: u32) -> Child {
+    let port = h
+        .service
+        .as_ref()
+        .and_then(|s| s.srt_addr)
+        .expect("the service listens for SRT")
+        .port();
+    publish_to(
+        &format!("srt://127.0.0.1:{port}?streamid={key}"),
+        "mpegts",
+        seconds,
+        0,
+    )
+}
+
+fn publish_to(url: &str, format: &str, seconds: u32, bframes: u32) -> Child {
     Command::new("ffmpeg")
         // Info for the closing summary (bytes of video encoded).
         .args([
@@ -50,8 +71,8 @@ fn publish(h: &Harness, key: &str, seconds: u32, bframes: u32) -> Child {
         .args(["-t", &seconds.to_string()])
         .args(["-c:v", "libx264", "-preset", "superfast", "-b:v", "4000k"])
         .args(["-bf", &bframes.to_string(), "-g", "60"])
-        .args(["-c:a", "aac", "-ac", "2", "-f", "flv"])
-        .arg(format!("rtmp://127.0.0.1:{}/live/{key}", h.rtmp_port))
+        .args(["-c:a", "aac", "-ac", "2", "-f", format])
+        .arg(url)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -216,6 +237,36 @@ fn hybrid_sends_the_source_as_the_top_layer() {
     // encoded (less the first second, measured for the bitrate, and the
     // join; plus RTP's headers), where a transcode makes the preset's
     // 1.9 Mbit/s.
+    let ratio = sent_over_encoded(&h, &id, "f", ffmpeg);
+    assert!(
+        (0.85..1.06).contains(&ratio),
+        "top layer sent/encoded {ratio:.3}"
+    );
+}
+
+/// SRT's MPEG-TS carries the SPS in-band only; srtingresssrc hands H.264
+/// on as AVC, so the pipeline finds it in the caps and passes it through as
+/// for RTMP.
+#[test]
+fn srt_h264_is_passed_through_too() {
+    let _serial = one_at_a_time();
+    let h = Harness::start_with_passthrough(Mode::Hybrid);
+    let info = h.create("srt-hybrid", "streamer", "Streamer");
+    let id = info.ingress_id.clone();
+
+    let ffmpeg = publish_srt(&h, &info.stream_key, 30);
+    h.wait_status(&id, Status::EndpointPublishing, Duration::from_secs(20));
+    let expected = [("low", "320x180"), ("high", SOURCE)];
+    let reports = common::watch_layers(&h.livekit, "srt-hybrid", 2, &expected);
+    for ((quality, size), report) in expected.iter().zip(&reports) {
+        common::assert_layer_size(report, "streamer", quality, size);
+    }
+    let state = h.info(&id).state.expect("state");
+    assert_eq!(state.error, "", "passed through: {state:?}");
+    assert_eq!(
+        sizes(&announced_layers(&h, &id)),
+        ["320x180", "640x360", SOURCE]
+    );
     let ratio = sent_over_encoded(&h, &id, "f", ffmpeg);
     assert!(
         (0.85..1.06).contains(&ratio),

@@ -282,17 +282,23 @@ impl SrtIngressSrc {
             .property("async", false)
             .build()
             .map_err(|e| e.to_string())?;
-        self.add_and_link(pad, &sink)
+        self.add_and_link(pad, &[sink])
     }
 
-    fn add_and_link(&self, pad: &gst::Pad, element: &gst::Element) -> Result<(), String> {
-        self.obj().add(element).map_err(|e| e.to_string())?;
-        element
-            .sync_state_with_parent()
-            .map_err(|e| e.to_string())?;
-        let sink = element
+    /// Adds `chain`, linked in order, and links `pad` to its first element.
+    fn add_and_link(&self, pad: &gst::Pad, chain: &[gst::Element]) -> Result<(), String> {
+        let obj = self.obj();
+        obj.add_many(chain).map_err(|e| e.to_string())?;
+        gst::Element::link_many(chain).map_err(|e| e.to_string())?;
+        for element in chain {
+            element
+                .sync_state_with_parent()
+                .map_err(|e| e.to_string())?;
+        }
+        let first = chain.first().ok_or("nothing to link")?;
+        let sink = first
             .static_pad("sink")
-            .ok_or_else(|| format!("{} has no sink pad", element.name()))?;
+            .ok_or_else(|| format!("{} has no sink pad", first.name()))?;
         pad.link(&sink).map(|_| ()).map_err(|e| e.to_string())
     }
 
@@ -303,9 +309,30 @@ impl SrtIngressSrc {
             .map(Ok)
             .unwrap_or_else(|| gst::ElementFactory::make("identity").build())
             .map_err(|e| e.to_string())?;
-        let parsed = parser
+        let mut chain = vec![parser];
+        if caps
+            .structure(0)
+            .is_some_and(|s| s.name() == "video/x-h264")
+        {
+            // H.264 leaves as AVC, as RTMP's does: its SPS and PPS then
+            // come in the caps (codec_data), which is where the pipeline
+            // reads them to decide on pass-through before the first buffer.
+            let avc = gst::ElementFactory::make("capsfilter")
+                .property(
+                    "caps",
+                    gst::Caps::builder("video/x-h264")
+                        .field("stream-format", "avc")
+                        .field("alignment", "au")
+                        .build(),
+                )
+                .build()
+                .map_err(|e| e.to_string())?;
+            chain.push(avc);
+        }
+        let last = chain.last().ok_or("no parser")?;
+        let parsed = last
             .static_pad("src")
-            .ok_or_else(|| format!("{} has no src pad", parser.name()))?;
+            .ok_or_else(|| format!("{} has no src pad", last.name()))?;
         let weak = self.obj().downgrade();
         parsed.add_probe(
             gst::PadProbeType::EVENT_DOWNSTREAM | gst::PadProbeType::BUFFER,
@@ -332,7 +359,7 @@ impl SrtIngressSrc {
                 gst::PadProbeReturn::Ok
             },
         );
-        self.add_and_link(pad, &parser)
+        self.add_and_link(pad, &chain)
     }
 
     /// Adds the pad `kind` for `target` (the first caps on it): its sticky

@@ -108,11 +108,12 @@ impl Harness {
         Self::start_with(dir, store, true)
     }
 
-    /// One node on the embedded SQLite store with `video_passthrough: mode`.
+    /// One node on the embedded SQLite store with `video_passthrough: mode`,
+    /// listening for RTMP and SRT.
     pub fn start_with_passthrough(mode: gstlivekitingress::passthrough::Mode) -> Harness {
         let dir = ScratchDir::new("passthrough-service");
         let store = format!("  sqlite: {}\n", dir.path().join("ingress.db").display());
-        Self::start_configured(dir, store, false, mode)
+        Self::start_configured(dir, store, true, mode)
     }
 
     /// One node on the given `store:` section (indented YAML).
