@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # CPU seconds per second of 1080p30 input: simulcastenc with the default preset
 # against the bare ladder it replaces (decode, three scales, three x264enc with
-# the same settings), measured alternately in the same run. Prints every run,
-# the medians and the ratio.
+# the same settings), measured alternately in the same run. The ladder is run
+# twice: as usually written (each scale's caps give only the size, so the two
+# layers under 720 lines are also converted to the BT.601 their size implies)
+# and with the source's colorimetry pinned on every scale (what simulcastenc
+# does). Prints every run, the medians and the ratios.
 #
 #   ./benches/simulcast_cpu.sh [runs]      (default 5; build with cargo build --release first)
 set -euo pipefail
@@ -22,6 +25,10 @@ ladder="$src ! tee name=t \
   t. ! queue ! videoscale ! video/x-raw,width=1280,height=720 ! $(enc 1900) \
   t. ! queue ! videoscale ! video/x-raw,width=640,height=360 ! $(enc 671) \
   t. ! queue ! videoscale ! video/x-raw,width=320,height=180 ! $(enc 237)"
+pinned="$src ! tee name=t \
+  t. ! queue ! videoscale ! video/x-raw,width=1280,height=720,colorimetry=bt709 ! $(enc 1900) \
+  t. ! queue ! videoscale ! video/x-raw,width=640,height=360,colorimetry=bt709 ! $(enc 671) \
+  t. ! queue ! videoscale ! video/x-raw,width=320,height=180,colorimetry=bt709 ! $(enc 237)"
 element="$src ! simulcastenc name=e \
   e.src_0 ! fakesink sync=false e.src_1 ! fakesink sync=false e.src_2 ! fakesink sync=false"
 
@@ -31,12 +38,13 @@ cpu() { # CPU seconds (user+system) of one gst-launch run
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-: >"$work/ladder"; : >"$work/element"
+: >"$work/ladder"; : >"$work/pinned"; : >"$work/element"
+per_s() { awk -v c="$1" -v s=$seconds 'BEGIN{printf "%.3f", c/s}'; }
 for i in $(seq 1 "$runs"); do
-  l=$(cpu "$ladder"); e=$(cpu "$element")
-  echo "run $i: bare ladder $(awk -v c="$l" -v s=$seconds 'BEGIN{printf "%.3f", c/s}') cpu-s/s, simulcastenc $(awk -v c="$e" -v s=$seconds 'BEGIN{printf "%.3f", c/s}') cpu-s/s"
-  echo "$l" >>"$work/ladder"; echo "$e" >>"$work/element"
+  l=$(cpu "$ladder"); p=$(cpu "$pinned"); e=$(cpu "$element")
+  echo "run $i: bare ladder $(per_s "$l") cpu-s/s, ladder with colorimetry pinned $(per_s "$p") cpu-s/s, simulcastenc $(per_s "$e") cpu-s/s"
+  echo "$l" >>"$work/ladder"; echo "$p" >>"$work/pinned"; echo "$e" >>"$work/element"
 done
-ml=$(median <"$work/ladder"); me=$(median <"$work/element")
-awk -v l="$ml" -v e="$me" -v s=$seconds 'BEGIN {
-  printf "median CPU per second of 1080p30 input: bare ladder %.3f s, simulcastenc %.3f s, ratio %.3f\n", l/s, e/s, e/l }'
+ml=$(median <"$work/ladder"); mp=$(median <"$work/pinned"); me=$(median <"$work/element")
+awk -v l="$ml" -v p="$mp" -v e="$me" -v s=$seconds 'BEGIN {
+  printf "median CPU per second of 1080p30 input: bare ladder %.3f s, pinned ladder %.3f s, simulcastenc %.3f s; simulcastenc/bare %.3f, simulcastenc/pinned %.3f\n", l/s, p/s, e/s, e/l, e/p }'
