@@ -181,6 +181,8 @@ pub enum InputSource {
         address: String,
         port: u16,
         stream_key: String,
+        /// Seconds the stream waits for its publisher to come back.
+        reconnect_grace: u32,
     },
     /// A URL pulled at once (http(s) files and HLS, srt, rtsp, rtmp).
     Url { url: String },
@@ -224,12 +226,14 @@ impl InputSource {
                 address,
                 port,
                 stream_key,
+                reconnect_grace,
             } => (
                 "srtingresssrc",
                 vec![
                     ("address", address.to_value()),
                     ("port", u32::from(*port).to_value()),
                     ("stream-key", stream_key.to_value()),
+                    ("reconnect-grace", reconnect_grace.to_value()),
                 ],
             ),
             InputSource::Url { url } => ("urlingresssrc", vec![("url", url.to_value())]),

@@ -1,7 +1,9 @@
 //! A publisher that drops and publishes again on the same key within the
 //! grace period (the service's `reconnect_grace`, 5 s by default) goes on in
 //! the same stream: the room keeps its participant and tracks, subscribers
-//! see no leave or join, and the new frames arrive on the same tracks.
+//! see no leave or join, and the new frames arrive on the same tracks. Over
+//! RTMP and over SRT (where the returning caller's MPEG-TS starts from
+//! another clock, with fresh continuity counters and tables).
 //!
 //! Real components: a LiveKit server, the service, ffmpeg publishing frames
 //! stamped with their creation time (`tests/helpers/publish_stamped.py`,
@@ -16,6 +18,17 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const IDENTITY: &str = "returning-streamer";
+
+/// One test at a time: each runs an encoder, the ingress's transcode and a
+/// decoding viewer, which is what two cores hold.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// How the publisher reaches the service.
+#[derive(Clone, Copy, Debug)]
+enum Input {
+    Rtmp,
+    Srt,
+}
 
 fn now_ms() -> u32 {
     let ms = SystemTime::now()
@@ -35,11 +48,46 @@ fn sids(h: &Harness, room: &str) -> Option<(String, Vec<String>)> {
 
 #[test]
 fn a_publisher_back_within_the_grace_period_goes_on_in_the_same_tracks() {
+    back_within_the_grace_period(Input::Rtmp);
+}
+
+#[test]
+fn an_srt_caller_back_within_the_grace_period_goes_on_in_the_same_tracks() {
+    back_within_the_grace_period(Input::Srt);
+}
+
+fn back_within_the_grace_period(input: Input) {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let room = "grace";
-    let h = Harness::start();
-    let info = h.create(room, IDENTITY, "Returning streamer");
-    let url = format!("rtmp://127.0.0.1:{}/live/{}", h.rtmp_port, info.stream_key);
-    let watcher = common::watch_latency(&h.livekit, room, 34);
+    let (h, info, url, noticed) = match input {
+        Input::Rtmp => {
+            let h = Harness::start();
+            let info = h.create(room, IDENTITY, "Returning streamer");
+            let url = format!("rtmp://127.0.0.1:{}/live/{}", h.rtmp_port, info.stream_key);
+            // TCP tells of a crashed publisher at once.
+            (h, info, url, Duration::from_secs(3))
+        }
+        Input::Srt => {
+            let h = Harness::start_with_srt();
+            let info = h.create(room, IDENTITY, "Returning streamer");
+            let port = h
+                .service
+                .as_ref()
+                .and_then(|s| s.srt_addr)
+                .expect("the service listens for SRT")
+                .port();
+            let url = format!("srt://127.0.0.1:{port}?streamid={}", info.stream_key);
+            // A crashed SRT caller says nothing: its silence ends it at
+            // SRT's peer idle timeout (5 s).
+            (h, info, url, Duration::from_secs(10))
+        }
+    };
+    // Long enough to see the second publish (SRT notices the drop later).
+    let watched = match input {
+        Input::Rtmp => 34,
+        Input::Srt => 40,
+    };
+    let watcher = common::watch_latency(&h.livekit, room, watched);
     let mut first = common::publish_stamped(&url, 60);
     h.wait_status(
         &info.ingress_id,
@@ -58,15 +106,11 @@ fn a_publisher_back_within_the_grace_period_goes_on_in_the_same_tracks() {
         .status();
     let _ = first.wait();
     let dropped_at = now_ms();
-    let waiting = h.wait_status(
-        &info.ingress_id,
-        Status::EndpointBuffering,
-        Duration::from_secs(3),
-    );
+    let waiting = h.wait_status(&info.ingress_id, Status::EndpointBuffering, noticed);
     assert_eq!(
         sids(&h, room),
         Some(before.clone()),
-        "the participant and its tracks left the room at the drop: {:?}",
+        "{input:?}: the participant and its tracks left the room at the drop: {:?}",
         waiting.state
     );
     std::thread::sleep(Duration::from_secs(2));

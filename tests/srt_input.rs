@@ -384,3 +384,194 @@ fn srtingresssrc_in_a_launch_line_gives_parsed_pads_and_eos() {
         "{audio}"
     );
 }
+
+/// What reached a sink pad: each buffer's PTS and whether it was a
+/// keyframe and marked DISCONT; how many stream-starts and segments came.
+#[derive(Default)]
+struct Seen {
+    buffers: Vec<(gst::ClockTime, bool, bool)>,
+    stream_starts: usize,
+    segments: usize,
+}
+
+fn watch_sink(pipeline: &gst::Pipeline, name: &str) -> std::sync::Arc<std::sync::Mutex<Seen>> {
+    use gst::prelude::*;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+    let pad = pipeline
+        .by_name(name)
+        .and_then(|e| e.static_pad("sink"))
+        .expect("sink pad");
+    let record = seen.clone();
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            let mut seen = record.lock().unwrap_or_else(|e| e.into_inner());
+            match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => {
+                    if let Some(pts) = b.pts() {
+                        let flags = b.flags();
+                        seen.buffers.push((
+                            pts,
+                            !flags.contains(gst::BufferFlags::DELTA_UNIT),
+                            flags.contains(gst::BufferFlags::DISCONT),
+                        ));
+                    }
+                }
+                Some(gst::PadProbeData::Event(e)) => match e.view() {
+                    gst::EventView::StreamStart(_) => seen.stream_starts += 1,
+                    gst::EventView::Segment(_) => seen.segments += 1,
+                    _ => {}
+                },
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    seen
+}
+
+/// The element alone with a grace period: a caller that comes back goes on
+/// through the same pads as one stream (no EOS between, one stream-start and
+/// one segment downstream, timestamps going on in running time after the
+/// gap although its MPEG-TS starts from another clock), its video from its
+/// first keyframe although it starts mid-GOP with SPS and PPS before every
+/// frame (so the parser would pass the frames before it); EOS once the grace
+/// after the second caller passes.
+#[test]
+fn srtingresssrc_goes_on_with_a_caller_back_within_its_grace() {
+    use gst::prelude::*;
+    use gstlivekitingress::messages::publish::{PublishPaused, PublishResumed, PublishStopped};
+    use gstlivekitingress::messages::BusMessage;
+    gst::init().expect("gstreamer");
+    let _ = gstlivekitingress::plugin_register_static();
+    let dir = common::ScratchDir::new("srt-grace");
+    // A keyframe every 3 s, so a caller sending from 1 s in starts mid-GOP.
+    let file = dir.path().join("gop90.ts");
+    let encoded = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000"])
+        .args([
+            "-t",
+            "8",
+            "-g",
+            "90",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args(["-c:a", "aac", "-f", "mpegts"])
+        .arg(&file)
+        .status()
+        .expect("ffmpeg");
+    assert!(encoded.success());
+    let port = common::free_udp_port();
+    let url = format!("srt://127.0.0.1:{port}?streamid=k");
+    let send = |extra: &[&str]| {
+        Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-re",
+                "-i",
+            ])
+            .arg(&file)
+            .args(extra)
+            .args(["-t", "4", "-c", "copy", "-f", "mpegts", &url])
+            .stdin(Stdio::null())
+            .status()
+            .expect("ffmpeg")
+    };
+    let pipeline = gst::parse::launch(&format!(
+        "srtingresssrc address=127.0.0.1 port={port} stream-key=k reconnect-grace=3 name=s \
+         s.video ! queue ! fakesink name=v async=false  s.audio ! queue ! fakesink name=a async=false"
+    ))
+    .expect("launch line")
+    .downcast::<gst::Pipeline>()
+    .expect("pipeline");
+    let (video, audio) = (watch_sink(&pipeline, "v"), watch_sink(&pipeline, "a"));
+    pipeline.set_state(gst::State::Playing).expect("playing");
+
+    assert!(send(&[]).success(), "first caller");
+    std::thread::sleep(Duration::from_secs(1));
+    let mid_gop = ["-ss", "1", "-copyinkf", "-bsf:v", "dump_extra=freq=all"];
+    assert!(send(&mid_gop).success(), "second caller");
+
+    let bus = pipeline.bus().expect("bus");
+    let mut order = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let Some(message) = bus.timed_pop(gst::ClockTime::from_mseconds(200)) else {
+            continue;
+        };
+        match message.view() {
+            gst::MessageView::Eos(_) => {
+                order.push("eos");
+                break;
+            }
+            gst::MessageView::Error(e) => panic!("{} ({:?})", e.error(), e.debug()),
+            gst::MessageView::Element(_) => {
+                let s = message.structure().expect("structure");
+                if PublishPaused::from_structure(s).is_some() {
+                    order.push("paused");
+                } else if PublishResumed::from_structure(s).is_some() {
+                    order.push("resumed");
+                } else if PublishStopped::from_structure(s).is_some() {
+                    order.push("stopped");
+                }
+            }
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).expect("null");
+    assert_eq!(
+        order,
+        ["paused", "resumed", "paused", "stopped", "eos"],
+        "one stream from the first caller to the grace after the second"
+    );
+
+    for (name, seen) in [("video", &video), ("audio", &audio)] {
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(
+            (seen.stream_starts, seen.segments),
+            (1, 1),
+            "{name}: downstream saw one stream"
+        );
+        // tsdemux's audio timestamps wobble by a few tens of ms (seen for
+        // any one caller); the returning caller's must not go back.
+        let pts: Vec<_> = seen.buffers.iter().map(|b| b.0).collect();
+        let back: Vec<_> = pts
+            .windows(2)
+            .filter(|w| w[0] > w[1] + gst::ClockTime::from_mseconds(100))
+            .collect();
+        assert!(back.is_empty(), "{name}: timestamps went back: {back:?}");
+    }
+    let video = video.lock().unwrap_or_else(|e| e.into_inner());
+    // The gap: where the second caller's first frame comes.
+    let (at, gap) = video
+        .buffers
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| (i + 1, w[1].0 - w[0].0))
+        .max_by_key(|(_, gap)| *gap)
+        .expect("video buffers");
+    assert!(
+        gap > gst::ClockTime::from_seconds(1) && gap < gst::ClockTime::from_seconds(8),
+        "the gap in running time: {gap}"
+    );
+    let (_, keyframe, discont) = video.buffers[at];
+    assert!(
+        keyframe && discont,
+        "the second caller's video starts at a keyframe"
+    );
+    // About 4 s from each caller at 30 fps, less the second's frames before
+    // its first keyframe (2 s).
+    assert!(
+        video.buffers.len() - at >= 45,
+        "{} frames after the gap",
+        video.buffers.len() - at
+    );
+}

@@ -9,6 +9,14 @@
 //! ([`crate::input`]) once their caps are known; other streams go to a
 //! `fakesink`. When the caller leaves, every pad gets EOS.
 //!
+//! With `reconnect-grace` (and `stream-key` set) a caller that leaves once
+//! media flows may come back within that many seconds: the pads stay
+//! without EOS, and the returning caller's MPEG-TS, whose clock, continuity
+//! counters and tables start afresh, gets an appsrc, tsdemux and parsers of
+//! its own, linked to the same pads; downstream sees one stream (the first
+//! caller's stream-start and segment, timestamps going on in running time
+//! after the gap) and video from the new caller's first keyframe.
+//!
 //! Several elements in one process share one listener per port; a wrong,
 //! busy or refused key gets an SRT rejection code before any media flows.
 //! A caller that brings no audio or video within 15 s is ended with an error.
@@ -17,7 +25,9 @@
 //! Bus messages (element messages) of the input contract:
 //! `ingress-publish-started` (input `srt`, peer; key when `stream-key` is
 //! empty), `ingress-input-stats` (bytes, video-bitrate, audio-bitrate in bit/s
-//! after parsing), `ingress-publish-stopped` (reason).
+//! after parsing), `ingress-publish-stopped` (reason); with a grace period
+//! `ingress-publish-paused` (reason, grace) when the caller left and
+//! `ingress-publish-resumed` (peer) when one is back.
 
 use gst::glib;
 use gst::prelude::*;

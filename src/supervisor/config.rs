@@ -58,8 +58,9 @@ pub struct Config {
     /// `single`; see `crate::passthrough`): a service setting, so the
     /// ingresses' API answers stay LiveKit's.
     pub video_passthrough: crate::passthrough::Mode,
-    /// Seconds an RTMP stream whose publisher dropped keeps its participant
-    /// and tracks in the room, waiting for the same key to publish again.
+    /// Seconds an RTMP or SRT stream whose publisher dropped keeps its
+    /// participant and tracks in the room, waiting for the same key to
+    /// publish again (over the same protocol).
     pub reconnect_grace: u32,
 }
 

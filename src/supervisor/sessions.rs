@@ -463,6 +463,7 @@ impl Sessions {
                 address,
                 port: self.config.srt_port?,
                 stream_key,
+                reconnect_grace: self.config.reconnect_grace,
             }),
             // WHIP is served on the API's HTTP port.
             InputKind::Whip => Some(InputSource::Whip {

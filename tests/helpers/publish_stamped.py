@@ -4,8 +4,9 @@
 Frames are made here at the given rate, each stamped with the wall-clock time
 it was made, and piped raw into ffmpeg, which encodes them (x264 ultrafast,
 zero latency, a keyframe every --gop frames) with an AAC tone and sends FLV to
---url. ffmpeg's writes are never paced by anything but this clock, so a
-connection that stalls downstream makes a backlog, as a real encoder's would.
+--url (MPEG-TS to an srt:// URL). ffmpeg's writes are never paced by anything
+but this clock, so a connection that stalls downstream makes a backlog, as a
+real encoder's would.
 SIGTERM kills ffmpeg at once (SIGKILL): the publisher vanishes as when an
 encoder crashes, without closing its stream.
 """
@@ -32,6 +33,7 @@ def main():
     p.add_argument("--gop", type=int, default=30)
     args = p.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
+    container = "mpegts" if args.url.startswith("srt://") else "flv"
     ffmpeg = subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
          "-f", "rawvideo", "-pix_fmt", "gray", "-s", args.size, "-r", str(args.fps), "-i", "-",
@@ -39,7 +41,7 @@ def main():
          "-t", str(args.seconds),
          "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
          "-b:v", "1M", "-g", str(args.gop), "-sc_threshold", "0",
-         "-c:a", "aac", "-ac", "2", "-f", "flv", args.url],
+         "-c:a", "aac", "-ac", "2", "-f", container, args.url],
         stdin=subprocess.PIPE,
     )
 
