@@ -16,6 +16,15 @@ use proto::ingress_state::Status;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+/// One test at a time: the capacity test sizes a node for the machine's
+/// cores, and a stream of the other test beside it would take them (seen:
+/// 24 fps on an admitted stream when both ran at once).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// ffmpeg publishing 640x360: light enough for several at once on a small
 /// machine.
 fn publish(rtmp_port: u16, key: &str, seconds: u32) -> Child {
@@ -24,6 +33,7 @@ fn publish(rtmp_port: u16, key: &str, seconds: u32) -> Child {
 
 #[test]
 fn a_full_node_refuses_the_next_publish_and_its_streams_keep_their_frame_rate() {
+    let _serial = one_at_a_time();
     let redis = RedisServer::start();
     let store = format!("  redis:\n    address: {}\n", redis.address());
     let h = Harness::start_with_store(ScratchDir::new("capacity"), store);
@@ -137,6 +147,7 @@ fn a_full_node_refuses_the_next_publish_and_its_streams_keep_their_frame_rate() 
 
 #[test]
 fn sigterm_drains_live_streams_then_ends_them() {
+    let _serial = one_at_a_time();
     // Nodes that come and go over one store: Redis (SQLite is one node's).
     let redis = RedisServer::start();
     let store = format!("  redis:\n    address: {}\n", redis.address());
