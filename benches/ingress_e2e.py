@@ -72,6 +72,18 @@ def start_livekit(work, port):
     return server
 
 
+def start_service(work, lk_port, rtmp_port, api_port):
+    """The release livekit-ingress on the given ports, its store in `work`;
+    returned once it answers /health."""
+    env = dict(os.environ, LIVEKIT_WS_URL=f"ws://127.0.0.1:{lk_port}", LIVEKIT_INGRESS_RTMP_PORT=str(rtmp_port),
+               LIVEKIT_INGRESS_HTTP_PORT=str(api_port), LIVEKIT_INGRESS_SQLITE=f"{work}/ingress.db",
+               RUST_LOG="warn")
+    service = subprocess.Popen([f"{ROOT}/target/release/livekit-ingress"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_http(api_port, "/health")
+    return service
+
+
 def wait_http(port, path="/", timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -172,13 +184,8 @@ async def main():
     procs = []
     try:
         procs.append(start_livekit(work, lk_port))
-        env = dict(os.environ, LIVEKIT_WS_URL=f"ws://127.0.0.1:{lk_port}", LIVEKIT_INGRESS_RTMP_PORT=str(rtmp_port),
-                   LIVEKIT_INGRESS_HTTP_PORT=str(api_port), LIVEKIT_INGRESS_SQLITE=f"{work}/ingress.db",
-                   RUST_LOG="warn")
-        service = subprocess.Popen([f"{ROOT}/target/release/livekit-ingress"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        service = start_service(work, lk_port, rtmp_port, api_port)
         procs.append(service)
-        wait_http(api_port, "/health")
 
         lkapi = api.LiveKitAPI(f"http://127.0.0.1:{api_port}", "devkey", "secret")
         info = await lkapi.ingress.create_ingress(api.CreateIngressRequest(

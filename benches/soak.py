@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.environ.get("LIVEKIT_INGRESS_TOOLS", os.path.expanduser("~/.cache/livekit-ingress"))
 HELPERS = os.path.join(ROOT, "tests", "helpers")
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from ingress_e2e import start_livekit, free_port, proc_cpu_rss, wait_http  # noqa: E402
+from ingress_e2e import start_livekit, start_service, free_port, proc_cpu_rss  # noqa: E402
 
 SAMPLE_S = 30
 
@@ -65,13 +65,8 @@ def main():
     procs = []
     try:
         procs.append(start_livekit(work, lk_port))
-        env = dict(os.environ, LIVEKIT_WS_URL=f"ws://127.0.0.1:{lk_port}", LIVEKIT_INGRESS_RTMP_PORT=str(rtmp_port),
-                   LIVEKIT_INGRESS_HTTP_PORT=str(api_port), LIVEKIT_INGRESS_SQLITE=f"{work}/ingress.db",
-                   RUST_LOG="warn")
-        service = subprocess.Popen([f"{ROOT}/target/release/livekit-ingress"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        service = start_service(work, lk_port, rtmp_port, api_port)
         procs.append(service)
-        wait_http(api_port, "/health")
         info = asyncio.run(create(api_port))
         watcher = subprocess.Popen(
             [sys.executable, os.path.join(HELPERS, "watch_latency.py"), "--url", f"ws://127.0.0.1:{lk_port}",

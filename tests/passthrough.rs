@@ -36,12 +36,7 @@ fn publish(h: &Harness, key: &str, seconds: u32, bframes: u32) -> Child {
 
 /// The same as MPEG-TS over SRT.
 fn publish_srt(h: &Harness, key: &str, seconds: u32) -> Child {
-    let port = h
-        .service
-        .as_ref()
-        .and_then(|s| s.srt_addr)
-        .expect("the service listens for SRT")
-        .port();
+    let port = h.srt_port();
     publish_to(
         &format!("srt://127.0.0.1:{port}?streamid={key}"),
         "mpegts",

@@ -70,12 +70,7 @@ fn back_within_the_grace_period(input: Input) {
         Input::Srt => {
             let h = Harness::start_with_srt();
             let info = h.create(room, IDENTITY, "Returning streamer");
-            let port = h
-                .service
-                .as_ref()
-                .and_then(|s| s.srt_addr)
-                .expect("the service listens for SRT")
-                .port();
+            let port = h.srt_port();
             let url = format!("srt://127.0.0.1:{port}?streamid={}", info.stream_key);
             // A crashed SRT caller says nothing: its silence ends it at
             // SRT's peer idle timeout (5 s).

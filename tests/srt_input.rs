@@ -52,14 +52,6 @@ fn publish_srt(port: u16, stream_id: &str, seconds: u32, codecs: &[&str]) -> Chi
         .expect("ffmpeg")
 }
 
-fn srt_port(h: &Harness) -> u16 {
-    h.service
-        .as_ref()
-        .and_then(|s| s.srt_addr)
-        .expect("the service listens for SRT")
-        .port()
-}
-
 /// What the ingress's state says came in.
 fn input_of(h: &Harness, id: &str) -> (proto::InputVideoState, proto::InputAudioState) {
     let state = h.info(id).state.expect("state");
@@ -72,7 +64,7 @@ fn input_of(h: &Harness, id: &str) -> (proto::InputVideoState, proto::InputAudio
 #[test]
 fn srt_publishes_reach_the_room_and_end_inactive() {
     let h = Harness::start_with_srt();
-    let port = srt_port(&h);
+    let port = h.srt_port();
     let info = h.create("srt-room", "srt-streamer", "SRT Streamer");
     let id = info.ingress_id.clone();
     // The API answers as LiveKit's: the RTMP URL; the same key is taken over SRT.
@@ -135,7 +127,7 @@ fn srt_publishes_reach_the_room_and_end_inactive() {
 #[test]
 fn wrong_streamids_are_refused_before_media_and_the_key_stays_usable() {
     let h = Harness::start_with_srt();
-    let port = srt_port(&h);
+    let port = h.srt_port();
     let info = h.create("srt-closed", "srt-guest", "Guest");
     let key = &info.stream_key;
     for stream_id in [
@@ -205,7 +197,7 @@ fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
 #[test]
 fn garbage_srt_callers_and_an_unreachable_url_do_not_disturb_a_live_rtmp_stream() {
     let h = Harness::start_with_srt();
-    let port = srt_port(&h);
+    let port = h.srt_port();
     let live = h.create("steady-room", "steady", "Steady");
     let junk = h.create("junk-room", "junk", "Junk");
     let mut rtmp = h.publish(&live.stream_key, 90);

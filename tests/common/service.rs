@@ -180,6 +180,15 @@ impl Harness {
             .expect("service starts")
     }
 
+    /// The SRT port of a harness started with SRT.
+    pub fn srt_port(&self) -> u16 {
+        self.service
+            .as_ref()
+            .and_then(|s| s.srt_addr)
+            .expect("the service listens for SRT")
+            .port()
+    }
+
     pub fn api_url(&self) -> String {
         format!(
             "http://{}",
