@@ -441,6 +441,18 @@ fn add_video_branch(
     Ok(queue)
 }
 
+/// What opusenc is fed: 48 kHz, and at most `channels` channels. A source
+/// with fewer keeps its own count: a mono source upmixed to stereo would cost
+/// the encoder twice as much to send the same sound twice.
+fn opus_input_caps(channels: u32) -> gst::Caps {
+    let caps = gst::Caps::builder("audio/x-raw").field("rate", OPUS.clock_rate as i32);
+    match channels {
+        0 | 1 => caps.field("channels", 1i32),
+        n => caps.field("channels", gst::IntRange::new(1, n as i32)),
+    }
+    .build()
+}
+
 /// The audio branch for `src_pad`, linked from it; its head queue.
 fn add_audio_branch(
     pipeline: &gst::Pipeline,
@@ -454,14 +466,7 @@ fn add_audio_branch(
     chain.push(convert.clone());
     chain.push(make("audioresample", None)?);
     let capsfilter = make("capsfilter", None)?;
-    set(
-        &capsfilter,
-        "caps",
-        gst::Caps::builder("audio/x-raw")
-            .field("rate", OPUS.clock_rate as i32)
-            .field("channels", audio.channels as i32)
-            .build(),
-    )?;
+    set(&capsfilter, "caps", opus_input_caps(audio.channels))?;
     chain.push(capsfilter);
     let opusenc = make(OPUS.encoder, None)?;
     set(&opusenc, "bitrate", audio.bitrate as i32)?;
@@ -784,6 +789,46 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// The channels opusenc is given for a source of `source` channels when
+    /// the options ask for `asked`.
+    fn opus_channels(source: u32, asked: u32) -> i32 {
+        init();
+        let filter = format!("{}", opus_input_caps(asked));
+        let launch = format!(
+            "audiotestsrc num-buffers=3 ! audio/x-raw,rate=44100,channels={source} \
+             ! audioconvert ! audioresample ! {filter} ! opusenc name=enc ! fakesink"
+        );
+        let pipeline = gst::parse::launch(&launch).expect("pipeline");
+        let pipeline = pipeline.downcast::<gst::Pipeline>().expect("a pipeline");
+        pipeline.set_state(gst::State::Playing).expect("plays");
+        let bus = pipeline.bus().expect("bus");
+        let done = bus.timed_pop_filtered(
+            gst::ClockTime::from_seconds(10),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        );
+        assert!(matches!(
+            done.map(|m| m.type_()),
+            Some(gst::MessageType::Eos)
+        ));
+        let enc = pipeline.by_name("enc").expect("opusenc");
+        let caps = enc
+            .static_pad("sink")
+            .and_then(|p| p.current_caps())
+            .expect("caps");
+        pipeline.set_state(gst::State::Null).expect("stops");
+        let s = caps.structure(0).expect("structure");
+        assert_eq!(s.get::<i32>("rate"), Ok(48_000));
+        s.get::<i32>("channels").expect("channels")
+    }
+
+    #[test]
+    fn opus_gets_at_most_the_asked_channels_and_never_more_than_the_source() {
+        assert_eq!(opus_channels(1, 2), 1);
+        assert_eq!(opus_channels(2, 2), 2);
+        assert_eq!(opus_channels(2, 1), 1);
+        assert_eq!(opus_channels(1, 1), 1);
     }
 
     #[test]

@@ -152,7 +152,6 @@ impl H264Passthrough {
         );
         let split = make("tee")?;
         split.set_property("allow-not-linked", true);
-        let pt_queue = make("queue")?;
         let selector = make("input-selector")?;
         // An inactive input is dropped at once, never held for the active one.
         selector.set_property("sync-streams", false);
@@ -195,7 +194,6 @@ impl H264Passthrough {
             &parse,
             &byte_stream,
             &split,
-            &pt_queue,
             &selector,
             &dec_queue,
             &decode_gate,
@@ -215,11 +213,13 @@ impl H264Passthrough {
             gst::Element::link_many(chain.iter().copied()).map_err(|e| e.to_string())
         };
         link(&[&parse, &byte_stream, &split])?;
-        link(&[&split, &pt_queue])?;
+        // The gate before the queue: while it is closed (single mode) the
+        // source's access units stop at the tee, and the decode thread
+        // sleeps instead of waking for every one of them.
         link(&[
             &split,
-            &dec_queue,
             &decode_gate,
+            &dec_queue,
             &decoder,
             &convert,
             &raw_split,
@@ -234,10 +234,11 @@ impl H264Passthrough {
             &top_caps,
             &top_tags,
         ])?;
+        // The source's access units go out on the thread that brings them:
+        // nothing on their way blocks, and the decode has its own queue.
         let passthrough_pad = request_pad(&selector, "sink_%u")?;
-        static_pad(&pt_queue, "src")?
-            .link(&passthrough_pad)
-            .map_err(|e| e.to_string())?;
+        let passing = request_pad(&split, "src_%u")?;
+        passing.link(&passthrough_pad).map_err(|e| e.to_string())?;
         let fallback_pad = request_pad(&selector, "sink_%u")?;
         static_pad(&top_tags, "src")?
             .link(&fallback_pad)
@@ -255,7 +256,7 @@ impl H264Passthrough {
             .set_target(Some(&request_pad(&raw_split, "src_%u")?))
             .map_err(|e| e.to_string())?;
 
-        self.watch_passthrough(&static_pad(&pt_queue, "src")?);
+        self.watch_passthrough(&passing);
         self.mark_keyframes(&static_pad(&decode_gate, "src")?);
         self.open_decoder_at_keyframe(&static_pad(&decode_gate, "sink")?);
         self.watch_top_layer_control(&selector_src);

@@ -4,6 +4,7 @@
 //! decisions are made in `negotiation`, `signalling`, `layer_sync`.
 
 use super::layer_sync::LayerSync;
+use super::media_socket::MediaSocket;
 use super::negotiation::{rtc_config, Action, Negotiation};
 use super::publisher::{EventSink, MediaInput, PublisherConfig, PublisherError, PublisherEvent};
 use super::signalling::{self, SignalEvents, STEP_TIMEOUT};
@@ -20,8 +21,10 @@ use std::time::{Duration, Instant};
 use str0m::media::{Frequency, MediaKind, MediaTime, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+
+/// Timeouts handled in a row before the loop looks at its inputs again.
+const MAX_DUE_TIMEOUTS: usize = 8;
 
 /// A video frame held by `layer_sync` until it may go.
 struct VideoFrame {
@@ -32,7 +35,7 @@ struct VideoFrame {
 
 pub(super) struct Session {
     rtc: Rtc,
-    socket: UdpSocket,
+    socket: MediaSocket,
     local: SocketAddr,
     signal: SignalClient,
     events: EventSink,
@@ -77,8 +80,7 @@ pub(super) async fn run(
     });
 
     let ip = local_ip_towards(&config.url).await?;
-    let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
-        .await
+    let socket = MediaSocket::bind(SocketAddr::new(ip, 0))
         .map_err(|e| PublisherError::Other(format!("cannot open a UDP socket on {ip}: {e}")))?;
     let local = socket
         .local_addr()
@@ -126,8 +128,7 @@ impl Session {
         let mut buf = vec![0u8; 2000];
         loop {
             self.flush_actions().await;
-            self.send_synced_video(Instant::now());
-            let wait = self.drive()?.saturating_duration_since(Instant::now());
+            let wait = self.drive_due()?.saturating_duration_since(Instant::now());
             tokio::select! {
                 received = self.socket.recv_from(&mut buf) => {
                     let (n, source) = received.map_err(|e| PublisherError::MediaLost(format!("UDP receive failed: {e}")))?;
@@ -174,6 +175,26 @@ impl Session {
         .flatten()
         .min()
         .unwrap_or(at))
+    }
+
+    /// Sends the frames `layer_sync` releases and [`Self::drive`]s, handling the timeouts already due at once: str0m
+    /// packetizes a written frame at its next timeout, which it asks for
+    /// "now", and a timer cannot wait less than a millisecond, so going
+    /// through one would add a wake-up and a millisecond to every frame.
+    fn drive_due(&mut self) -> Result<Instant, PublisherError> {
+        // A bound, so that a timer that keeps being due cannot starve the
+        // socket and the media channel.
+        for _ in 0..MAX_DUE_TIMEOUTS {
+            self.send_synced_video(Instant::now());
+            let at = self.drive()?;
+            let now = Instant::now();
+            if at > now {
+                return Ok(at);
+            }
+            self.on_timeout(now)?;
+        }
+        self.send_synced_video(Instant::now());
+        self.drive()
     }
 
     fn on_timeout(&mut self, now: Instant) -> Result<(), PublisherError> {

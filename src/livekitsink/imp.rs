@@ -509,7 +509,11 @@ impl LiveKitSink {
                     .on_publisher_event(event, &pad_of_layer, dynacast);
             }
         });
-        crate::runtime::handle().spawn(publisher::run(config, media_rx, on_event));
+        crate::runtime::spawn_dedicated(
+            "livekit-publish",
+            publisher::run(config, media_rx, on_event),
+        )
+        .map_err(|e| format!("cannot start the publisher thread: {e}"))?;
         Ok(Session {
             has_audio: config_has_audio,
             video_clock_rate,

@@ -94,13 +94,21 @@ pub(super) fn add_video_branch(
         outputs.extend(add_lower_layers(pipeline, &pass, config, &source, &lower)?);
     }
     for (index, out) in outputs.iter().enumerate() {
+        let to = sink
+            .request_pad_simple(&format!("video_{index}"))
+            .ok_or_else(|| PipelineError::Link("livekitsink refused a video pad".into()))?;
+        if index == 0 {
+            // h264passthrough's own queue already runs its output on a
+            // thread of its own; another here would only add a hand-off
+            // per access unit.
+            out.link(&to)
+                .map_err(|e| PipelineError::Link(format!("h264passthrough to livekitsink: {e}")))?;
+            continue;
+        }
         let queue = make("queue", None)?;
         pipeline
             .add(&queue)
             .map_err(|e| PipelineError::Link(e.to_string()))?;
-        let to = sink
-            .request_pad_simple(&format!("video_{index}"))
-            .ok_or_else(|| PipelineError::Link("livekitsink refused a video pad".into()))?;
         link_pads(out, &queue, &to)?;
         queue
             .sync_state_with_parent()
