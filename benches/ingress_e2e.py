@@ -103,25 +103,50 @@ ENCODE = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
 RAW_IN = ["-f", "rawvideo", "-pix_fmt", "gray", "-s", f"{W}x{H}", "-r", str(FPS), "-i", "-"]
 
 
-def publisher(url, seconds, started, stop):
-    """Generates stamped frames at 30 fps into ffmpeg, which publishes them."""
+def publisher(url, seconds, started, stop, moving=False, sent_bitrate=None):
+    """Generates stamped frames at 30 fps into ffmpeg, which publishes them.
+    `moving` frames make x264 spend its 6 Mbit/s (see feed_stamped_frames);
+    the still ones come out at about 0.2 Mbit/s. `sent_bitrate`, a list, gets
+    the bits per second ffmpeg sent (FLV, video and audio)."""
+    progress = tempfile.NamedTemporaryFile(prefix="publisher-progress-", delete=False).name
     ffmpeg = subprocess.Popen(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", *RAW_IN,
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-progress", progress, *RAW_IN,
          "-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", str(seconds), *ENCODE,
          "-c:a", "aac", "-f", "flv", url],
         stdin=subprocess.PIPE,
     )
-    feed_stamped_frames(ffmpeg, seconds, started, stop)
+    feed_stamped_frames(ffmpeg, seconds, started, stop, moving)
+    if sent_bitrate is not None:
+        sent_bitrate.append(progress_bitrate(progress))
+    os.unlink(progress)
 
 
-def feed_stamped_frames(ffmpeg, seconds, started, stop):
+def progress_bitrate(path):
+    """Bits per second from ffmpeg's last `-progress` report."""
+    report = {}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.strip().partition("=")
+            report[key] = value
+    try:
+        return int(report["total_size"]) * 8 / (int(report["out_time_us"]) / 1e6)
+    except (KeyError, ValueError, ZeroDivisionError):
+        return float("nan")
+
+
+def feed_stamped_frames(ffmpeg, seconds, started, stop, moving=False):
     base = np.tile(np.linspace(40, 200, W, dtype=np.uint8), (H, 1))
+    # Moving: the gradient scrolls 8 px a frame under a fine grain that
+    # changes every frame (eight patterns in turn), like camera noise over a
+    # pan; the encoder has real work and spends its bitrate.
+    rng = np.random.default_rng(1)
+    grain = [rng.integers(0, 12, (H, W), dtype=np.uint8) for _ in range(8)] if moving else []
     t0 = time.monotonic()
     started.append(time.time())
     n = 0
     try:
         while not stop.is_set() and n < seconds * FPS:
-            frame = base.copy()
+            frame = np.roll(base, 8 * n, axis=1) + grain[n % 8] if moving else base.copy()
             stamp(frame, int(time.time() * 1000) & 0xFFFFFFFF)
             ffmpeg.stdin.write(frame.tobytes())
             n += 1

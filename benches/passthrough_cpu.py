@@ -10,7 +10,9 @@ layer, whose frames are measured, and one on the low layer, so the lower
 layers are encoded as they are when watched), and ffmpeg publishes 1080p30
 frames that carry their creation time as a barcode (ingress_e2e.py's
 publisher: x264 ultrafast/zerolatency, no B-frames, a keyframe every 2 s,
-6 Mbit/s, AAC). The service's CPU (utime + stime from /proc) is read over
+6 Mbit/s, AAC; moving frames, a scrolling gradient under changing grain, so
+that x264 spends its bitrate and the pass-through carries a real stream's
+packets; ffmpeg's own count of what it sent is printed). The service's CPU (utime + stime from /proc) is read over
 the steady part of each publish (after the first 6 s, until 2 s before the
 end) per stream-second; the high viewer reads the barcode of every decoded
 frame (creation -> decoded latency, as ingress_e2e.py).
@@ -90,8 +92,9 @@ async def one_stream(mode, run, lk_port, api_port, service, seconds):
     latencies, first_frame = [], []
     high = await viewer(lk_port, name, "viewer-high", rtc.VideoQuality.VIDEO_QUALITY_HIGH, latencies, first_frame)
     low = await viewer(lk_port, name, "viewer-low", rtc.VideoQuality.VIDEO_QUALITY_LOW, None, [])
-    started, stop = [], threading.Event()
-    pub = threading.Thread(target=publisher, args=(f"{info.url}/{info.stream_key}", seconds, started, stop))
+    started, stop, sent = [], threading.Event(), []
+    pub = threading.Thread(target=publisher, args=(f"{info.url}/{info.stream_key}", seconds, started, stop),
+                           kwargs={"moving": True, "sent_bitrate": sent})
     pub.start()
     await asyncio.sleep(WARMUP)
     cpu0, _ = proc_cpu_rss(service.pid)
@@ -109,7 +112,7 @@ async def one_stream(mode, run, lk_port, api_port, service, seconds):
     lat = np.array([l for _, l, _ in latencies]) if latencies else np.array([0])
     width = latencies[-1][2] if latencies else 0
     first = first_frame[0] - started[0] if first_frame and started else float("nan")
-    return cpu, rss, lat, width, first
+    return cpu, rss, lat, width, first, sent[0] if sent else float("nan")
 
 
 async def main():
@@ -126,15 +129,17 @@ async def main():
             services[mode] = start_service(mode, lk_port, work)
             procs.append(services[mode][0])
         cpu = {m: [] for m in MODES}
-        print(f"input: 1920x1080@30 H.264 (x264 ultrafast, no B-frames, 2 s GOP, 6 Mbit/s) + AAC over RTMP; "
+        print(f"input: 1920x1080@30 H.264 (x264 ultrafast, no B-frames, 2 s GOP, 6 Mbit/s, moving frames) "
+              f"+ AAC over RTMP; "
               f"default preset; viewers on high (measured) and low; {runs} runs of {seconds} s")
         for run in range(1, runs + 1):
             line = []
             for mode in MODES:
                 service, api_port = services[mode]
-                c, rss, lat, width, first = await one_stream(mode, run, lk_port, api_port, service, seconds)
+                c, rss, lat, width, first, sent = await one_stream(mode, run, lk_port, api_port, service, seconds)
                 cpu[mode].append(c)
-                line.append(f"{mode} {c:.3f} core (RSS {rss / 2**20:.0f} MiB; high viewer {width} px wide, "
+                line.append(f"{mode} {c:.3f} core (sent {sent / 1e6:.1f} Mbit/s; RSS {rss / 2**20:.0f} MiB; "
+                            f"high viewer {width} px wide, "
                             f"first frame {first:.2f} s, p50 {np.percentile(lat, 50):.0f} ms, "
                             f"p95 {np.percentile(lat, 95):.0f} ms)")
             print(f"run {run}: " + "; ".join(line), flush=True)
