@@ -14,6 +14,7 @@ pub mod input;
 pub mod lateness;
 pub mod livekit;
 pub mod livekitsink;
+pub mod media_socket;
 pub mod messages;
 pub mod options;
 pub mod passthrough;

@@ -3,7 +3,6 @@
 //! and the track model. No GStreamer types live here.
 
 pub mod layer_sync;
-mod media_socket;
 pub mod negotiation;
 pub mod publisher;
 pub(crate) mod session;

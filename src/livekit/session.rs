@@ -4,13 +4,13 @@
 //! decisions are made in `negotiation`, `signalling`, `layer_sync`.
 
 use super::layer_sync::LayerSync;
-use super::media_socket::MediaSocket;
 use super::negotiation::{rtc_config, Action, Negotiation};
 use super::publisher::{EventSink, MediaInput, PublisherConfig, PublisherError, PublisherEvent};
 use super::signalling::{self, SignalEvents, STEP_TIMEOUT};
 use super::stats::{StatsCollector, StreamStats};
 use super::token::Tokens;
 use super::trickle;
+use crate::media_socket::MediaSocket;
 use livekit_protocol as proto;
 use livekit_signaling::{SignalClient, SignalEvent};
 use proto::signal_response::Message as Response;

@@ -28,6 +28,7 @@ use super::session::Session;
 use crate::claims::{Claimed, Claims};
 pub use crate::input::{Authorizer, Decision, PublishRequest};
 use crate::input::{InputKind, Refusal, RefusalKind};
+use crate::media_socket::MediaSocket;
 use crate::rtmp::redact::redact_key;
 use crate::sync::lock;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -41,7 +42,6 @@ use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
 use str0m::{Candidate, Rtc};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 /// Frames buffered per session (about 2 s of 30 fps video and 50 fps audio);
@@ -498,11 +498,10 @@ async fn answer(
     offer: SdpOffer,
     offer_text: &str,
     ip: IpAddr,
-) -> Result<(Rtc, UdpSocket, SocketAddr, String), (StatusCode, String)> {
+) -> Result<(Rtc, MediaSocket, SocketAddr, String), (StatusCode, String)> {
     crate::livekit::session::install_crypto();
     let failed = |e: String| (StatusCode::INTERNAL_SERVER_ERROR, e);
-    let socket = UdpSocket::bind(SocketAddr::new(ip, 0))
-        .await
+    let socket = MediaSocket::bind(SocketAddr::new(ip, 0))
         .map_err(|e| failed(format!("cannot open a UDP socket on {ip}: {e}")))?;
     let local = socket
         .local_addr()

@@ -6,6 +6,7 @@
 //! [`SILENCE`] without a datagram, or when the element stops taking frames.
 
 use super::listener::{Control, Frame, MediaKind, VideoCodec, WhipEvent};
+use crate::media_socket::MediaSocket;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -13,7 +14,6 @@ use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaData, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 /// No datagram from the client for this long ends the session (ICE consent
@@ -21,11 +21,14 @@ use tokio::sync::{mpsc, oneshot};
 pub const SILENCE: Duration = Duration::from_secs(15);
 /// From the answer to ICE and DTLS being up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// str0m's timeouts that are already due, handled in a row before the loop
+/// looks at its inputs again.
+const MAX_DUE_TIMEOUTS: u32 = 8;
 
 /// The session as its loop sees it.
 pub struct Session {
     pub rtc: Rtc,
-    pub socket: UdpSocket,
+    pub socket: MediaSocket,
     pub local: SocketAddr,
     /// Frames and the end to the element.
     pub events: mpsc::Sender<WhipEvent>,
@@ -44,12 +47,14 @@ impl Session {
         let mut connected = false;
         let mut last_datagram = Instant::now();
         let mut dropped = 0u64;
+        let mut due_in_a_row = 0;
         loop {
             // Everything str0m has to say, then how long until it needs us.
             let next = loop {
                 match self.rtc.poll_output() {
                     Ok(Output::Transmit(t)) => {
-                        let _ = self.socket.send_to(&t.contents, t.destination).await;
+                        // Loss of one datagram is WebRTC's business (NACK), not an error.
+                        let _ = self.socket.try_send_to(&t.contents, t.destination);
                     }
                     Ok(Output::Timeout(at)) => break at,
                     Ok(Output::Event(event)) => {
@@ -97,6 +102,17 @@ impl Session {
             if now.duration_since(last_datagram) > SILENCE {
                 return format!("nothing from the client for {SILENCE:?}");
             }
+            // A timeout str0m wants now is handled now: a timer cannot wait
+            // less than a millisecond, and going through one would cost a
+            // wake-up per datagram.
+            if next <= now && due_in_a_row < MAX_DUE_TIMEOUTS {
+                due_in_a_row += 1;
+                if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+                    return format!("WebRTC error: {e}");
+                }
+                continue;
+            }
+            due_in_a_row = 0;
             let wait = next
                 .saturating_duration_since(now)
                 .min(Duration::from_secs(1));

@@ -1,4 +1,5 @@
-//! The UDP socket media goes out on and RTCP comes back on.
+//! A WebRTC session's UDP socket (livekitsink's towards the room, each WHIP
+//! session's towards its client).
 //!
 //! Registered for reading only: tokio's own `UdpSocket` also asks epoll for
 //! writability, and the kernel then reports writable after every burst the
@@ -11,7 +12,7 @@ use std::net::{SocketAddr, UdpSocket};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-pub(super) struct MediaSocket {
+pub struct MediaSocket {
     socket: AsyncFd<UdpSocket>,
 }
 
