@@ -9,8 +9,9 @@
 //!   claim), before any ICE or DTLS; then `201 Created` with the SDP answer
 //!   and `Location: /w/session/{id}`. Refusals (see [`refusal_status`]): 404
 //!   unknown key, 409 busy, 503 this node cannot take it now (full, shutting
-//!   down, store out of reach) or no decision in time, 403 any other refusal
-//!   (disabled, no room, another input type), 415 not `application/sdp`, 400
+//!   down, store out of reach) or no decision in time, 403 a refusal of
+//!   this ingress (disabled, no room, another input type), 500 a stream
+//!   that could not be started, 415 not `application/sdp`, 400
 //!   an SDP that cannot be answered, 406 an offer whose video or audio has no
 //!   codec the room takes (the text names what was offered; decided before
 //!   the key, so nothing starts).
@@ -357,14 +358,16 @@ async fn not_allowed() -> Response {
 }
 
 /// The HTTP status of a refusal. 503 tells a client to try again later or
-/// elsewhere; a failure to start the stream stays 403, as WHIP clients have
-/// always been answered here.
+/// elsewhere; 403 that this ingress will not take it; 500 that the server
+/// failed to start a stream it had accepted, which says nothing against the
+/// client's request.
 pub fn refusal_status(kind: RefusalKind) -> StatusCode {
     match kind {
         RefusalKind::UnknownKey => StatusCode::NOT_FOUND,
         RefusalKind::Busy => StatusCode::CONFLICT,
         RefusalKind::NodeUnavailable | RefusalKind::Timeout => StatusCode::SERVICE_UNAVAILABLE,
-        RefusalKind::Forbidden | RefusalKind::Internal => StatusCode::FORBIDDEN,
+        RefusalKind::Forbidden => StatusCode::FORBIDDEN,
+        RefusalKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -551,7 +554,7 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             (RefusalKind::Timeout, StatusCode::SERVICE_UNAVAILABLE),
-            (RefusalKind::Internal, StatusCode::FORBIDDEN),
+            (RefusalKind::Internal, StatusCode::INTERNAL_SERVER_ERROR),
         ];
         for (kind, status) in cases {
             assert_eq!(refusal_status(kind), status, "{kind:?}");
