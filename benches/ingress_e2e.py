@@ -108,7 +108,8 @@ def publisher(url, seconds, started, stop, moving=False, sent_bitrate=None):
     `moving` frames make x264 spend its 6 Mbit/s (see feed_stamped_frames);
     the still ones come out at about 0.2 Mbit/s. `sent_bitrate`, a list, gets
     the bits per second ffmpeg sent (FLV, video and audio)."""
-    progress = tempfile.NamedTemporaryFile(prefix="publisher-progress-", delete=False).name
+    handle, progress = tempfile.mkstemp(prefix="publisher-progress-")
+    os.close(handle)
     ffmpeg = subprocess.Popen(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-progress", progress, *RAW_IN,
          "-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", str(seconds), *ENCODE,

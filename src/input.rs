@@ -63,6 +63,29 @@ pub enum MediaKind {
     Audio,
 }
 
+impl MediaKind {
+    /// The kind of a demuxed stream, from its caps' media type; `None` for
+    /// anything else (subtitles, private data).
+    pub fn of_caps(caps: &gst::CapsRef) -> Option<MediaKind> {
+        let media = caps.structure(0)?.name();
+        if media.starts_with("video/") {
+            Some(MediaKind::Video)
+        } else if media.starts_with("audio/") {
+            Some(MediaKind::Audio)
+        } else {
+            None
+        }
+    }
+
+    /// The pad name a source gives this kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            MediaKind::Video => "video",
+            MediaKind::Audio => "audio",
+        }
+    }
+}
+
 /// A push publish waiting for a decision.
 #[derive(Debug, Clone)]
 pub struct PublishRequest {

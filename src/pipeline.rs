@@ -421,24 +421,39 @@ fn add_video_branch(
         report_input_format(&decoded, src_pad, InputVideo::from_caps);
     }
 
-    let sink = pipeline
+    link_encoded_layers(pipeline, &enc.src_pads(), 0)?;
+    link_to(src_pad, &queue)?;
+    Ok(queue)
+}
+
+/// livekitsink's video pad `video_{index}`.
+fn sink_video_pad(pipeline: &gst::Pipeline, index: usize) -> Result<gst::Pad, PipelineError> {
+    pipeline
         .by_name("sink")
-        .ok_or_else(|| PipelineError::Link("livekitsink missing".into()))?;
-    for (index, enc_src) in enc.src_pads().iter().enumerate() {
-        let layer_queue = make("queue", None)?;
+        .ok_or_else(|| PipelineError::Link("livekitsink missing".into()))?
+        .request_pad_simple(&format!("video_{index}"))
+        .ok_or_else(|| PipelineError::Link("livekitsink refused a video pad".into()))
+}
+
+/// Links simulcastenc's layer pads to livekitsink's video pads from
+/// `video_{first}` on, each through a queue of its own: every layer's encoder
+/// runs on its own thread, and one slow layer holds up no other.
+fn link_encoded_layers(
+    pipeline: &gst::Pipeline,
+    layers: &[gst::Pad],
+    first: usize,
+) -> Result<(), PipelineError> {
+    for (index, layer) in layers.iter().enumerate() {
+        let queue = make("queue", None)?;
         pipeline
-            .add(&layer_queue)
+            .add(&queue)
             .map_err(|e| PipelineError::Link(e.to_string()))?;
-        let sink_pad = sink
-            .request_pad_simple(&format!("video_{index}"))
-            .ok_or_else(|| PipelineError::Link("livekitsink refused a video pad".into()))?;
-        link_pads(enc_src, &layer_queue, &sink_pad)?;
-        layer_queue
+        link_pads(layer, &queue, &sink_video_pad(pipeline, first + index)?)?;
+        queue
             .sync_state_with_parent()
             .map_err(|e| PipelineError::Link(e.to_string()))?;
     }
-    link_to(src_pad, &queue)?;
-    Ok(queue)
+    Ok(())
 }
 
 /// What opusenc is fed: 48 kHz, and at most `channels` channels. A source

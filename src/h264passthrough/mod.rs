@@ -7,10 +7,14 @@
 //! A bin:
 //!
 //! ```text
-//! sink ─ h264parse ─ tee ─ queue ─ [watch, bitrate] ──────────────────── input-selector ─ src
-//!                     └─ queue ─ valve ─ [keyframe marks] ─ decoder ─ videoconvert ─ tee ─ raw
-//!                                                                                  └─ valve ─ videoscale ─ x264enc ─┘
+//! sink ─ h264parse ─ tee ─ [watch, bitrate] ──────────────────────────── input-selector ─ src
+//!                     └─ valve ─ [keyframe marks] ─ queue ─ decoder ─ videoconvert ─ tee ─ raw
+//!                                                                                  └─ queue ─ valve ─ videoscale ─ x264enc ─┘
 //! ```
+//!
+//! The source's access units leave on the thread that brings them (no queue:
+//! nothing on their way blocks); the decode's valve is ahead of its queue, so
+//! while it is closed (`mode=single`) no thread wakes for them.
 //!
 //! Whether the stream may be passed through is checked at its first access
 //! unit and on every one after ([`crate::passthrough::eligibility`]); when it

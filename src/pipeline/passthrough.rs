@@ -3,9 +3,9 @@
 //! is built, then
 //!
 //! ```text
-//! hybrid: video ─ queue ─ h264passthrough ─src─ queue ──────────────────────────────────────────── livekitsink.video_0
+//! hybrid: video ─ queue ─ h264passthrough ─src──────────────────────────────────────────────────── livekitsink.video_0
 //!                                          └raw─ queue ─ videoscale ─ simulcastenc ─src_N─ queue ─ livekitsink.video_N+1
-//! single: video ─ queue ─ h264passthrough(mode=single) ─src─ queue ─ livekitsink.video_0
+//! single: video ─ queue ─ h264passthrough(mode=single) ─src─ livekitsink.video_0
 //! ```
 //!
 //! A stream that does not qualify at its start gets the full transcode
@@ -13,7 +13,10 @@
 //! h264passthrough's to handle (it transcodes the top layer itself). Either
 //! way `h264passthrough-state` tells the session why.
 
-use super::{add_chain, link_pads, make, report_input_format, set, PipelineConfig, PipelineError};
+use super::{
+    add_chain, link_encoded_layers, make, report_input_format, set, sink_video_pad, PipelineConfig,
+    PipelineError,
+};
 use crate::messages::input::InputVideo;
 use crate::messages::passthrough::PassthroughState;
 use crate::messages::BusMessage;
@@ -86,35 +89,17 @@ pub(super) fn add_video_branch(
     };
     set(&pass, "mode", mode)?;
     let (head, pass) = add_chain(pipeline, &[head, pass])?;
-    let sink = pipeline
-        .by_name("sink")
-        .ok_or_else(|| PipelineError::Link("livekitsink missing".into()))?;
-    let mut outputs = vec![pad_of(&pass, "src")?];
+    // The source's access units go straight in, on the head queue's thread:
+    // nothing on their way blocks, and a queue would only add a hand-off
+    // per access unit.
+    let top = pad_of(&pass, "src")?;
+    top.link(&sink_video_pad(pipeline, 0)?)
+        .map_err(|e| PipelineError::Link(format!("h264passthrough to livekitsink: {e}")))?;
     if !lower.is_empty() {
-        outputs.extend(add_lower_layers(pipeline, &pass, config, &source, &lower)?);
+        let layers = add_lower_layers(pipeline, &pass, config, &source, &lower)?;
+        link_encoded_layers(pipeline, &layers, 1)?;
     }
-    for (index, out) in outputs.iter().enumerate() {
-        let to = sink
-            .request_pad_simple(&format!("video_{index}"))
-            .ok_or_else(|| PipelineError::Link("livekitsink refused a video pad".into()))?;
-        if index == 0 {
-            // h264passthrough's own queue already runs its output on a
-            // thread of its own; another here would only add a hand-off
-            // per access unit.
-            out.link(&to)
-                .map_err(|e| PipelineError::Link(format!("h264passthrough to livekitsink: {e}")))?;
-            continue;
-        }
-        let queue = make("queue", None)?;
-        pipeline
-            .add(&queue)
-            .map_err(|e| PipelineError::Link(e.to_string()))?;
-        link_pads(out, &queue, &to)?;
-        queue
-            .sync_state_with_parent()
-            .map_err(|e| PipelineError::Link(e.to_string()))?;
-    }
-    report_input_format(&outputs[0], src_pad, InputVideo::from_caps);
+    report_input_format(&top, src_pad, InputVideo::from_caps);
     super::link_to(src_pad, &head)?;
     Ok(head)
 }

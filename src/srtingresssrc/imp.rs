@@ -1,4 +1,5 @@
 use crate::claims::{next_event, Next};
+use crate::input::MediaKind;
 use crate::messages::publish::{
     PublishPaused, PublishResumed, PublishStarted, PublishStopped, StatsMeter,
 };
@@ -88,10 +89,10 @@ struct Pads {
 }
 
 impl Pads {
-    fn pad(&self, kind: Kind) -> Option<&gst::GhostPad> {
+    fn pad(&self, kind: MediaKind) -> Option<&gst::GhostPad> {
         match kind {
-            Kind::Video => self.video.as_ref(),
-            Kind::Audio => self.audio.as_ref(),
+            MediaKind::Video => self.video.as_ref(),
+            MediaKind::Audio => self.audio.as_ref(),
         }
     }
 
@@ -101,21 +102,6 @@ impl Pads {
         self.audio_chosen = false;
         self.waiting = 0;
         self.demuxer_done = false;
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Kind {
-    Video,
-    Audio,
-}
-
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Kind::Video => "video",
-            Kind::Audio => "audio",
-        }
     }
 }
 

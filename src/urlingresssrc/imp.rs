@@ -224,17 +224,8 @@ impl UrlIngressSrc {
     /// A parsed elementary stream: the first video and the first audio become
     /// the element's pads, the rest is dropped.
     fn expose(&self, pad: &gst::Pad, caps: gst::Caps) -> Result<(), glib::BoolError> {
-        let media = caps
-            .structure(0)
-            .map(|s| s.name().to_string())
-            .unwrap_or_default();
-        let kind = if media.starts_with("video/") {
-            Some(MediaKind::Video)
-        } else if media.starts_with("audio/") {
-            Some(MediaKind::Audio)
-        } else {
-            None
-        };
+        let media = caps.structure(0).map_or("", |s| s.name().as_str());
+        let kind = MediaKind::of_caps(&caps);
         let obj = self.obj();
         let mut state_guard = lock(&self.state);
         let Some(state) = state_guard.as_mut() else {
@@ -289,10 +280,7 @@ impl UrlIngressSrc {
             }
             Pace::Live => pad.clone(),
         };
-        let name = match kind {
-            MediaKind::Video => "video",
-            MediaKind::Audio => "audio",
-        };
+        let name = kind.name();
         // The contract: a pad comes with its caps. Its stream's own caps event
         // may still be on its way through the pacing queue, so the parsed caps
         // (and the stream's start, from the parsed pad) are stored on it now.

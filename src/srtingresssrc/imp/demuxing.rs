@@ -181,25 +181,16 @@ impl SrtIngressSrc {
             .current_caps()
             .or_else(|| pad.allowed_caps())
             .unwrap_or_else(gst::Caps::new_any);
-        let media = caps
-            .structure(0)
-            .map(|s| s.name().to_string())
-            .unwrap_or_default();
-        let kind = if media.starts_with("video/") {
-            Some(Kind::Video)
-        } else if media.starts_with("audio/") {
-            Some(Kind::Audio)
-        } else {
-            None
-        };
+        let media = caps.structure(0).map_or("", |s| s.name().as_str());
+        let kind = MediaKind::of_caps(&caps);
         let chosen = kind.filter(|kind| {
             let mut pads = lock(&self.pads);
             // After no-more-pads no pad is added: a returning caller's
             // stream of a kind the first one lacked is not used.
             let open = pads.pad(*kind).is_some() || !pads.no_more_pads;
             let slot = match kind {
-                Kind::Video => &mut pads.video_chosen,
-                Kind::Audio => &mut pads.audio_chosen,
+                MediaKind::Video => &mut pads.video_chosen,
+                MediaKind::Audio => &mut pads.audio_chosen,
             };
             let take = !*slot && open;
             *slot = true;
@@ -213,7 +204,7 @@ impl SrtIngressSrc {
             imp = self,
             "demuxer stream {} ({media}): {}",
             pad.name(),
-            chosen.map_or("not used", Kind::name)
+            chosen.map_or("not used", MediaKind::name)
         );
         let result = match chosen {
             Some(kind) => self.add_parser(pad, &caps, kind),
@@ -256,7 +247,7 @@ impl SrtIngressSrc {
 
     /// The stream's parser; its src pad becomes the contract's pad `kind`
     /// when its caps come (the pipeline picks a decoder by them).
-    fn add_parser(&self, pad: &gst::Pad, caps: &gst::Caps, kind: Kind) -> Result<(), String> {
+    fn add_parser(&self, pad: &gst::Pad, caps: &gst::Caps, kind: MediaKind) -> Result<(), String> {
         let parser = crate::decode::parser_for(caps)
             .map(Ok)
             .unwrap_or_else(|| gst::ElementFactory::make("identity").build())
@@ -305,7 +296,7 @@ impl SrtIngressSrc {
     /// timestamps made the pad's.
     fn on_parsed(
         &self,
-        kind: Kind,
+        kind: MediaKind,
         flow: &mut Flow,
         target: &gst::Pad,
         info: &mut gst::PadProbeInfo,
@@ -313,11 +304,11 @@ impl SrtIngressSrc {
         let stand_in = match &mut info.data {
             Some(gst::PadProbeData::Buffer(buffer)) => {
                 let bytes = match kind {
-                    Kind::Video => &self.video_bytes,
-                    Kind::Audio => &self.audio_bytes,
+                    MediaKind::Video => &self.video_bytes,
+                    MediaKind::Audio => &self.audio_bytes,
                 };
                 bytes.fetch_add(buffer.size() as u64, Ordering::Relaxed);
-                if kind == Kind::Video && !flow.keyframe_seen {
+                if kind == MediaKind::Video && !flow.keyframe_seen {
                     if buffer.flags().contains(gst::BufferFlags::DELTA_UNIT) {
                         return gst::PadProbeReturn::Drop;
                     }
@@ -349,7 +340,7 @@ impl SrtIngressSrc {
     /// Adds the pad `kind` for `target` (the first caps on it): its sticky
     /// events stored first, so the application's pad-added sees the caps.
     /// A returning caller's stream goes on on the pad that exists.
-    fn expose(&self, kind: Kind, target: &gst::Pad, caps: &gst::Event) -> Exposed {
+    fn expose(&self, kind: MediaKind, target: &gst::Pad, caps: &gst::Event) -> Exposed {
         let obj = self.obj();
         let existing = lock(&self.pads).pad(kind).cloned();
         if let Some(ghost) = existing {
@@ -367,8 +358,8 @@ impl SrtIngressSrc {
         {
             let mut pads = lock(&self.pads);
             match kind {
-                Kind::Video => pads.video = Some(ghost.clone()),
-                Kind::Audio => pads.audio = Some(ghost.clone()),
+                MediaKind::Video => pads.video = Some(ghost.clone()),
+                MediaKind::Audio => pads.audio = Some(ghost.clone()),
             }
             pads.waiting = pads.waiting.saturating_sub(1);
         }
@@ -383,7 +374,7 @@ impl SrtIngressSrc {
     /// type: the branch downstream was built for that codec.
     fn continue_on(
         &self,
-        kind: Kind,
+        kind: MediaKind,
         ghost: &gst::GhostPad,
         target: &gst::Pad,
         caps: &gst::Event,
