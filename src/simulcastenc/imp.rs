@@ -357,7 +357,7 @@ impl SimulcastEnc {
             };
             if gst_video::UpstreamForceKeyUnitEvent::parse(event).is_ok() {
                 gst::debug!(CAT, imp = imp, "keyframe requested on layer {index}");
-                imp.force_keyframes(None);
+                imp.force_keyframes();
                 return gst::PadProbeReturn::Handled;
             }
             if LayerActive::is(event) {
@@ -391,21 +391,18 @@ impl SimulcastEnc {
         });
     }
 
-    /// Asks the encoders of `layer` (all active layers when `None`) for a
-    /// keyframe on the first frame after the newest one fanned out. Each layer
-    /// has its own queue, filled to its own level, so "your next frame" would
-    /// be a different frame per layer; a running time names the same one.
-    fn force_keyframes(&self, layer: Option<usize>) {
+    /// Asks the encoders of all active layers for a keyframe on the first
+    /// frame after the newest one fanned out. Each layer has its own queue,
+    /// filled to its own level, so "your next frame" would be a different
+    /// frame per layer; a running time names the same one.
+    fn force_keyframes(&self) {
         let encoders: Vec<gst::Element> = {
             let state = lock(&self.state);
             state
                 .layers
                 .iter()
-                .enumerate()
-                .filter(|(i, l)| {
-                    layer.is_none_or(|only| only == *i) && !l.valve.property::<bool>("drop")
-                })
-                .map(|(_, l)| l.encoder.clone())
+                .filter(|l| !l.valve.property::<bool>("drop"))
+                .map(|l| l.encoder.clone())
                 .collect()
         };
         let after = match self.newest_fanned_out.load(Ordering::Relaxed) {
@@ -413,14 +410,7 @@ impl SimulcastEnc {
             newest => Some(gst::ClockTime::from_nseconds(newest + 1)),
         };
         for encoder in encoders {
-            // An upstream event sent to the element is handled by its src pad, as
-            // if it came from downstream.
-            encoder.send_event(
-                gst_video::UpstreamForceKeyUnitEvent::builder()
-                    .running_time(after)
-                    .all_headers(true)
-                    .build(),
-            );
+            request_keyframe(&encoder, after);
         }
     }
 
@@ -439,11 +429,29 @@ impl SimulcastEnc {
             "layer {index} {}",
             if active { "resumed" } else { "paused" }
         );
-        valve.set_property("drop", !active);
         if active {
-            self.force_keyframes(Some(index));
+            // Asked for before the valve opens, "the next frame" is the first
+            // one through it. A running time would not do: the frames the
+            // layer's queue still holds are older than any fanned out since,
+            // and they would be encoded as delta frames after the gap.
+            let encoder = lock(&self.state).layers[index].encoder.clone();
+            request_keyframe(&encoder, None);
         }
+        valve.set_property("drop", !active);
     }
+}
+
+/// Asks `encoder` for a keyframe with headers on its first frame at or after
+/// `running_time` (its next frame when `None`).
+fn request_keyframe(encoder: &gst::Element, running_time: Option<gst::ClockTime>) {
+    // An upstream event sent to the element is handled by its src pad, as if
+    // it came from downstream.
+    encoder.send_event(
+        gst_video::UpstreamForceKeyUnitEvent::builder()
+            .running_time(running_time)
+            .all_headers(true)
+            .build(),
+    );
 }
 
 /// The encoder for a layer and the caps it must produce, from the codec table.
