@@ -98,7 +98,6 @@ impl Drop for Node {
     }
 }
 
-/// A token as the LiveKit clients make it, with the ingressAdmin grant.
 /// A Twirp call with a JSON body through reqwest: HTTP status and Twirp body.
 fn twirp_json(
     node: &Node,

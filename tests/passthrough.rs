@@ -1,5 +1,5 @@
 //! H.264 pass-through end to end, all real: the service with
-//! `video_passthrough` set, a LiveKit server, ffmpeg publishing RTMP
+//! `video_passthrough` set (or an ingress's own options), a LiveKit server, ffmpeg publishing RTMP
 //! (libx264), and the Python subscriber decoding what the room forwards.
 //!
 //! The source is 1440x810, a size no preset makes (the default preset would
@@ -14,6 +14,8 @@ use gst::prelude::*;
 use gstlivekitingress::passthrough::Mode;
 use livekit_protocol as proto;
 use proto::ingress_state::Status;
+use reqwest::Method;
+use serde_json::json;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -324,6 +326,124 @@ fn single_sends_only_the_source() {
     assert_eq!(sizes(&announced_layers(&h, &id)), [SOURCE]);
     let ratio = sent_over_encoded(&h, &id, "", ffmpeg);
     assert!((0.85..1.06).contains(&ratio), "sent/encoded {ratio:.3}");
+}
+
+/// Pass-through asked for by one ingress, through its own options, on a
+/// service whose default is off; with them cleared, its next stream is
+/// transcoded again. The Ingress API's answers are untouched by them.
+#[test]
+fn an_ingress_asks_for_pass_through_on_its_own() {
+    let _serial = one_at_a_time();
+    let h = Harness::start();
+    let info = h.create("own-options", "streamer", "Streamer");
+    let id = info.ingress_id.clone();
+    let options = |method: Method, body: Option<&str>| h.ingress_options(method, &id, body, true);
+
+    let (status, answer) = options(Method::GET, None);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["ingress_id"], id.as_str(), "{answer}");
+    assert_eq!(answer["options"], json!({}), "{answer}");
+    assert_eq!(answer["in_effect"], json!({"video_passthrough": "off"}));
+
+    // Refusals say what is wrong, where the caller reads; nothing is set.
+    for (body, code, needle) in [
+        (
+            r#"{"video_passthrough": "always"}"#,
+            "invalid_argument",
+            "unknown variant `always`",
+        ),
+        (
+            r#"{"passthrough": "hybrid"}"#,
+            "invalid_argument",
+            "unknown field `passthrough`",
+        ),
+        ("hybrid", "invalid_argument", "ingress options"),
+    ] {
+        let (status, answer) = options(Method::PUT, Some(body));
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (400, Some(code)),
+            "{body}: {answer}"
+        );
+        assert!(
+            answer["msg"].as_str().is_some_and(|m| m.contains(needle)),
+            "{answer}"
+        );
+    }
+    let hybrid = r#"{"video_passthrough": "hybrid"}"#;
+    let (status, answer) = h.ingress_options(Method::PUT, &id, Some(hybrid), false);
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (401, Some("unauthenticated")),
+        "{answer}"
+    );
+    let (status, answer) = h.ingress_options(Method::PUT, "IN_none", Some(hybrid), true);
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (404, Some("not_found")),
+        "{answer}"
+    );
+    assert_eq!(options(Method::GET, None).1["options"], json!({}));
+
+    let (status, answer) = options(Method::PUT, Some(hybrid));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["options"], json!({"video_passthrough": "hybrid"}));
+    assert_eq!(answer["in_effect"], json!({"video_passthrough": "hybrid"}));
+    // LiveKit's answers stay LiveKit's.
+    let listed = h.info(&id);
+    assert_eq!(
+        proto::IngressInfo {
+            state: None,
+            ..listed
+        },
+        proto::IngressInfo {
+            state: None,
+            ..info.clone()
+        }
+    );
+
+    // Its stream passes the source through; the service's default is off.
+    let ffmpeg = publish(&h, &info.stream_key, 25, 0);
+    h.wait_status(&id, Status::EndpointPublishing, Duration::from_secs(20));
+    let expected = [("low", "320x180"), ("high", SOURCE)];
+    let reports = common::watch_layers(&h.livekit, "own-options", 2, &expected);
+    for ((quality, size), report) in expected.iter().zip(&reports) {
+        common::assert_layer_size(report, "streamer", quality, size);
+    }
+    assert_eq!(
+        sizes(&announced_layers(&h, &id)),
+        ["320x180", "640x360", SOURCE]
+    );
+    assert_eq!(h.info(&id).state.expect("state").error, "");
+    stop(ffmpeg);
+    h.wait_status(&id, Status::EndpointInactive, Duration::from_secs(30));
+
+    // Cleared: the service's default again, for the next stream.
+    let (status, answer) = options(Method::DELETE, None);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["options"], json!({}));
+    assert_eq!(answer["in_effect"], json!({"video_passthrough": "off"}));
+    let ffmpeg = publish(&h, &info.stream_key, 25, 0);
+    h.wait_status(&id, Status::EndpointPublishing, Duration::from_secs(20));
+    let reports = common::watch_layers(&h.livekit, "own-options", 2, &[("high", "1280x720")]);
+    common::assert_layer_size(&reports[0], "streamer", "high", "1280x720");
+    assert_eq!(
+        sizes(&announced_layers(&h, &id)),
+        ["320x180", "640x360", "1280x720"]
+    );
+    stop(ffmpeg);
+    h.wait_status(&id, Status::EndpointInactive, Duration::from_secs(30));
+
+    // Deleting the ingress deletes its options.
+    assert_eq!(options(Method::PUT, Some(hybrid)).0, 200);
+    h.rt.block_on(h.client().delete_ingress(&id))
+        .expect("delete");
+    let (status, answer) = options(Method::GET, None);
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (404, Some("not_found")),
+        "{answer}"
+    );
 }
 
 /// ffmpeg making `seconds` of a 960x540 pattern as MPEG-TS, with `bframes`

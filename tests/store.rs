@@ -5,7 +5,9 @@
 mod common;
 
 use common::{RedisServer, ScratchDir};
+use gstlivekitingress::passthrough::Mode;
 use gstlivekitingress::supervisor::config::RedisConfig;
+use gstlivekitingress::supervisor::ingress_options::IngressOptions;
 use gstlivekitingress::supervisor::store::{
     redis::RedisStore, settle_orphan, sqlite::SqliteStore, Store, StoreError,
 };
@@ -118,6 +120,62 @@ fn check_contract(store: &dyn Store) {
     assert_eq!(stored.state.as_ref(), Some(&state));
 
     check_states_apart_from_info(store);
+    check_options(store);
+}
+
+/// An ingress's own options: kept beside it, through updates of its info,
+/// and gone with it; none for an ingress that does not exist.
+fn check_options(store: &dyn Store) {
+    let hybrid = IngressOptions {
+        video_passthrough: Some(Mode::Hybrid),
+    };
+    let e = ingress("IN_e", "key-e", "room-4");
+    store.put(&e).expect("put");
+    assert_eq!(
+        store.options("IN_e").expect("options"),
+        IngressOptions::default()
+    );
+    assert!(store.put_options("IN_e", &hybrid).expect("put options"));
+    assert_eq!(store.options("IN_e").expect("options"), hybrid);
+    // The API's update writes the info only.
+    store
+        .put(&proto::IngressInfo {
+            name: "renamed".into(),
+            ..e.clone()
+        })
+        .expect("update");
+    assert_eq!(store.options("IN_e").expect("options"), hybrid);
+    // Replaced whole; empty ones are the service's defaults again.
+    let single = IngressOptions {
+        video_passthrough: Some(Mode::Single),
+    };
+    assert!(store.put_options("IN_e", &single).expect("replace"));
+    assert_eq!(store.options("IN_e").expect("options"), single);
+    assert!(store
+        .put_options("IN_e", &IngressOptions::default())
+        .expect("clear"));
+    assert_eq!(
+        store.options("IN_e").expect("options"),
+        IngressOptions::default()
+    );
+    // No ingress, no options; a deleted one takes them along.
+    assert!(!store.put_options("IN_none", &hybrid).expect("put for none"));
+    assert_eq!(
+        store.options("IN_none").expect("options"),
+        IngressOptions::default()
+    );
+    assert!(store.put_options("IN_e", &hybrid).expect("put options"));
+    store.delete("IN_e").expect("delete");
+    assert_eq!(
+        store.options("IN_e").expect("options"),
+        IngressOptions::default()
+    );
+    store.put(&e).expect("the same id again");
+    assert_eq!(
+        store.options("IN_e").expect("options"),
+        IngressOptions::default()
+    );
+    store.delete("IN_e").expect("delete");
 }
 
 fn live(started_at: i64, updated_at: i64) -> proto::IngressState {

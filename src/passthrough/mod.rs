@@ -12,7 +12,18 @@ pub mod sps;
 use gst::glib;
 
 /// How the video's top layer is made.
-#[derive(Debug, Eq, PartialEq, Hash, Clone, Copy, glib::Enum, Default, serde::Deserialize)]
+#[derive(
+    Debug,
+    Eq,
+    PartialEq,
+    Hash,
+    Clone,
+    Copy,
+    glib::Enum,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+)]
 #[repr(u32)]
 #[enum_type(name = "GstH264PassthroughMode")]
 #[serde(rename_all = "lowercase")]
@@ -33,6 +44,13 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub const ALL: [Mode; 3] = [Mode::Off, Mode::Hybrid, Mode::Single];
+
+    /// The mode a setting names (`off`, `hybrid` or `single`).
+    pub fn from_name(name: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Mode::Off => "off",

@@ -4,6 +4,7 @@
 //! (`application/protobuf`) or proto3-JSON (`application/json`) body, answered in
 //! the same encoding; errors as Twirp's JSON (`{"code": …, "msg": …}`). Callers
 //! authenticate with a LiveKit access token whose video grant has `ingressAdmin`.
+//! The service's own per-ingress options are beside it (`super::options_api`).
 
 use super::ingress::{self, ApiError};
 use super::serve::{BODY_TIMEOUT, MAX_BODY};
@@ -60,6 +61,7 @@ impl Api {
 pub fn router(api: Arc<Api>, with_metrics: bool) -> Router {
     let router = Router::new()
         .route("/twirp/livekit.Ingress/{method}", post(twirp))
+        .route("/ingress/{ingress_id}/options", super::options_api::route())
         .route("/health", get(health));
     let router = if with_metrics {
         router.route("/metrics", get(metrics))
@@ -229,7 +231,7 @@ fn twirp_error(status: StatusCode, code: &str, msg: &str, close: bool) -> Respon
     response
 }
 
-fn error_response(err: &ApiError) -> Response {
+pub(super) fn error_response(err: &ApiError) -> Response {
     let status =
         StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     twirp_error(status, err.code(), &err.to_string(), false)
@@ -372,7 +374,7 @@ impl Api {
     /// that is no JWT; one issued by another API key (`iss`, named); one whose
     /// signature or times do not check out (why, without the token); one
     /// without the `ingressAdmin` grant.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+    pub(super) fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let unauthenticated = |m: String| Err(ApiError::Unauthenticated(m));
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return unauthenticated("permissions denied".into());
@@ -398,7 +400,7 @@ impl Api {
 
     /// A store that does not answer is `unavailable` (retry later); a record
     /// it cannot read, or any other failure, is `internal`.
-    fn store_err(e: StoreError) -> ApiError {
+    pub(super) fn store_err(e: StoreError) -> ApiError {
         match e {
             StoreError::Unreachable(m) => ApiError::Unavailable(m),
             StoreError::Corrupt(m) | StoreError::Other(m) => ApiError::Internal(m),
@@ -513,7 +515,7 @@ impl Api {
 
 /// Reads a request body within [`MAX_BODY`] and [`BODY_TIMEOUT`]; on failure,
 /// the answer to send (the connection then closes: the rest is not read).
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+pub(super) async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
     let too_large = || {
         twirp_error(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -55,8 +55,8 @@ pub struct Config {
     /// at once. Below Kubernetes' default grace period of 30 s.
     pub drain_timeout: u32,
     /// H.264 pass-through for every transcoded ingress (`off`, `hybrid`,
-    /// `single`; see `crate::passthrough`): a service setting, so the
-    /// ingresses' API answers stay LiveKit's.
+    /// `single`; see `crate::passthrough`): the service's default, which an
+    /// ingress's own options (`super::ingress_options`) may replace.
     pub video_passthrough: crate::passthrough::Mode,
     /// Seconds an RTMP or SRT stream whose publisher dropped keeps its
     /// participant and tracks in the room, waiting for the same key to
@@ -293,16 +293,9 @@ impl Config {
             self.whip_base_url = v;
         }
         if let Some(v) = env("LIVEKIT_INGRESS_VIDEO_PASSTHROUGH") {
-            self.video_passthrough = match v.as_str() {
-                "off" => crate::passthrough::Mode::Off,
-                "hybrid" => crate::passthrough::Mode::Hybrid,
-                "single" => crate::passthrough::Mode::Single,
-                _ => {
-                    return Err(format!(
-                        "LIVEKIT_INGRESS_VIDEO_PASSTHROUGH={v:?} is not off, hybrid or single"
-                    ))
-                }
-            };
+            self.video_passthrough = crate::passthrough::Mode::from_name(&v).ok_or_else(|| {
+                format!("LIVEKIT_INGRESS_VIDEO_PASSTHROUGH={v:?} is not off, hybrid or single")
+            })?;
         }
         if let Some(v) = env("LIVEKIT_INGRESS_SQLITE") {
             self.store.sqlite = PathBuf::from(v);

@@ -8,6 +8,8 @@
 //! - [`store`]: the embedded SQLite store, or Redis shared by several nodes.
 //! - [`sessions`]: publish decisions and live sessions, keeping IngressState true.
 //! - [`api`]: Twirp, health, metrics.
+//! - [`ingress_options`], [`options_api`]: an ingress's settings beyond
+//!   LiveKit's API (H.264 pass-through), kept in the store, set over HTTP.
 //! - [`serve`]: the HTTP server under them, with deadlines.
 //! - [`webhooks`]: ingress_started / ingress_ended, signed as LiveKit signs them.
 
@@ -15,6 +17,8 @@ pub mod api;
 pub mod capacity;
 pub mod config;
 pub mod ingress;
+pub mod ingress_options;
+pub mod options_api;
 pub mod process_stats;
 pub mod serve;
 pub mod sessions;

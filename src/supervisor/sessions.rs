@@ -8,6 +8,7 @@
 use super::capacity::{Capacity, Load};
 use super::config::Config;
 use super::ingress::{may_publish, now_nanos, takes_push};
+use super::ingress_options::IngressOptions;
 use super::store::{self, Store, StoreError};
 use super::webhooks::Webhooks;
 use crate::input::{Decision, InputKind, InputSource, PublishRequest, Refusal, RefusalKind};
@@ -406,7 +407,8 @@ impl Sessions {
     ) -> Result<(), StartError> {
         let kind = source.kind();
         let input = kind.name();
-        let pipeline_config = self.pipeline_config(&info, source)?;
+        let options = self.store.options(&info.ingress_id)?;
+        let pipeline_config = self.pipeline_config(&info, &options, source)?;
         let pipeline = IngressPipeline::build(&pipeline_config)?;
         let buffering = proto::IngressState {
             status: Status::EndpointBuffering as i32,
@@ -475,13 +477,16 @@ impl Sessions {
         }
     }
 
-    /// The pipeline for an ingress: its source, this node's server, and the
-    /// ingress's settings resolved once ([`options::resolve`]).
+    /// The pipeline for an ingress: its source, this node's server, the
+    /// ingress's settings resolved once ([`options::resolve`]), and its own
+    /// options over the service's defaults.
     fn pipeline_config(
         &self,
         info: &proto::IngressInfo,
+        own: &IngressOptions,
         source: InputSource,
     ) -> Result<PipelineConfig, PresetError> {
+        let effective = own.in_effect(&self.default_options());
         Ok(PipelineConfig {
             name: format!("ingress-{}", info.ingress_id),
             source,
@@ -493,8 +498,15 @@ impl Sessions {
             options: options::resolve(info)?,
             // LiveKit's rule: WHIP may bypass; other inputs always transcode.
             transcode: info.enable_transcoding != Some(false),
-            passthrough: self.config.video_passthrough,
+            passthrough: effective.video_passthrough.unwrap_or_default(),
         })
+    }
+
+    /// What an ingress without options of its own gets: the configuration's.
+    pub fn default_options(&self) -> IngressOptions {
+        IngressOptions {
+            video_passthrough: Some(self.config.video_passthrough),
+        }
     }
 
     /// The session thread: follows the pipeline until the stream ends, then
@@ -919,6 +931,12 @@ mod tests {
             down()
         }
         fn delete(&self, _: &str) -> Result<(), StoreError> {
+            down()
+        }
+        fn options(&self, _: &str) -> Result<IngressOptions, StoreError> {
+            down()
+        }
+        fn put_options(&self, _: &str, _: &IngressOptions) -> Result<bool, StoreError> {
             down()
         }
         fn claim(&self, _: &str) -> Result<bool, StoreError> {

@@ -220,6 +220,37 @@ impl Harness {
             .expect("create ingress")
     }
 
+    /// A call to the service's `/ingress/{id}/options` (`body` for a PUT),
+    /// with an admin token when `authorized`: the HTTP status and the JSON
+    /// body.
+    pub fn ingress_options(
+        &self,
+        method: reqwest::Method,
+        id: &str,
+        body: Option<&str>,
+        authorized: bool,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}/ingress/{id}/options", self.api_url());
+        self.rt.block_on(async {
+            let mut request = reqwest::Client::new().request(method, url);
+            if authorized {
+                let token = super::tokens::admin_token(API_KEY, API_SECRET);
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string());
+            }
+            let response = request.send().await.expect("an answer");
+            let status = response.status().as_u16();
+            let text = response.text().await.expect("body");
+            let json = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {text}"));
+            (status, json)
+        })
+    }
+
     pub fn info(&self, id: &str) -> proto::IngressInfo {
         let items = self
             .rt

@@ -14,12 +14,14 @@
 //! lose a session's state change nor bring back a stream that just ended.
 //! Whether a key may publish follows the live claim, never the stored state: a
 //! state left BUFFERING or PUBLISHING by a node that died is repaired by the
-//! first node that finds the claim gone ([`settle_orphan`]).
+//! first node that finds the claim gone ([`settle_orphan`]). Beside them an
+//! ingress may have options of this service's own, which LiveKit lacks.
 
 pub mod redis;
 pub mod sqlite;
 
 use super::config::StoreConfig;
+use super::ingress_options::IngressOptions;
 use livekit_protocol as proto;
 use proto::ingress_state::Status;
 use std::sync::Arc;
@@ -41,8 +43,14 @@ pub trait Store: Send + Sync {
     fn by_stream_key(&self, stream_key: &str) -> Result<Option<proto::IngressInfo>, StoreError>;
     /// Every ingress, or those of one room and/or one id (empty means any).
     fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, StoreError>;
-    /// Removes an ingress, info and state.
+    /// Removes an ingress: info, state and options.
     fn delete(&self, ingress_id: &str) -> Result<(), StoreError>;
+    /// The ingress's own options (see `super::ingress_options`); empty when
+    /// it has none, or does not exist.
+    fn options(&self, ingress_id: &str) -> Result<IngressOptions, StoreError>;
+    /// Replaces the ingress's options (an API update of its info keeps
+    /// them); false, and nothing written, when there is no such ingress.
+    fn put_options(&self, ingress_id: &str, options: &IngressOptions) -> Result<bool, StoreError>;
 
     /// Takes the right to run the ingress's stream; false when a session, on
     /// this node or another, holds it.

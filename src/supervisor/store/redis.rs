@@ -3,7 +3,8 @@
 //!
 //! Keys (under a prefix, `livekit-ingress` by default):
 //! - `{p}:ingress:{id}`, a hash: `info` (IngressInfo protobuf, no state),
-//!   `stream_key` and `room`, so that moving or deleting it can clean the indexes;
+//!   `stream_key` and `room`, so that moving or deleting it can clean the
+//!   indexes, and `options` (the service's own, JSON) when it has any;
 //! - `{p}:ingresses`, the set of every id; `{p}:room:{room}`, a room's ids;
 //!   `{p}:stream_key`, a hash of stream key -> id;
 //! - `{p}:state:{id}`, a hash: `state` (IngressState protobuf) and `order`
@@ -20,6 +21,7 @@
 
 use super::{state_order, StopHandler, Store, StoreError, LEASE};
 use crate::supervisor::config::RedisConfig;
+use crate::supervisor::ingress_options::IngressOptions;
 use crate::sync::lock;
 use livekit_protocol as proto;
 use prost::Message;
@@ -63,6 +65,17 @@ end
 if old[2] then redis.call('SREM', p .. ':room:' .. old[2], id) end
 redis.call('SREM', p .. ':ingresses', id)
 return redis.call('DEL', key, p .. ':state:' .. id)
+"#;
+
+/// KEYS: ingress. ARGV: options as JSON, empty to remove them.
+const PUT_OPTIONS: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == '' then
+  redis.call('HDEL', KEYS[1], 'options')
+else
+  redis.call('HSET', KEYS[1], 'options', ARGV[1])
+end
+return 1
 "#;
 
 /// KEYS: lease, ingress, state. ARGV: lease value, state, order.
@@ -146,6 +159,7 @@ fn open_connection(client: &redis::Client) -> redis::RedisResult<Connection> {
 struct Scripts {
     put: redis::Script,
     delete: redis::Script,
+    put_options: redis::Script,
     put_state: redis::Script,
     swap_state: redis::Script,
     renew: redis::Script,
@@ -211,6 +225,7 @@ impl RedisStore {
             scripts: Scripts {
                 put: redis::Script::new(PUT),
                 delete: redis::Script::new(DELETE),
+                put_options: redis::Script::new(PUT_OPTIONS),
                 put_state: redis::Script::new(PUT_STATE),
                 swap_state: redis::Script::new(SWAP_STATE),
                 renew: redis::Script::new(RENEW),
@@ -353,6 +368,31 @@ impl Store for RedisStore {
                 .invoke::<i64>(c)
         })?;
         Ok(())
+    }
+
+    fn options(&self, ingress_id: &str) -> Result<IngressOptions, StoreError> {
+        let json: Option<String> = self
+            .commands
+            .run(|c| c.hget(self.ingress_key(ingress_id), "options"))?;
+        json.map_or(Ok(IngressOptions::default()), |json| {
+            IngressOptions::from_json(json.as_bytes()).map_err(StoreError::corrupt)
+        })
+    }
+
+    fn put_options(&self, ingress_id: &str, options: &IngressOptions) -> Result<bool, StoreError> {
+        let json = if options.is_empty() {
+            String::new()
+        } else {
+            options.to_json()
+        };
+        let written: i64 = self.commands.run(|c| {
+            self.scripts
+                .put_options
+                .key(self.ingress_key(ingress_id))
+                .arg(json)
+                .invoke(c)
+        })?;
+        Ok(written == 1)
     }
 
     fn claim(&self, ingress_id: &str) -> Result<bool, StoreError> {

@@ -1,11 +1,12 @@
 //! The embedded store: one SQLite file, with an ingress's info and its state
 //! in two tables (the API writes the first, sessions the second), both kept as
-//! protobuf beside the columns lookups need. Calls are short and serialized by
+//! protobuf beside the columns lookups need, and its options (JSON) in a third. Calls are short and serialized by
 //! a mutex. One node uses it, so claims live in memory and stop requests have
 //! no one else to reach. The file holds every stream key: it is created
 //! readable by its owner only.
 
 use super::{state_order, StopHandler, Store, StoreError};
+use crate::supervisor::ingress_options::IngressOptions;
 use crate::sync::lock;
 use livekit_protocol as proto;
 use prost::Message;
@@ -32,6 +33,10 @@ const SCHEMA: &str = "PRAGMA journal_mode = WAL;
          started_at INTEGER NOT NULL,
          updated_at INTEGER NOT NULL,
          state BLOB NOT NULL
+     );
+     CREATE TABLE IF NOT EXISTS ingress_options (
+         ingress_id TEXT PRIMARY KEY,
+         options TEXT NOT NULL
      );";
 
 /// The `stream_key` column's value: the key, or for an ingress without one
@@ -230,7 +235,7 @@ impl Store for SqliteStore {
     fn delete(&self, ingress_id: &str) -> Result<(), StoreError> {
         let mut db = self.db();
         let tx = db.transaction().map_err(db_error)?;
-        for table in ["ingress", "ingress_state"] {
+        for table in ["ingress", "ingress_state", "ingress_options"] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE ingress_id = ?1"),
                 [ingress_id],
@@ -238,6 +243,53 @@ impl Store for SqliteStore {
             .map_err(db_error)?;
         }
         tx.commit().map_err(db_error)
+    }
+
+    fn options(&self, ingress_id: &str) -> Result<IngressOptions, StoreError> {
+        let json: Option<String> = self
+            .db()
+            .query_row(
+                "SELECT options FROM ingress_options WHERE ingress_id = ?1",
+                [ingress_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(db_error)?;
+        json.map_or(Ok(IngressOptions::default()), |json| {
+            IngressOptions::from_json(json.as_bytes()).map_err(StoreError::corrupt)
+        })
+    }
+
+    fn put_options(&self, ingress_id: &str, options: &IngressOptions) -> Result<bool, StoreError> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(db_error)?;
+        let exists = tx
+            .query_row(
+                "SELECT 1 FROM ingress WHERE ingress_id = ?1",
+                [ingress_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(db_error)?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        if options.is_empty() {
+            tx.execute(
+                "DELETE FROM ingress_options WHERE ingress_id = ?1",
+                [ingress_id],
+            )
+        } else {
+            tx.execute(
+                "INSERT INTO ingress_options (ingress_id, options) VALUES (?1, ?2)
+                 ON CONFLICT(ingress_id) DO UPDATE SET options = ?2",
+                params![ingress_id, options.to_json()],
+            )
+        }
+        .map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        Ok(true)
     }
 
     fn claim(&self, ingress_id: &str) -> Result<bool, StoreError> {
