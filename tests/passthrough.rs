@@ -350,14 +350,14 @@ fn an_ingress_asks_for_pass_through_on_its_own() {
         (
             r#"{"video_passthrough": "always"}"#,
             "invalid_argument",
-            "unknown variant `always`",
+            r#"video_passthrough is off, hybrid or single, not "always""#,
         ),
         (
             r#"{"passthrough": "hybrid"}"#,
             "invalid_argument",
-            "unknown field `passthrough`",
+            r#"no ingress option "passthrough""#,
         ),
-        ("hybrid", "invalid_argument", "ingress options"),
+        ("hybrid", "invalid_argument", "ingress options are not JSON"),
     ] {
         let (status, answer) = options(Method::PUT, Some(body));
         assert_eq!(

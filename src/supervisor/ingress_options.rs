@@ -5,22 +5,54 @@
 //! needs no exception for them. A setting left out means the service's own.
 
 use crate::passthrough::Mode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What a caller is shown when the body is no options object.
+const EXAMPLE: &str = r#"{"video_passthrough": "hybrid"}"#;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct IngressOptions {
     /// H.264 pass-through for this ingress's streams; `None`: the service's
     /// `video_passthrough`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub video_passthrough: Option<Mode>,
 }
 
 impl IngressOptions {
-    /// Options as a caller sends them: a JSON object with known settings
-    /// only; the error says which setting or value is wrong.
+    /// Options as a caller sends them: a JSON object of known settings (a
+    /// null one is the service's); the error names the setting and value at
+    /// fault and what would do.
     pub fn from_json(body: &[u8]) -> Result<IngressOptions, String> {
-        serde_json::from_slice(body).map_err(|e| format!("ingress options: {e}"))
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("ingress options are not JSON: {e}"))?;
+        let Value::Object(settings) = value else {
+            return Err(format!(
+                "ingress options are a JSON object such as {EXAMPLE}, not {value}"
+            ));
+        };
+        let mut options = IngressOptions::default();
+        for (name, value) in settings {
+            match name.as_str() {
+                "video_passthrough" => {
+                    options.video_passthrough = match &value {
+                        Value::Null => None,
+                        _ => Some(value.as_str().and_then(Mode::from_name).ok_or_else(|| {
+                            format!(
+                                "ingress option video_passthrough is off, hybrid or single, \
+                                 not {value}"
+                            )
+                        })?),
+                    };
+                }
+                _ => {
+                    return Err(format!(
+                        "no ingress option {name:?}; the options are: video_passthrough"
+                    ))
+                }
+            }
+        }
+        Ok(options)
     }
 
     /// The JSON object stored and answered (settings left out are absent).
@@ -68,17 +100,20 @@ mod tests {
         for (body, needle) in [
             (
                 &br#"{"video_passthrough": "always"}"#[..],
-                "unknown variant `always`",
+                r#"video_passthrough is off, hybrid or single, not "always""#,
             ),
-            (br#"{"video_passthrough": "always"}"#, "`hybrid`"),
+            (
+                br#"{"video_passthrough": 1}"#,
+                "video_passthrough is off, hybrid or single, not 1",
+            ),
             (
                 br#"{"passthrough": "hybrid"}"#,
-                "unknown field `passthrough`",
+                r#"no ingress option "passthrough"; the options are: video_passthrough"#,
             ),
-            (br#"{"video_passthrough": 1}"#, "video_passthrough"),
-            (b"[]", "ingress options"),
-            (b"", "EOF"),
-            (b"{\"video_passthrough\": \"hyb", "EOF"),
+            (b"[]", "a JSON object such as"),
+            (b"\"hybrid\"", "not \"hybrid\""),
+            (b"", "not JSON"),
+            (b"{\"video_passthrough\": \"hyb", "not JSON"),
         ] {
             let e = IngressOptions::from_json(body).expect_err("refused");
             assert!(e.contains(needle), "{body:?}: {e}");
