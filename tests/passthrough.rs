@@ -109,6 +109,13 @@ fn metric(body: &str, name: &str, labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Cores the node's live streams hold (`/metrics`): what admission counts.
+fn committed_cores(h: &Harness) -> f64 {
+    let port = h.service.as_ref().expect("running").http_addr.port();
+    let body = common::http_get(port, "/metrics").expect("/metrics");
+    common::metric(&body, "livekit_ingress_committed_cores").expect("committed cores")
+}
+
 /// Bytes the service sent to the room on the video stream `rid`.
 fn sent_bytes(h: &Harness, id: &str, rid: &str) -> Option<f64> {
     let port = h.service.as_ref().expect("running").http_addr.port();
@@ -219,6 +226,8 @@ fn hybrid_sends_the_source_as_the_top_layer() {
     );
     let layers = announced_layers(&h, &id);
     assert_eq!(sizes(&layers), ["320x180", "640x360", SOURCE], "{layers:?}");
+    // Admitted at a transcode's cost, it holds hybrid's once passed through.
+    assert_eq!(committed_cores(&h), 0.3);
 
     // A viewer switches down and back up within two source GOPs (4 s):
     // down at once (the lower layers answer keyframe requests), up at the
@@ -299,6 +308,7 @@ fn b_frames_are_transcoded_as_the_preset_says() {
         ["320x180", "640x360", "1280x720"],
         "{layers:?}"
     );
+    assert_eq!(committed_cores(&h), 0.6, "a transcode's cost");
     stop(ffmpeg);
     h.wait_status(&id, Status::EndpointInactive, Duration::from_secs(30));
 }
@@ -324,6 +334,7 @@ fn single_sends_only_the_source() {
     let state = h.info(&id).state.expect("state");
     assert_eq!(state.error, "", "{state:?}");
     assert_eq!(sizes(&announced_layers(&h, &id)), [SOURCE]);
+    assert_eq!(committed_cores(&h), 0.05, "a forwarded stream's cost");
     let ratio = sent_over_encoded(&h, &id, "", ffmpeg);
     assert!((0.85..1.06).contains(&ratio), "sent/encoded {ratio:.3}");
 }
@@ -500,6 +511,7 @@ fn b_frames_mid_stream_turn_the_top_layer_into_a_transcode() {
     let participant = h.participant("restart", "streamer").expect("in the room");
     let state = h.info(&id).state.expect("state");
     assert_eq!(state.error, "", "passed through at first: {state:?}");
+    assert_eq!(committed_cores(&h), 0.3, "hybrid's cost");
 
     // The B-frames come: the reason shows while the ingress publishes on.
     let changed = common::wait_for(Duration::from_secs(20), || {
@@ -512,6 +524,7 @@ fn b_frames_mid_stream_turn_the_top_layer_into_a_transcode() {
         Status::EndpointPublishing as i32,
         "{changed:?}"
     );
+    assert_eq!(committed_cores(&h), 0.6, "a transcode's cost again");
 
     // Same participant, same layers, each still decoded at its size: the
     // top one now encoded from the decoded source.

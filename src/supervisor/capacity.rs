@@ -5,7 +5,10 @@
 //!
 //! Costs are per stream as measured (README, Performance): a transcoded
 //! stream decodes its source and encodes the preset's layers, a bypassed one
-//! only moves packets. They are estimates set in the configuration, not
+//! only moves packets, a hybrid pass-through encodes only the lower layers.
+//! A stream is admitted at what it may cost; once its pass-through is known
+//! to run, its session holds the lower cost (and the full one again if the
+//! source stops qualifying). They are estimates set in the configuration, not
 //! readings of the CPU: a reading lags, and a node must say no before the
 //! stream that overloads it has started.
 
@@ -16,7 +19,11 @@ use super::config::CapacityConfig;
 pub enum Load {
     /// Decode and encode (every input but WHIP in bypass).
     Transcode,
-    /// Forwarded as it came (WHIP without transcoding).
+    /// The source's H.264 as the top layer, the lower layers encoded
+    /// (hybrid pass-through).
+    Hybrid,
+    /// Forwarded as it came (WHIP without transcoding, single
+    /// pass-through).
     Bypass,
 }
 
@@ -24,6 +31,7 @@ impl Load {
     fn name(self) -> &'static str {
         match self {
             Load::Transcode => "a transcoded stream",
+            Load::Hybrid => "a stream passed through in hybrid",
             Load::Bypass => "a forwarded stream",
         }
     }
@@ -35,6 +43,7 @@ pub struct Capacity {
     /// Cores the streams may take together.
     pub limit: f64,
     transcode_cost: f64,
+    hybrid_cost: f64,
     bypass_cost: f64,
 }
 
@@ -49,6 +58,7 @@ impl Capacity {
         Capacity {
             limit: cores * config.max_load,
             transcode_cost: config.transcode_cost,
+            hybrid_cost: config.hybrid_cost,
             bypass_cost: config.bypass_cost,
         }
     }
@@ -56,6 +66,7 @@ impl Capacity {
     pub fn cost(&self, load: Load) -> f64 {
         match load {
             Load::Transcode => self.transcode_cost,
+            Load::Hybrid => self.hybrid_cost,
             Load::Bypass => self.bypass_cost,
         }
     }
@@ -121,11 +132,24 @@ mod tests {
     }
 
     #[test]
+    fn passed_through_streams_cost_less() {
+        let node = capacity(2.0);
+        assert!(node.cost(Load::Hybrid) < node.cost(Load::Transcode));
+        assert!(node.cost(Load::Bypass) < node.cost(Load::Hybrid));
+        // Three transcoded streams fill a 2-core node; two of them passed
+        // through in hybrid leave room for another transcoded one.
+        let transcode = node.cost(Load::Transcode);
+        assert!(node.full(3.0 * transcode));
+        assert!(!node.full(transcode + 2.0 * node.cost(Load::Hybrid)));
+    }
+
+    #[test]
     fn costs_that_add_up_to_the_limit_exactly_fit() {
         let node = Capacity::new(&CapacityConfig {
             cores: 1.0,
             max_load: 0.9,
             transcode_cost: 0.3,
+            hybrid_cost: 0.1,
             bypass_cost: 0.05,
         });
         assert!(node.admit(0.6, 2, Load::Transcode).is_ok());

@@ -77,8 +77,13 @@ pub struct CapacityConfig {
     /// Cores one transcoded stream takes (a 1080p30 source, default preset:
     /// 0.40 to 0.67 measured).
     pub transcode_cost: f64,
+    /// Cores one stream takes once its source's H.264 is passed through as
+    /// the top layer, its lower layers encoded (hybrid: 0.17 to 0.28
+    /// measured for 1080p30, 0.38x of a transcode).
+    pub hybrid_cost: f64,
     /// Cores one stream forwarded without transcoding takes (WHIP bypass:
-    /// 0.03 to 0.04 measured).
+    /// 0.03 to 0.04 measured; single pass-through 0.03 to 0.04 with its
+    /// audio transcode).
     pub bypass_cost: f64,
 }
 
@@ -88,6 +93,7 @@ impl Default for CapacityConfig {
             cores: 0.0,
             max_load: 0.9,
             transcode_cost: 0.6,
+            hybrid_cost: 0.3,
             bypass_cost: 0.05,
         }
     }
@@ -363,6 +369,7 @@ impl Config {
             && capacity.max_load > 0.0
             && capacity.max_load <= 1.0
             && capacity.transcode_cost > 0.0
+            && capacity.hybrid_cost > 0.0
             && capacity.bypass_cost > 0.0)
         {
             return Err(

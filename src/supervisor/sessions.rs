@@ -14,6 +14,7 @@ use super::webhooks::Webhooks;
 use crate::input::{Decision, InputKind, InputSource, PublishRequest, Refusal, RefusalKind};
 use crate::livekit::stats::SendStats;
 use crate::options;
+use crate::passthrough::Mode;
 use crate::pipeline::{
     IngressPipeline, LiveKitServer, PipelineConfig, PipelineError, PipelineEvent,
 };
@@ -87,8 +88,11 @@ struct Live {
     thread: Option<std::thread::JoinHandle<()>>,
     /// What the stream sent to the room so far, as livekitsink last reported.
     sent: Option<SendStats>,
-    /// Cores the stream was admitted with.
+    /// Cores the stream holds: what it was admitted with, then what its
+    /// pass-through, once running, costs.
     cost: f64,
+    /// The pass-through it was started with.
+    passthrough: Mode,
     /// The stream's input, and whether its publisher left and the stream
     /// waits for it to come back (its reconnect grace period).
     input: InputKind,
@@ -409,6 +413,7 @@ impl Sessions {
         let input = kind.name();
         let options = self.store.options(&info.ingress_id)?;
         let pipeline_config = self.pipeline_config(&info, &options, source)?;
+        let passthrough = pipeline_config.passthrough;
         let pipeline = IngressPipeline::build(&pipeline_config)?;
         let buffering = proto::IngressState {
             status: Status::EndpointBuffering as i32,
@@ -443,6 +448,7 @@ impl Sessions {
                 thread: Some(thread),
                 sent: None,
                 cost,
+                passthrough,
                 input: kind,
                 paused: false,
             },
@@ -616,6 +622,28 @@ impl Sessions {
         }
     }
 
+    /// What a stream holds of the node's capacity once its pass-through is
+    /// known: less while the source is passed through, the transcode's cost
+    /// again when it falls back (that may take the node past its limit for
+    /// a while: the stream is live and is not cut for it; no new one is
+    /// admitted meanwhile).
+    fn hold_passthrough_cost(&self, id: &str, active: bool) {
+        let mut live = lock(&self.live);
+        let Some(live) = live.get_mut(id) else {
+            return;
+        };
+        let load = match (active, live.passthrough) {
+            (true, Mode::Hybrid) => Load::Hybrid,
+            (true, Mode::Single) => Load::Bypass,
+            _ => Load::Transcode,
+        };
+        let cost = self.capacity.cost(load);
+        if cost != live.cost {
+            tracing::debug!(ingress = %id, "holds {cost:.2} cores (was {:.2})", live.cost);
+            live.cost = cost;
+        }
+    }
+
     /// One pipeline event applied to the session's state.
     fn apply(&self, session: &mut SessionRun, event: PipelineEvent) -> Step {
         let state = &mut session.state;
@@ -672,6 +700,7 @@ impl Sessions {
                     tracing::warn!(ingress = %session.id, "video pass-through off: {reason}; transcoding");
                     state.error = format!("video pass-through off: {reason}; transcoded");
                 }
+                self.hold_passthrough_cost(&session.id, active);
             }
             PipelineEvent::Ended { reason } => return Step::End(Outcome::Finished(reason)),
             PipelineEvent::Failed { message } => return Step::End(Outcome::Failed(message)),
