@@ -437,11 +437,14 @@ impl Sessions {
         let this = self.clone();
         let id = info.ingress_id.clone();
         let thread_stop = stop.clone();
+        // Held until the stream is in: the session may apply an event to its
+        // entry (a pass-through's cost) as soon as its thread runs.
+        let mut live = lock(&self.live);
         let thread = std::thread::Builder::new()
             .name(format!("session-{id}"))
             .spawn(move || this.run(info, pipeline, thread_stop))
             .map_err(StartError::Thread)?;
-        lock(&self.live).insert(
+        live.insert(
             id,
             Live {
                 stop,
