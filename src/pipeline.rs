@@ -89,7 +89,11 @@ pub enum PipelineEvent {
     Sent(Box<crate::livekit::stats::SendStats>),
     /// Whether the source's H.264 is passed through, and if not, why (only
     /// with pass-through configured).
-    Passthrough { active: bool, reason: String },
+    Passthrough {
+        active: bool,
+        mode: crate::passthrough::Mode,
+        reason: String,
+    },
     /// The publisher left; the source waits for it within its grace period.
     Paused,
     /// The publisher is back within the grace period.
@@ -684,6 +688,7 @@ impl PipelineEvent {
                     PassthroughState::NAME => {
                         PassthroughState::from_structure(s).map(|p| PipelineEvent::Passthrough {
                             active: p.active,
+                            mode: p.mode,
                             reason: p.reason,
                         })
                     }

@@ -396,6 +396,7 @@ impl H264Passthrough {
         lock(&self.state).watch = Some(Watch::new(source));
         self.post(PassthroughState {
             active: true,
+            mode: lock(&self.settings).mode,
             reason: String::new(),
             width: source.width,
             height: source.height,
@@ -463,6 +464,7 @@ impl H264Passthrough {
         }
         self.post(PassthroughState {
             active: false,
+            mode: lock(&self.settings).mode,
             reason: reason.to_string(),
             width,
             height,

@@ -3,12 +3,15 @@
 //! changes (a fallback to transcoding mid-stream).
 
 use super::{count_u32, text, BusMessage};
+use crate::passthrough::Mode;
 
 /// Whether the source's own stream is the top layer, and if not, why.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PassthroughState {
     /// The source's access units go out as they came.
     pub active: bool,
+    /// How, while they do: as the top layer (hybrid) or alone (single).
+    pub mode: Mode,
     /// Why they do not (empty while active).
     pub reason: String,
     /// The source's picture (0 when no SPS was read).
@@ -22,6 +25,7 @@ impl BusMessage for PassthroughState {
     fn to_structure(&self) -> gst::Structure {
         gst::Structure::builder(Self::NAME)
             .field("active", self.active)
+            .field("mode", self.mode)
             .field("reason", self.reason.as_str())
             .field("width", self.width)
             .field("height", self.height)
@@ -34,6 +38,7 @@ impl BusMessage for PassthroughState {
         }
         Some(PassthroughState {
             active: s.get::<bool>("active").ok()?,
+            mode: s.get::<Mode>("mode").unwrap_or_default(),
             reason: text(s, "reason"),
             width: count_u32(s, "width"),
             height: count_u32(s, "height"),
@@ -50,6 +55,7 @@ mod tests {
         gst::init().expect("gstreamer");
         crate::messages::tests::round_trip(PassthroughState {
             active: false,
+            mode: Mode::Hybrid,
             reason: "B-frames (timestamps out of order)".into(),
             width: 1280,
             height: 720,

@@ -67,6 +67,7 @@ pub(super) fn add_video_branch(
             let _ = pipeline.post_message(
                 PassthroughState {
                     active: false,
+                    mode: config.passthrough,
                     reason: reason.to_string(),
                     ..Default::default()
                 }

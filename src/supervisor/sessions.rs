@@ -91,8 +91,6 @@ struct Live {
     /// Cores the stream holds: what it was admitted with, then what its
     /// pass-through, once running, costs.
     cost: f64,
-    /// The pass-through it was started with.
-    passthrough: Mode,
     /// The stream's input, and whether its publisher left and the stream
     /// waits for it to come back (its reconnect grace period).
     input: InputKind,
@@ -413,7 +411,6 @@ impl Sessions {
         let input = kind.name();
         let options = self.store.options(&info.ingress_id)?;
         let pipeline_config = self.pipeline_config(&info, &options, source)?;
-        let passthrough = pipeline_config.passthrough;
         let pipeline = IngressPipeline::build(&pipeline_config)?;
         let buffering = proto::IngressState {
             status: Status::EndpointBuffering as i32,
@@ -451,7 +448,6 @@ impl Sessions {
                 thread: Some(thread),
                 sent: None,
                 cost,
-                passthrough,
                 input: kind,
                 paused: false,
             },
@@ -630,12 +626,12 @@ impl Sessions {
     /// again when it falls back (that may take the node past its limit for
     /// a while: the stream is live and is not cut for it; no new one is
     /// admitted meanwhile).
-    fn hold_passthrough_cost(&self, id: &str, active: bool) {
+    fn hold_passthrough_cost(&self, id: &str, active: bool, mode: Mode) {
         let mut live = lock(&self.live);
         let Some(live) = live.get_mut(id) else {
             return;
         };
-        let load = match (active, live.passthrough) {
+        let load = match (active, mode) {
             (true, Mode::Hybrid) => Load::Hybrid,
             (true, Mode::Single) => Load::Bypass,
             _ => Load::Transcode,
@@ -692,7 +688,11 @@ impl Sessions {
                     a.average_bitrate = audio;
                 }
             }
-            PipelineEvent::Passthrough { active, reason } => {
+            PipelineEvent::Passthrough {
+                active,
+                mode,
+                reason,
+            } => {
                 // LiveKit's `error` is "error/non compliance description":
                 // a source that could not be passed through is told there,
                 // while the ingress goes on publishing (transcoded).
@@ -703,7 +703,7 @@ impl Sessions {
                     tracing::warn!(ingress = %session.id, "video pass-through off: {reason}; transcoding");
                     state.error = format!("video pass-through off: {reason}; transcoded");
                 }
-                self.hold_passthrough_cost(&session.id, active);
+                self.hold_passthrough_cost(&session.id, active, mode);
             }
             PipelineEvent::Ended { reason } => return Step::End(Outcome::Finished(reason)),
             PipelineEvent::Failed { message } => return Step::End(Outcome::Failed(message)),
