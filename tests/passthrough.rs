@@ -32,8 +32,12 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// ffmpeg publishing a 1440x810 test pattern with a tone over RTMP for
 /// `seconds`: libx264 with 2 s between keyframes and `bframes` B-frames.
 fn publish(h: &Harness, key: &str, seconds: u32, bframes: u32) -> Child {
+    publish_sized(h, key, seconds, bframes, SOURCE)
+}
+
+fn publish_sized(h: &Harness, key: &str, seconds: u32, bframes: u32, size: &str) -> Child {
     let url = format!("rtmp://127.0.0.1:{}/live/{key}", h.rtmp_port);
-    publish_to(&url, "flv", seconds, bframes)
+    publish_to(&url, "flv", seconds, bframes, size)
 }
 
 /// The same as MPEG-TS over SRT.
@@ -44,10 +48,11 @@ fn publish_srt(h: &Harness, key: &str, seconds: u32) -> Child {
         "mpegts",
         seconds,
         0,
+        SOURCE,
     )
 }
 
-fn publish_to(url: &str, format: &str, seconds: u32, bframes: u32) -> Child {
+fn publish_to(url: &str, format: &str, seconds: u32, bframes: u32, size: &str) -> Child {
     Command::new("ffmpeg")
         // Info for the closing summary (bytes of video encoded).
         .args([
@@ -62,7 +67,7 @@ fn publish_to(url: &str, format: &str, seconds: u32, bframes: u32) -> Child {
             "-f",
             "lavfi",
             "-i",
-            &format!("testsrc2=size={SOURCE}:rate=30"),
+            &format!("testsrc2=size={size}:rate=30"),
         ])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &seconds.to_string()])
@@ -455,6 +460,27 @@ fn an_ingress_asks_for_pass_through_on_its_own() {
         (404, Some("not_found")),
         "{answer}"
     );
+}
+
+/// In hybrid, a source no larger than the smallest lower layer has nothing
+/// to encode below it: it goes out alone, decoded by no one, and holds a
+/// forwarded stream's share of the node.
+#[test]
+fn hybrid_with_no_smaller_layer_sends_the_source_alone() {
+    let _serial = one_at_a_time();
+    let h = Harness::start_with_passthrough(Mode::Hybrid);
+    let info = h.create("small", "streamer", "Streamer");
+    let id = info.ingress_id.clone();
+
+    let ffmpeg = publish_sized(&h, &info.stream_key, 25, 0, "320x180");
+    h.wait_status(&id, Status::EndpointPublishing, Duration::from_secs(20));
+    let reports = common::watch_layers(&h.livekit, "small", 2, &[("high", "320x180")]);
+    common::assert_layer_size(&reports[0], "streamer", "high", "320x180");
+    assert_eq!(sizes(&announced_layers(&h, &id)), ["320x180"]);
+    assert_eq!(h.info(&id).state.expect("state").error, "");
+    assert_eq!(committed_cores(&h), 0.05, "a forwarded stream's cost");
+    stop(ffmpeg);
+    h.wait_status(&id, Status::EndpointInactive, Duration::from_secs(30));
 }
 
 /// ffmpeg making `seconds` of a 960x540 pattern as MPEG-TS, with `bframes`
