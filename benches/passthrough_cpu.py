@@ -12,9 +12,9 @@ frames that carry their creation time as a barcode (ingress_e2e.py's
 publisher: x264 ultrafast/zerolatency, no B-frames, a keyframe every 2 s,
 6 Mbit/s, AAC; moving frames, a scrolling gradient under changing grain, so
 that x264 spends its bitrate and the pass-through carries a real stream's
-packets; ffmpeg's own count of what it sent is printed). The service's CPU (utime + stime from /proc) is read over
-the steady part of each publish (after the first 6 s, until 2 s before the
-end) per stream-second; the high viewer reads the barcode of every decoded
+packets; ffmpeg's own count of what it sent is printed). The service's CPU
+(utime + stime from /proc) is read over the steady part of each publish
+(after the first 6 s, until 2 s before the end) per stream-second; the high viewer reads the barcode of every decoded
 frame (creation -> decoded latency, as ingress_e2e.py).
 
     ~/.cache/livekit-ingress/venv/bin/python benches/passthrough_cpu.py [runs] [seconds]

@@ -23,8 +23,9 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::mpsc;
 
-/// Timeouts handled in a row before the loop looks at its inputs again.
-const MAX_DUE_TIMEOUTS: usize = 8;
+/// str0m's timeouts that are already due, handled in a row before a session
+/// loop (this one, a WHIP session's) looks at its inputs again.
+pub(crate) const MAX_DUE_TIMEOUTS: u32 = 8;
 
 /// A video frame held by `layer_sync` until it may go.
 struct VideoFrame {
@@ -177,10 +178,11 @@ impl Session {
         .unwrap_or(at))
     }
 
-    /// Sends the frames `layer_sync` releases and [`Self::drive`]s, handling the timeouts already due at once: str0m
-    /// packetizes a written frame at its next timeout, which it asks for
-    /// "now", and a timer cannot wait less than a millisecond, so going
-    /// through one would add a wake-up and a millisecond to every frame.
+    /// Sends the frames `layer_sync` releases and [`Self::drive`]s, handling
+    /// the timeouts already due at once: str0m packetizes a written frame at
+    /// its next timeout, which it asks for "now", and a timer cannot wait
+    /// less than a millisecond, so going through one would add a wake-up and
+    /// a millisecond to every frame.
     fn drive_due(&mut self) -> Result<Instant, PublisherError> {
         // A bound, so that a timer that keeps being due cannot starve the
         // socket and the media channel.

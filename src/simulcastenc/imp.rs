@@ -415,8 +415,11 @@ impl SimulcastEnc {
     }
 
     pub(super) fn set_layer_active(&self, index: usize, active: bool) {
-        let valve = lock(&self.state).layers.get(index).map(|l| l.valve.clone());
-        let Some(valve) = valve else {
+        let layer = lock(&self.state)
+            .layers
+            .get(index)
+            .map(|l| (l.valve.clone(), l.encoder.clone()));
+        let Some((valve, encoder)) = layer else {
             gst::warning!(CAT, imp = self, "no layer {index}");
             return;
         };
@@ -434,7 +437,6 @@ impl SimulcastEnc {
             // one through it. A running time would not do: the frames the
             // layer's queue still holds are older than any fanned out since,
             // and they would be encoded as delta frames after the gap.
-            let encoder = lock(&self.state).layers[index].encoder.clone();
             request_keyframe(&encoder, None);
         }
         valve.set_property("drop", !active);

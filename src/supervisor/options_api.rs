@@ -33,13 +33,8 @@ async fn read(State(api): State<Arc<Api>>, Path(id): Path<String>, headers: Head
         return error_response(&e);
     }
     answer(api, move |api| {
-        // Options are empty for an ingress that does not exist: ask for it.
-        api.store
-            .get(&id)
-            .map_err(Api::store_err)?
-            .ok_or_else(ingress::not_found)?;
         let own = api.store.options(&id).map_err(Api::store_err)?;
-        Ok((id, own))
+        Ok((id, own.ok_or_else(ingress::not_found)?))
     })
     .await
 }

@@ -409,7 +409,9 @@ impl Sessions {
     ) -> Result<(), StartError> {
         let kind = source.kind();
         let input = kind.name();
-        let options = self.store.options(&info.ingress_id)?;
+        // An ingress deleted since its lookup has none; the state write
+        // below finds it gone.
+        let options = self.store.options(&info.ingress_id)?.unwrap_or_default();
         let pipeline_config = self.pipeline_config(&info, &options, source)?;
         let pipeline = IngressPipeline::build(&pipeline_config)?;
         let buffering = proto::IngressState {
@@ -965,7 +967,7 @@ mod tests {
         fn delete(&self, _: &str) -> Result<(), StoreError> {
             down()
         }
-        fn options(&self, _: &str) -> Result<IngressOptions, StoreError> {
+        fn options(&self, _: &str) -> Result<Option<IngressOptions>, StoreError> {
             down()
         }
         fn put_options(&self, _: &str, _: &IngressOptions) -> Result<bool, StoreError> {

@@ -6,6 +6,7 @@
 //! [`SILENCE`] without a datagram, or when the element stops taking frames.
 
 use super::listener::{Control, Frame, MediaKind, VideoCodec, WhipEvent};
+use crate::livekit::session::MAX_DUE_TIMEOUTS;
 use crate::media_socket::MediaSocket;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,9 +22,6 @@ use tokio::sync::{mpsc, oneshot};
 pub const SILENCE: Duration = Duration::from_secs(15);
 /// From the answer to ICE and DTLS being up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// str0m's timeouts that are already due, handled in a row before the loop
-/// looks at its inputs again.
-const MAX_DUE_TIMEOUTS: u32 = 8;
 
 /// The session as its loop sees it.
 pub struct Session {

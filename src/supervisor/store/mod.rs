@@ -30,6 +30,14 @@ use std::time::Duration;
 /// How long a claim outlives its last renewal; sessions renew every third of it.
 pub const LEASE: Duration = Duration::from_secs(10);
 
+/// An ingress's options as a store keeps them: JSON, or nothing when it set
+/// none.
+fn stored_options(json: Option<&str>) -> Result<IngressOptions, StoreError> {
+    json.map_or(Ok(IngressOptions::default()), |json| {
+        IngressOptions::from_json(json.as_bytes()).map_err(StoreError::corrupt)
+    })
+}
+
 /// Called with an ingress id when some node asks for its session to stop.
 pub type StopHandler = Box<dyn Fn(&str) + Send + Sync>;
 
@@ -45,9 +53,9 @@ pub trait Store: Send + Sync {
     fn list(&self, room: &str, ingress_id: &str) -> Result<Vec<proto::IngressInfo>, StoreError>;
     /// Removes an ingress: info, state and options.
     fn delete(&self, ingress_id: &str) -> Result<(), StoreError>;
-    /// The ingress's own options (see `super::ingress_options`); empty when
-    /// it has none, or does not exist.
-    fn options(&self, ingress_id: &str) -> Result<IngressOptions, StoreError>;
+    /// The ingress's own options (see `super::ingress_options`; empty when
+    /// it set none); `None` when there is no such ingress.
+    fn options(&self, ingress_id: &str) -> Result<Option<IngressOptions>, StoreError>;
     /// Replaces the ingress's options (an API update of its info keeps
     /// them); false, and nothing written, when there is no such ingress.
     fn put_options(&self, ingress_id: &str, options: &IngressOptions) -> Result<bool, StoreError>;

@@ -19,7 +19,7 @@
 //! state writes have their own connection, so an API call or a metrics scrape
 //! on a slow Redis never holds up a session's renewals.
 
-use super::{state_order, StopHandler, Store, StoreError, LEASE};
+use super::{state_order, stored_options, StopHandler, Store, StoreError, LEASE};
 use crate::supervisor::config::RedisConfig;
 use crate::supervisor::ingress_options::IngressOptions;
 use crate::sync::lock;
@@ -370,13 +370,16 @@ impl Store for RedisStore {
         Ok(())
     }
 
-    fn options(&self, ingress_id: &str) -> Result<IngressOptions, StoreError> {
-        let json: Option<String> = self
-            .commands
-            .run(|c| c.hget(self.ingress_key(ingress_id), "options"))?;
-        json.map_or(Ok(IngressOptions::default()), |json| {
-            IngressOptions::from_json(json.as_bytes()).map_err(StoreError::corrupt)
-        })
+    fn options(&self, ingress_id: &str) -> Result<Option<IngressOptions>, StoreError> {
+        // `room` is in every ingress's hash: without it there is no ingress.
+        let (room, json): (Option<String>, Option<String>) = self.commands.run(|c| {
+            redis::cmd("HMGET")
+                .arg(self.ingress_key(ingress_id))
+                .arg("room")
+                .arg("options")
+                .query(c)
+        })?;
+        room.map(|_| stored_options(json.as_deref())).transpose()
     }
 
     fn put_options(&self, ingress_id: &str, options: &IngressOptions) -> Result<bool, StoreError> {

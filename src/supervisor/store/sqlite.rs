@@ -5,7 +5,7 @@
 //! no one else to reach. The file holds every stream key: it is created
 //! readable by its owner only.
 
-use super::{state_order, StopHandler, Store, StoreError};
+use super::{state_order, stored_options, StopHandler, Store, StoreError};
 use crate::supervisor::ingress_options::IngressOptions;
 use crate::sync::lock;
 use livekit_protocol as proto;
@@ -245,19 +245,19 @@ impl Store for SqliteStore {
         tx.commit().map_err(db_error)
     }
 
-    fn options(&self, ingress_id: &str) -> Result<IngressOptions, StoreError> {
-        let json: Option<String> = self
+    fn options(&self, ingress_id: &str) -> Result<Option<IngressOptions>, StoreError> {
+        let row: Option<Option<String>> = self
             .db()
             .query_row(
-                "SELECT options FROM ingress_options WHERE ingress_id = ?1",
+                "SELECT o.options FROM ingress i
+                 LEFT JOIN ingress_options o ON o.ingress_id = i.ingress_id
+                 WHERE i.ingress_id = ?1",
                 [ingress_id],
                 |row| row.get(0),
             )
             .optional()
             .map_err(db_error)?;
-        json.map_or(Ok(IngressOptions::default()), |json| {
-            IngressOptions::from_json(json.as_bytes()).map_err(StoreError::corrupt)
-        })
+        row.map(|json| stored_options(json.as_deref())).transpose()
     }
 
     fn put_options(&self, ingress_id: &str, options: &IngressOptions) -> Result<bool, StoreError> {
